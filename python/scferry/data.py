@@ -1,0 +1,220 @@
+"""Input handling: every dataset check and its error message lives here.
+
+`collect_datasets` turns what the user passes (a dict of AnnData, a list, or one AnnData plus a
+batch column) into a list of :class:`Dataset`, raising a clear error before any training. Nothing
+here modifies the user's objects.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+from anndata import AnnData
+
+
+@dataclass
+class Dataset:
+    """One input dataset: a name, the user's AnnData, and which of its rows belong to it."""
+
+    name: str
+    adata: AnnData
+    rows: np.ndarray | None = None  # row positions in `adata` (single AnnData + batch_key), else all
+    layer: str | None = None
+
+    @property
+    def n_obs(self) -> int:
+        return self.adata.n_obs if self.rows is None else len(self.rows)
+
+    @property
+    def obs_names(self) -> pd.Index:
+        names = self.adata.obs_names
+        return names if self.rows is None else names[self.rows]
+
+    @property
+    def var_names(self) -> pd.Index:
+        return self.adata.var_names
+
+    @property
+    def obs(self) -> pd.DataFrame:
+        return self.adata.obs if self.rows is None else self.adata.obs.iloc[self.rows]
+
+    def counts(self) -> sp.csr_matrix:
+        """The dataset's matrix as CSR float32 (a new object; the user's matrix is untouched)."""
+        X = self.adata.X if self.layer is None else self.adata.layers[self.layer]
+        if self.rows is not None:
+            X = X[self.rows]
+        if sp.issparse(X):
+            X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+        else:
+            X = sp.csr_matrix(np.asarray(X, dtype=np.float32))
+        X.sum_duplicates()
+        return X
+
+
+def _describe(name: str) -> str:
+    return f"dataset {name!r}"
+
+
+def collect_datasets(
+    datasets: Mapping[str, AnnData] | Sequence[AnnData] | AnnData,
+    *,
+    batch_key: str | None = None,
+    layer: str | None = None,
+    min_datasets: int = 2,
+) -> list[Dataset]:
+    """Validate the user's input and return one :class:`Dataset` per dataset.
+
+    Accepted forms: ``{"rna": rna, "atac": atac}``; a list of AnnData (named ``"0"``, ``"1"``, ...);
+    or one AnnData with ``batch_key`` naming an ``obs`` column whose levels are the datasets.
+    """
+    if isinstance(datasets, AnnData):
+        out = _split_by_batch(datasets, batch_key, layer)
+    else:
+        if batch_key is not None:
+            raise ValueError(
+                "batch_key is only used with a single AnnData; with several datasets each input is "
+                "already one dataset. Drop batch_key, or concatenate the inputs into one AnnData."
+            )
+        if isinstance(datasets, Mapping):
+            items = list(datasets.items())
+        elif isinstance(datasets, Sequence) and not isinstance(datasets, str):
+            items = [(str(i), a) for i, a in enumerate(datasets)]
+        else:
+            raise TypeError(
+                f"datasets must be a dict of name -> AnnData, a list of AnnData, or one AnnData with "
+                f"batch_key; got {type(datasets).__name__}."
+            )
+        out = []
+        for name, adata in items:
+            if not isinstance(name, str) or not name:
+                raise TypeError(f"dataset names must be non-empty strings; got {name!r}.")
+            if not isinstance(adata, AnnData):
+                raise TypeError(
+                    f"{_describe(name)} is a {type(adata).__name__}, not an AnnData. Convert it first "
+                    "(e.g. anndata.AnnData(X=matrix, obs=..., var=...))."
+                )
+            out.append(Dataset(name, adata, None, layer))
+    if len(out) < min_datasets:
+        raise ValueError(
+            f"integration needs at least {min_datasets} datasets; got {len(out)}"
+            + (f" (levels of {batch_key!r}: {[d.name for d in out]})" if batch_key else "")
+            + ". Pass a dict like {'rna': rna, 'atac': atac}, or one AnnData with a batch_key "
+            "column that has several levels."
+        )
+    for d in out:
+        check_dataset(d)
+    return out
+
+
+def _split_by_batch(adata: AnnData, batch_key: str | None, layer: str | None) -> list[Dataset]:
+    if batch_key is None:
+        raise ValueError(
+            "a single AnnData needs batch_key= naming the obs column that says which dataset each "
+            "cell belongs to; or pass a dict of datasets, e.g. {'rna': rna, 'atac': atac}."
+        )
+    if batch_key not in adata.obs.columns:
+        raise KeyError(
+            f"batch_key {batch_key!r} is not a column of adata.obs; available columns: "
+            f"{list(adata.obs.columns)}."
+        )
+    batches = adata.obs[batch_key]
+    if batches.isna().any():
+        raise ValueError(
+            f"obs[{batch_key!r}] has {int(batches.isna().sum())} missing values; every cell needs a "
+            "batch. Fill or drop those cells first."
+        )
+    codes, levels = pd.factorize(batches.astype(str), sort=False)
+    return [
+        Dataset(str(level), adata, np.flatnonzero(codes == i), layer)
+        for i, level in enumerate(levels)
+    ]
+
+
+def check_dataset(d: Dataset) -> None:
+    """Shape, names and values of one dataset; errors name the dataset and the fix."""
+    what = _describe(d.name)
+    if d.n_obs == 0:
+        raise ValueError(f"{what} has no cells. Remove it or check how it was subset.")
+    if d.adata.n_vars == 0:
+        raise ValueError(f"{what} has no features (genes/peaks). Check how it was subset.")
+    if d.layer is not None and d.layer not in d.adata.layers:
+        raise KeyError(
+            f"{what} has no layer {d.layer!r}; available layers: {list(d.adata.layers.keys())}."
+        )
+    if not d.adata.var_names.is_unique:
+        dup = d.adata.var_names[d.adata.var_names.duplicated()].unique()[:5].tolist()
+        raise ValueError(
+            f"{what} has duplicated feature names (e.g. {dup}). Make them unique first: "
+            "adata.var_names_make_unique()."
+        )
+    if not d.obs_names.is_unique:
+        dup = d.obs_names[d.obs_names.duplicated()].unique()[:5].tolist()
+        raise ValueError(
+            f"{what} has duplicated cell names (e.g. {dup}). Make them unique first: "
+            "adata.obs_names_make_unique()."
+        )
+    check_values(d.adata.X if d.layer is None else d.adata.layers[d.layer], what, d.rows)
+
+
+def check_values(X, what: str, rows: np.ndarray | None = None) -> None:
+    """Non-finite or negative values are errors (counts are expected)."""
+    if rows is not None:
+        X = X[rows]
+    values = X.data if sp.issparse(X) else np.asarray(X)
+    if not np.issubdtype(values.dtype, np.number):
+        raise TypeError(f"{what} has a non-numeric matrix (dtype {values.dtype}).")
+    if not np.all(np.isfinite(values)):
+        n = int(np.size(values) - np.isfinite(values).sum())
+        raise ValueError(
+            f"{what} has {n} non-finite values (NaN or inf). scferry expects raw counts; "
+            "replace or drop them first."
+        )
+    if values.size and values.min() < 0:
+        n = int((values < 0).sum())
+        raise ValueError(
+            f"{what} has {n} negative values. scferry expects raw counts in .X (or layer=...): "
+            "pass unscaled counts, not scaled or centred data."
+        )
+
+
+def check_cell_totals(X: sp.csr_matrix, what: str) -> None:
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    empty = int((totals == 0).sum())
+    if empty:
+        raise ValueError(
+            f"{what} has {empty} cells with zero counts, which cannot be normalised. Filter them "
+            "first: sc.pp.filter_cells(adata, min_counts=1)."
+        )
+
+
+def check_obs_column(d: Dataset, key: str, role: str = "label_key") -> pd.Series:
+    """Return obs[key] for the dataset's cells, or raise an error that lists what exists."""
+    if key not in d.adata.obs.columns:
+        raise KeyError(
+            f"{role} {key!r} is not a column of {_describe(d.name)}'s obs; available columns: "
+            f"{list(d.adata.obs.columns)}."
+        )
+    col = d.obs[key]
+    if col.isna().any():
+        raise ValueError(
+            f"{role} {key!r} has {int(col.isna().sum())} missing values in {_describe(d.name)}. "
+            "Fill them (e.g. with 'unknown') or drop those cells before integrating."
+        )
+    return col
+
+
+def shared_features(datasets: Sequence[Dataset]) -> pd.Index:
+    """Features present in every dataset, in the first dataset's order."""
+    common = datasets[0].var_names
+    for d in datasets[1:]:
+        common = common[common.isin(d.var_names)]
+    if len(common) == 0:
+        sizes = ", ".join(f"{d.name!r}: {d.adata.n_vars}" for d in datasets)
+        raise ValueError(
+            f"the datasets share no feature names ({sizes} features). Horizontal integration needs "
+            "shared genes: check that all use the same gene identifiers (symbols vs Ensembl IDs, case)."
+        )
+    return common

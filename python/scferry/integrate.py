@@ -1,0 +1,120 @@
+"""``scferry.integrate``: validate, preprocess, train any registered method, write the embedding."""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+from anndata import AnnData
+
+from . import pp
+from .data import collect_datasets
+from .model import EMBEDDING_KEY, Model
+from .models import get_method
+from .train import MinibatchSampler, batch_sizes, fit, resolve_device, seed_everything
+
+
+def integrate(
+    datasets: Mapping[str, AnnData] | Sequence[AnnData] | AnnData,
+    method: str = "uniport",
+    *,
+    batch_key: str | None = None,
+    layer: str | None = None,
+    reference: str | None = None,
+    preprocess: bool = True,
+    max_iter: int | None = None,
+    lr: float | None = None,
+    batch_size: int | None = None,
+    patience: int | None | str = "default",
+    seed: int = 0,
+    device: str = "auto",
+    progress: bool = True,
+    **params: Any,
+) -> Model:
+    """Integrate several single-cell datasets into one latent space.
+
+    Parameters
+    ----------
+    datasets
+        ``{"rna": rna, "spatial": st}`` (name -> AnnData with raw counts in ``.X`` or ``layer``),
+        a list of AnnData, or one AnnData whose ``obs[batch_key]`` names the datasets.
+    method
+        One of :func:`scferry.available_methods`.
+    reference
+        Name of the reference dataset: the others are aligned to it (uniPort: OT pairs are
+        (reference, other) and the reference side of the OT cost gets no gradient).
+    preprocess
+        Run the method's preprocessing (uniPort: normalize_total, log1p, common and
+        dataset-specific HVGs, per-dataset MaxAbs scaling). ``False`` when done already: then
+        all features are used and only MaxAbs scaling is applied.
+    max_iter, lr, batch_size, patience
+        Training budget (optimiser steps), Adam learning rate, cells per step (split evenly over
+        datasets), early-stopping patience in epochs (``None`` disables early stopping; by default
+        the method's). Defaults
+        are the method's (``get_method(name).train_defaults``).
+    seed
+        The same seed gives the same embedding on CPU.
+    device
+        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+    progress
+        Show a tqdm progress bar.
+    **params
+        Method hyper-parameters (``get_method(name).defaults``), e.g. ``n_latent=16``.
+
+    Returns
+    -------
+    A :class:`scferry.Model`. Writes ``obsm["X_scferry"]`` (cells x latent, float32) on every input
+    AnnData and nothing else (with one AnnData + ``batch_key``: on that object).
+    """
+    cls = get_method(method)
+    unknown = sorted(set(params) - set(cls.defaults))
+    if unknown:
+        raise TypeError(f"unknown parameter(s) {unknown} for method {cls.name!r}; its parameters: "
+                        f"{sorted(cls.defaults)}.")
+    hp = {**cls.defaults, **params, "reference": reference}
+    tp = dict(cls.train_defaults)
+    for key, value in dict(max_iter=max_iter, lr=lr, batch_size=batch_size).items():
+        if value is not None:
+            tp[key] = value
+    if patience != "default":
+        tp["patience"] = patience
+    _check_positive(tp)
+    if not isinstance(seed, int):
+        raise TypeError(f"seed must be an int; got {seed!r}.")
+    dev = resolve_device(device)
+    data = collect_datasets(datasets, batch_key=batch_key, layer=layer)
+    names = [d.name for d in data]
+    if reference is not None and reference not in names:
+        raise ValueError(f"reference {reference!r} is not one of the datasets {names}.")
+
+    if preprocess:
+        prep, views = pp.fit_transform(data, n_common=hp.get("n_common_genes", 2000),
+                                       n_specific=hp.get("n_specific_genes", 2000))
+    else:
+        prep, views = pp.fit_transform(data, n_common=math.inf, n_specific=0, normalize=False)
+    views = [views[n] for n in names]
+
+    rng = seed_everything(seed)
+    module = cls(cls.dims_from_views(views), hp, names)
+    module.init_from_data(views)
+    module.to(dev)
+    n_cells = [d.n_obs for d in data]
+    sizes = batch_sizes(n_cells, tp["batch_size"])
+    sampler = MinibatchSampler(views, sizes, rng, dev, paired=cls.paired)
+    iters_per_epoch = max(1, math.ceil(max(n / b for n, b in zip(n_cells, sizes))))
+    history = fit(module, sampler, max_iter=tp["max_iter"], lr=tp["lr"], weight_decay=tp["weight_decay"],
+                  iters_per_epoch=iters_per_epoch, patience=tp["patience"], progress=progress,
+                  desc=f"scferry {cls.name}")
+    tp["iterations_run"] = history[-1]["iteration"] if history else 0
+    model = Model(module, prep, data, tp, history, batch_key=batch_key)
+    model.write_embedding({n: model.encode(v, n) for n, v in zip(names, views)}, EMBEDDING_KEY)
+    return model
+
+
+def _check_positive(tp: dict) -> None:
+    for key in ("max_iter", "batch_size"):
+        if not isinstance(tp[key], int) or tp[key] < 1:
+            raise ValueError(f"{key} must be a positive integer; got {tp[key]!r}.")
+    if not tp["lr"] > 0:
+        raise ValueError(f"lr must be positive; got {tp['lr']!r}.")
+    if tp["patience"] is not None and (not isinstance(tp["patience"], int) or tp["patience"] < 1):
+        raise ValueError(f"patience must be a positive integer or None; got {tp['patience']!r}.")

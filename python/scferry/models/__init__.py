@@ -1,0 +1,17 @@
+"""Registry of integration methods: one module per method, one entry here."""
+from __future__ import annotations
+
+from .base import Method
+from .uniport import UniPort
+
+METHODS: dict[str, type[Method]] = {m.name: m for m in (UniPort,)}
+
+
+def get_method(name: str) -> type[Method]:
+    if not isinstance(name, str) or name.lower() not in METHODS:
+        raise ValueError(f"unknown method {name!r}; available methods: {sorted(METHODS)}.")
+    return METHODS[name.lower()]
+
+
+def available_methods() -> list[str]:
+    return sorted(METHODS)

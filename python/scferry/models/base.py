@@ -1,0 +1,47 @@
+"""What every method is: a small ``nn.Module`` that turns a minibatch into a :class:`LossRecord`
+and encodes cells. Data handling, preprocessing, the training loop, save/load and the user API
+live once, elsewhere (``model.py``, ``train.py``, ``integrate.py``)."""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ..train import LossRecord
+
+
+class Method(nn.Module):
+    """Base class. A subclass sets ``name``, ``defaults`` (its hyper-parameters) and
+    ``train_defaults`` (optimiser and loop settings), builds its networks from ``dims`` (sizes
+    derived from the preprocessed data) and implements ``loss`` and ``encode``."""
+
+    name: ClassVar[str] = ""
+    defaults: ClassVar[dict[str, Any]] = {}
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    paired: ClassVar[bool] = False  # same cells in every dataset (vertical integration)
+
+    def __init__(self, dims: dict[str, Any], params: dict[str, Any], dataset_names: list[str]):
+        super().__init__()
+        self.dims, self.params, self.dataset_names = dims, params, list(dataset_names)
+
+    @staticmethod
+    def dims_from_views(views: list[dict]) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def init_from_data(self, views: list[dict]) -> None:
+        """Optional data-informed initialisation, called once before training."""
+
+    def loss(self, batch: list[dict[str, torch.Tensor]]) -> LossRecord:
+        raise NotImplementedError
+
+    def encode(self, inputs: dict[str, torch.Tensor], dataset: int) -> torch.Tensor:
+        """Latent coordinates (cells x latent) of cells of dataset index ``dataset`` (eval mode)."""
+        raise NotImplementedError
+
+    # Non-parameter state a method keeps across training (e.g. uniPort's global OT plan).
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,132 @@
+"""Preprocessing shared by the methods: library-size normalisation, log1p, highly variable
+genes (common across datasets and specific to each), and per-dataset MaxAbs scaling.
+
+Everything works on sparse copies; the user's AnnData objects are never touched. The fitted
+parameters (gene lists, scale factors) are kept in a :class:`Preprocessing` so that new cells can
+be transformed the same way (``project``, ``impute``) and saved with the model.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import scanpy as sc
+from anndata import AnnData
+
+from .data import Dataset, check_cell_totals, shared_features
+
+TARGET_SUM = 1e4
+
+
+def normalize_log1p(X: sp.csr_matrix, target_sum: float = TARGET_SUM) -> sp.csr_matrix:
+    """Counts per ``target_sum`` then log1p, on a CSR copy."""
+    X = sp.csr_matrix(X, dtype=np.float32, copy=True)
+    totals = np.asarray(X.sum(axis=1)).ravel()
+    scale = np.divide(target_sum, totals, out=np.zeros_like(totals), where=totals > 0)
+    X.data *= np.repeat(scale, np.diff(X.indptr)).astype(np.float32)
+    np.log1p(X.data, out=X.data)
+    return X
+
+
+def highly_variable(X: sp.csr_matrix, genes: pd.Index, n_top: int, batches=None) -> pd.Index:
+    """Top ``n_top`` highly variable genes (scanpy's 'seurat' flavour on log data), in input order."""
+    if n_top >= len(genes):
+        return genes
+    ad = AnnData(X, var=pd.DataFrame(index=genes))
+    if batches is not None:
+        ad.obs["batch"] = pd.Categorical(batches)
+    hv = sc.pp.highly_variable_genes(
+        ad, n_top_genes=n_top, batch_key="batch" if batches is not None else None,
+        flavor="seurat", inplace=False, subset=False,
+    )
+    return genes[np.asarray(hv["highly_variable"], dtype=bool)]
+
+
+def maxabs(X: sp.csr_matrix) -> np.ndarray:
+    """Per-gene scale so that each gene's largest value in this dataset is 1 (0 for absent genes)."""
+    m = np.asarray(abs(X).max(axis=0).todense()).ravel().astype(np.float32)
+    return np.divide(1.0, m, out=np.zeros_like(m), where=m > 0)
+
+
+def scale_columns(X: sp.csr_matrix, scale: np.ndarray, clip: bool = False) -> sp.csr_matrix:
+    X = sp.csr_matrix(X @ sp.diags(scale.astype(np.float32)), dtype=np.float32)
+    if clip:  # new cells may exceed the training maximum; the decoders' range is [0, 1]
+        np.minimum(X.data, 1.0, out=X.data)
+    return X
+
+
+def select(X: sp.csr_matrix, var_names: pd.Index, genes: pd.Index) -> sp.csr_matrix:
+    return X[:, var_names.get_indexer(genes)]
+
+
+@dataclass
+class Preprocessing:
+    """Fitted preprocessing: the common genes, each dataset's specific genes and scale factors."""
+
+    common_genes: list[str]
+    specific_genes: dict[str, list[str]] = field(default_factory=dict)
+    common_scale: dict[str, np.ndarray] = field(default_factory=dict)
+    specific_scale: dict[str, np.ndarray] = field(default_factory=dict)
+    normalize: bool = True
+    target_sum: float = TARGET_SUM
+
+    def transform(self, X: sp.csr_matrix, var_names: pd.Index, dataset: str, view: str = "common",
+                  clip: bool = False) -> sp.csr_matrix:
+        """Map counts of cells from ``dataset`` (or new cells of its kind) to a model input view."""
+        genes = pd.Index(self.common_genes if view == "common" else self.specific_genes[dataset])
+        scale = (self.common_scale if view == "common" else self.specific_scale)[dataset]
+        if self.normalize:
+            X = normalize_log1p(X, self.target_sum)
+        return scale_columns(select(X, var_names, genes), scale, clip=clip)
+
+    def state_dict(self) -> dict:
+        return {
+            "common_genes": list(self.common_genes),
+            "specific_genes": {k: list(v) for k, v in self.specific_genes.items()},
+            "common_scale": {k: v.tolist() for k, v in self.common_scale.items()},
+            "specific_scale": {k: v.tolist() for k, v in self.specific_scale.items()},
+            "normalize": self.normalize,
+            "target_sum": float(self.target_sum),
+        }
+
+    @classmethod
+    def from_state_dict(cls, d: dict) -> "Preprocessing":
+        as_arr = lambda m: {k: np.asarray(v, dtype=np.float32) for k, v in m.items()}  # noqa: E731
+        return cls(d["common_genes"], d["specific_genes"], as_arr(d["common_scale"]),
+                   as_arr(d["specific_scale"]), d["normalize"], d["target_sum"])
+
+
+def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: int = 2000,
+                  normalize: bool = True) -> tuple[Preprocessing, dict[str, dict[str, sp.csr_matrix]]]:
+    """uniPort's preprocessing (paper, Methods): returns the fitted parameters and, per dataset,
+    the model inputs ``{"common": cells x common HVGs, "specific": cells x dataset HVGs}``, CSR
+    float32 scaled to [0, 1]. With ``normalize=False`` the inputs are taken as already normalised
+    (and must then lie in [0, 1] after MaxAbs scaling, which holds for any nonnegative data)."""
+    common = shared_features(datasets)
+    logged = {}
+    for d in datasets:
+        X = d.counts()
+        if normalize:
+            check_cell_totals(X, f"dataset {d.name!r}")
+            X = normalize_log1p(X)
+        logged[d.name] = X
+    stacked = sp.vstack([select(logged[d.name], d.var_names, common) for d in datasets]).tocsr()
+    batches = np.repeat([d.name for d in datasets], [d.n_obs for d in datasets])
+    common_hv = highly_variable(stacked, common, n_common, batches)
+    prep = Preprocessing(list(common_hv), normalize=normalize)
+    views = {}
+    for d in datasets:
+        X = logged[d.name]
+        spec = highly_variable(X, d.var_names, n_specific) if n_specific > 0 else d.var_names[:0]
+        prep.specific_genes[d.name] = list(spec)
+        Xc = select(X, d.var_names, common_hv)
+        Xs = select(X, d.var_names, spec)
+        prep.common_scale[d.name] = maxabs(Xc)
+        prep.specific_scale[d.name] = maxabs(Xs)
+        views[d.name] = {
+            "common": scale_columns(Xc, prep.common_scale[d.name]),
+            "specific": scale_columns(Xs, prep.specific_scale[d.name]),
+        }
+    return prep, views

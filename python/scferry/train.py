@@ -1,0 +1,125 @@
+"""The one training loop every method shares: device policy, seeding, sparse minibatches,
+Adam, early stopping and the progress bar. A method only supplies ``loss(batch)``."""
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"``: CUDA when present, else CPU. ``"cpu"``, ``"cuda"``, ``"cuda:1"`` are taken as is."""
+    if isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"device must be a string like 'auto', 'cpu' or 'cuda'; got {device!r}.")
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r}: use 'auto', 'cpu' or 'cuda'.") from e
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but no CUDA GPU is available; use 'auto' or 'cpu'.")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}: use 'auto', 'cpu' or 'cuda'.")
+    return dev
+
+
+def seed_everything(seed: int) -> np.random.Generator:
+    random.seed(seed)
+    torch.manual_seed(seed)
+    return np.random.default_rng(seed)
+
+
+@dataclass
+class LossRecord:
+    """What a method returns for one minibatch: the total to minimise and named parts to log."""
+
+    total: torch.Tensor
+    parts: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class MinibatchSampler:
+    """Draws, each step, ``batch_size[d]`` cells from every dataset d (epochs of a shuffled order,
+    without replacement inside an epoch), and densifies only those rows of each sparse view.
+    ``paired=True`` draws the same rows from every dataset (same cells, several modalities)."""
+
+    def __init__(self, views: list[dict[str, sp.csr_matrix]], batch_size: list[int],
+                 rng: np.random.Generator, device: torch.device, paired: bool = False):
+        self.views, self.batch_size, self.rng, self.device, self.paired = views, batch_size, rng, device, paired
+        self.n = [next(iter(v.values())).shape[0] for v in views]
+        self._order = [np.empty(0, dtype=np.int64) for _ in views]
+        self._pos = [0 for _ in views]
+
+    def _next_rows(self, d: int) -> np.ndarray:
+        b = self.batch_size[d]
+        if self._pos[d] + b > len(self._order[d]):  # new epoch for this dataset
+            self._order[d] = self.rng.permutation(self.n[d])
+            self._pos[d] = 0
+        rows = self._order[d][self._pos[d]: self._pos[d] + b]
+        self._pos[d] += b
+        return rows
+
+    def __call__(self) -> list[dict[str, torch.Tensor]]:
+        shared = self._next_rows(0) if self.paired else None
+        batch = []
+        for d, views in enumerate(self.views):
+            rows = shared if self.paired else self._next_rows(d)
+            item = {"idx": torch.from_numpy(rows).to(self.device)}
+            for key, X in views.items():
+                item[key] = torch.from_numpy(X[rows].toarray()).to(self.device)
+            batch.append(item)
+        return batch
+
+
+def batch_sizes(n_cells: list[int], batch_size: int) -> list[int]:
+    """Split ``batch_size`` evenly over datasets; never more than a dataset has, never below 2
+    (batch norm needs two cells)."""
+    per = max(2, batch_size // len(n_cells))
+    return [min(per, n) for n in n_cells]
+
+
+def fit(module: torch.nn.Module, sampler: MinibatchSampler, *, max_iter: int, lr: float,
+        weight_decay: float, iters_per_epoch: int, patience: int | None, min_delta: float = 1e-4,
+        progress: bool = True, desc: str = "training") -> list[dict]:
+    """Adam over ``module.loss(sampler())`` for at most ``max_iter`` steps. Early stopping: stop
+    when the epoch-mean loss has not improved by a relative ``min_delta`` for ``patience`` epochs.
+    Returns the history, one dict of epoch-mean losses per epoch."""
+    opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay,
+                           foreach=True)
+    module.train()
+    history, running, best, stale = [], {}, math.inf, 0
+    bar = tqdm(total=max_iter, desc=desc, disable=not progress, leave=False)
+    for it in range(1, max_iter + 1):
+        rec = module.loss(sampler())
+        opt.zero_grad(set_to_none=True)
+        rec.total.backward()
+        opt.step()
+        for k, v in {"loss": rec.total, **rec.parts}.items():
+            running[k] = running.get(k, 0.0) + float(v.detach())
+        bar.update(1)
+        if it % iters_per_epoch == 0 or it == max_iter:
+            n = iters_per_epoch if it % iters_per_epoch == 0 else it % iters_per_epoch
+            epoch = {k: v / n for k, v in running.items()}
+            epoch["iteration"] = it
+            history.append(epoch)
+            running = {}
+            bar.set_postfix(loss=f"{epoch['loss']:.3f}")
+            if not math.isfinite(epoch["loss"]):
+                raise FloatingPointError(
+                    f"training diverged at iteration {it} (loss {epoch['loss']}); try a lower lr.")
+            if epoch["loss"] < best - min_delta * abs(best):
+                best, stale = epoch["loss"], 0
+            else:
+                stale += 1
+                if patience is not None and stale >= patience:
+                    break
+    bar.close()
+    module.eval()
+    return history

@@ -1,0 +1,305 @@
+# Finding, checking and starting the Python environment that holds the scferry Python package.
+
+.ferry_envname <- function() {
+    getOption("scferry.envname", Sys.getenv("SCFERRY_ENVNAME", "r-scferry"))
+}
+
+.ferry_venv_dir <- function(envname = .ferry_envname()) {
+    if (grepl("/", envname, fixed = TRUE)) return(path.expand(envname))
+    root <- Sys.getenv("WORKON_HOME", unset = "~/.virtualenvs")
+    file.path(path.expand(root), envname)
+}
+
+# Which Python the bridge will use, following reticulate's own precedence, without starting it.
+# Returns list(python = path, source = description).
+.ferry_python_candidate <- function(envname = .ferry_envname()) {
+    rp <- Sys.getenv("RETICULATE_PYTHON", unset = "")
+    if (nzchar(rp)) return(list(python = path.expand(rp), source = "RETICULATE_PYTHON"))
+    rpe <- Sys.getenv("RETICULATE_PYTHON_ENV", unset = "")
+    if (nzchar(rpe)) {
+        return(list(python = file.path(path.expand(rpe), "bin", "python"), source = "RETICULATE_PYTHON_ENV"))
+    }
+    op <- getOption("scferry.python")
+    if (!is.null(op)) return(list(python = path.expand(op), source = "option scferry.python"))
+    list(python = file.path(.ferry_venv_dir(envname), "bin", "python"),
+         source = sprintf("virtualenv '%s'", envname))
+}
+
+.ferry_setup_hint <- function() {
+    paste0("Run scferry::ferry_setup() once (it creates the virtualenv 'r-scferry' and installs the ",
+           "scferry Python package into it), or from a shell in the scferry repository: ",
+           "python3 -m venv ~/.virtualenvs/r-scferry && ~/.virtualenvs/r-scferry/bin/pip install '.[r]'")
+}
+
+.ferry_not_ok <- function(reason, python = NA_character_) {
+    structure(FALSE, reason = reason, python = python)
+}
+
+#' Is the Python side of scferry usable?
+#'
+#' Checks, without starting Python in this R session, that the Python interpreter the bridge will
+#' use exists and has the \code{scferry} Python package (with NumPy < 2, which reticulate 1.28 needs).
+#' The interpreter is, in order: \env{RETICULATE_PYTHON}, \env{RETICULATE_PYTHON_ENV}, the option
+#' \code{scferry.python}, or the virtualenv \code{r-scferry} (option \code{scferry.envname}) under
+#' \env{WORKON_HOME} or \file{~/.virtualenvs}. The check runs that interpreter in a subprocess
+#' (\code{importlib.util.find_spec}, no heavy imports) and caches the answer for the session.
+#' If Python is already running in this R session, the answer is about that interpreter.
+#'
+#' @param recheck Ignore the cached answer.
+#' @return \code{TRUE} or \code{FALSE}, with attributes \code{reason} (a sentence saying what is wrong
+#'   and what to run; empty when \code{TRUE}) and \code{python} (the interpreter path).
+#' @examples
+#' ok <- ferry_python_ok()
+#' if (!ok) message(attr(ok, "reason"))
+#' @export
+ferry_python_ok <- function(recheck = FALSE) {
+    if (reticulate::py_available(initialize = FALSE)) {
+        cfg <- reticulate::py_config()
+        if (!is.null(.ferry$sf) || reticulate::py_module_available("scferry")) {
+            return(structure(TRUE, reason = "", python = cfg$python))
+        }
+        return(.ferry_not_ok(paste0(
+            "Python is already running in this R session (", cfg$python, ") and it has no 'scferry' ",
+            "module; Python cannot be switched once started. Restart R and call scferry functions before ",
+            "anything else starts Python (or set RETICULATE_PYTHON to an interpreter that has scferry)."),
+            cfg$python))
+    }
+    cand <- .ferry_python_candidate()
+    py <- cand$python
+    if (!file.exists(py)) {
+        return(.ferry_not_ok(paste0("No Python interpreter for scferry: ", py, " (from ", cand$source,
+                                    ") does not exist. ", .ferry_setup_hint()), py))
+    }
+    if (!recheck && !is.null(.ferry$ok_cache[[py]])) return(.ferry$ok_cache[[py]])
+    code <- paste(
+        "import sys, importlib.util as u, importlib.metadata as m",
+        "miss = [n for n in ('scferry', 'numpy', 'scipy', 'pandas', 'anndata') if u.find_spec(n) is None]",
+        "print('MISSING ' + ' '.join(miss)) if miss else None",
+        "sys.exit(3) if miss else None",
+        "v = m.version('numpy')",
+        "print('NUMPY ' + v) if int(v.split('.')[0]) >= 2 else None",
+        "sys.exit(4) if int(v.split('.')[0]) >= 2 else None",
+        "print('OK ' + sys.version.split()[0])",
+        sep = "\n")
+    out <- .ferry_with_py_env(suppressWarnings(tryCatch(
+        system2(py, c("-c", shQuote(code)), stdout = TRUE, stderr = TRUE),
+        error = function(e) structure(conditionMessage(e), status = 127L))))
+    status <- attr(out, "status") %||% 0L
+    res <- if (status == 0L) {
+        structure(TRUE, reason = "", python = py)
+    } else if (status == 3L) {
+        .ferry_not_ok(paste0("The Python at ", py, " (from ", cand$source, ") lacks module(s): ",
+                             sub("^MISSING ", "", out[length(out)]), ". ", .ferry_setup_hint()), py)
+    } else if (status == 4L) {
+        .ferry_not_ok(paste0("The Python at ", py, " has NumPy ", sub("^NUMPY ", "", out[length(out)]),
+                             ", but reticulate ", utils::packageVersion("reticulate"),
+                             " needs NumPy < 2. Run scferry::ferry_setup(force = TRUE) or ",
+                             py, " -m pip install 'numpy<2'."), py)
+    } else {
+        .ferry_not_ok(paste0("The Python at ", py, " (from ", cand$source, ") does not run: ",
+                             paste(utils::tail(out, 3), collapse = " "), ". ", .ferry_setup_hint()), py)
+    }
+    .ferry$ok_cache[[py]] <- res
+    res
+}
+
+# Start Python (if needed) and import scferry; every user-facing function calls this first.
+.ferry_require_python <- function() {
+    if (!is.null(.ferry$sf)) return(invisible(.ferry$sf))
+    ok <- ferry_python_ok()
+    if (!isTRUE(ok)) .ferry_stop(attr(ok, "reason"))
+    if (!reticulate::py_available(initialize = FALSE)) {
+        if (!nzchar(Sys.getenv("RETICULATE_PYTHON"))) {
+            reticulate::use_python(attr(ok, "python"), required = TRUE)
+        }
+    }
+    .ferry_muffle_init(.ferry_import_torch_deepbind())
+    sf <- .ferry_muffle_init(tryCatch(reticulate::import("scferry", convert = FALSE), error = function(e) {
+        .ferry_stop("Python started (", attr(ok, "python"), ") but 'import scferry' failed: ",
+                    .ferry_py_message(e), ". ", .ferry_setup_hint())
+    }))
+    .ferry$bridge <- reticulate::import_from_path("ferry_bridge", system.file("python", package = "scferry"))
+    .ferry_set_threads()
+    .ferry$sf <- sf
+    invisible(sf)
+}
+
+# reticulate 1.28 warns about Poetry whenever the working directory has a pyproject.toml with a
+# [tool] table (the scferry repository itself has one); that warning is noise for users.
+.ferry_muffle_init <- function(expr) {
+    withCallingHandlers(expr, warning = function(w) {
+        if (grepl("Poetry|pyproject.toml", conditionMessage(w))) invokeRestart("muffleWarning")
+    })
+}
+
+# The Python exception's own message (type: text), without reticulate's traceback.
+.ferry_py_message <- function(e) {
+    err <- tryCatch(reticulate::py_last_error(), error = function(e2) NULL)
+    msg <- conditionMessage(e)
+    if (!is.null(err) && !is.null(err$value) && nzchar(err$value) &&
+        grepl(err$value, msg, fixed = TRUE)) {
+        return(paste0(err$type, ": ", err$value))
+    }
+    msg <- sub("\n*Detailed traceback:.*$", "", msg)
+    trimws(msg)
+}
+
+# Evaluate a call into Python; a Python exception becomes an R error whose message is the
+# exception's own message, prefixed with what was being done.
+.ferry_py <- function(expr, what) {
+    tryCatch(expr, error = function(e) {
+        if (inherits(e, "ferry_error")) stop(e)
+        .ferry_stop(what, " failed in Python: ", .ferry_py_message(e))
+    })
+}
+
+# Path of the scferry repository checkout (holds pyproject.toml), or NULL.
+.ferry_repo_path <- function(path = NULL) {
+    cands <- c(path, getOption("scferry.repo"), Sys.getenv("SCFERRY_REPO", unset = ""))
+    conf <- file.path(tools::R_user_dir("scferry", "config"), "repo_path")
+    if (file.exists(conf)) cands <- c(cands, readLines(conf, warn = FALSE)[1L])
+    inst <- system.file("scferry_repo_path", package = "scferry")
+    if (nzchar(inst)) cands <- c(cands, readLines(inst, warn = FALSE)[1L])
+    for (p in cands[nzchar(cands) & !is.na(cands)]) {
+        p <- path.expand(p)
+        toml <- file.path(p, "pyproject.toml")
+        if (file.exists(toml) && any(grepl('^name *= *"scferry"', readLines(toml, warn = FALSE)))) {
+            return(normalizePath(p))
+        }
+        if (!is.null(path) && identical(p, path.expand(path))) {
+            .ferry_stop("path = '", path, "' is not the scferry repository (no pyproject.toml naming ",
+                        "the package 'scferry' there)")
+        }
+    }
+    NULL
+}
+
+#' Create or update the Python environment scferry uses
+#'
+#' Creates the virtualenv \code{envname} (with \code{reticulate::virtualenv_create}) and installs the
+#' scferry Python package into it from the scferry repository checkout, with the dependency pins
+#' of that checkout's \file{pyproject.toml} (NumPy < 2 among them, which reticulate 1.28 needs).
+#' The checkout is found from \code{path}, the option \code{scferry.repo}, the environment variable
+#' \env{SCFERRY_REPO}, a path remembered by an earlier \code{ferry_setup(path = )} call, or the
+#' checkout this R package was installed from (recorded at installation). Needs network access to
+#' PyPI (or a pip configuration pointing at a mirror).
+#'
+#' Python cannot be switched once it runs in an R session, so call this in a fresh session, and
+#' restart R afterwards if Python was started.
+#'
+#' @param envname Name of the virtualenv (under \env{WORKON_HOME} or \file{~/.virtualenvs}) or a path.
+#' @param python Python interpreter to create the virtualenv from (Python >= 3.10); \code{NULL}
+#'   lets reticulate choose.
+#' @param path The scferry repository checkout; \code{NULL} to find it as described.
+#' @param force Delete and recreate the virtualenv if it exists.
+#' @param editable Install the Python package in editable mode (\code{pip install -e}), for development.
+#' @param extras Optional dependency groups of the Python package, e.g. \code{"r"} (rpy2, anndata2ri).
+#' @param dry_run Only return the steps that would be run.
+#' @return Invisibly, the path of the environment's Python (with \code{dry_run}, a list of the steps).
+#' @examples
+#' \dontrun{
+#' ferry_setup()
+#' }
+#' @export
+ferry_setup <- function(envname = "r-scferry", python = NULL, path = NULL, force = FALSE,
+                        editable = FALSE, extras = character(), dry_run = FALSE) {
+    repo <- .ferry_repo_path(path)
+    if (is.null(repo)) {
+        .ferry_stop("cannot find the scferry repository checkout to install the Python package from; ",
+                    "pass path = '<checkout>' (the folder holding pyproject.toml) or set SCFERRY_REPO")
+    }
+    envdir <- .ferry_venv_dir(envname)
+    py <- file.path(envdir, "bin", "python")
+    spec <- if (length(extras)) paste0(repo, "[", paste(extras, collapse = ","), "]") else repo
+    pip_args <- c("-m", "pip", "install", if (editable) "-e", shQuote(spec))
+    steps <- list(repo = repo, envdir = envdir,
+                  remove = force && dir.exists(envdir),
+                  create = force || !file.exists(py),
+                  install = paste(c(py, pip_args), collapse = " "))
+    if (dry_run) return(steps)
+    if (reticulate::py_available(initialize = FALSE)) {
+        .ferry_stop("Python is already running in this R session (", reticulate::py_config()$python,
+                    "); restart R and run scferry::ferry_setup() before anything else uses Python")
+    }
+    if (steps$remove) reticulate::virtualenv_remove(envdir, confirm = FALSE)
+    if (steps$create) {
+        .ferry_with_py_env(reticulate::virtualenv_create(envdir, python = python, packages = NULL))
+    }
+    message("Installing the scferry Python package from ", repo, " into ", envdir, " ...")
+    status <- .ferry_with_py_env(system2(py, pip_args))
+    if (!identical(as.integer(status), 0L)) {
+        .ferry_stop("pip install failed (exit status ", status, "): ", steps$install)
+    }
+    conf <- tools::R_user_dir("scferry", "config")
+    dir.create(conf, recursive = TRUE, showWarnings = FALSE)
+    writeLines(repo, file.path(conf, "repo_path"))
+    .ferry$ok_cache <- list()
+    ok <- withr_envname(envname, ferry_python_ok(recheck = TRUE))
+    if (!isTRUE(ok)) .ferry_stop("set-up finished but the check still fails: ", attr(ok, "reason"))
+    if (!identical(envname, .ferry_envname())) {
+        options(scferry.envname = envname)
+        message("Using '", envname, "' for this session; set options(scferry.envname = '", envname,
+                "') or SCFERRY_ENVNAME in later sessions")
+    }
+    message("scferry Python environment ready: ", py)
+    invisible(py)
+}
+
+# Evaluate expr with options(scferry.envname = envname).
+withr_envname <- function(envname, expr) {
+    old <- options(scferry.envname = envname)
+    on.exit(options(old))
+    expr
+}
+
+# R links its own BLAS (on Debian often the slow reference BLAS) into the process with global
+# symbols; torch loaded afterwards into the same process then resolves sgemm_ & co. to R's BLAS
+# instead of its bundled MKL: matrix products measured 35x slower under R than in Python. Loading
+# torch with RTLD_DEEPBIND makes its libraries prefer their own symbols. Linux only; switch off with
+# options(scferry.deepbind = FALSE).
+.ferry_import_torch_deepbind <- function() {
+    if (!isTRUE(getOption("scferry.deepbind", TRUE)) || Sys.info()[["sysname"]] != "Linux") return(invisible())
+    code <- paste(
+        "import sys, os, importlib.util",
+        "if 'torch' not in sys.modules and importlib.util.find_spec('torch') is not None and hasattr(os, 'RTLD_DEEPBIND'):",
+        "    _flags = sys.getdlopenflags()",
+        "    sys.setdlopenflags(_flags | os.RTLD_DEEPBIND)",
+        "    try:",
+        "        import torch",
+        "    finally:",
+        "        sys.setdlopenflags(_flags)",
+        sep = "\n")
+    tryCatch(reticulate::py_run_string(code, local = TRUE, convert = FALSE), error = function(e) NULL)
+    invisible()
+}
+
+# options(scferry.threads = n) or SCFERRY_THREADS=n: torch CPU threads for this session. Unset: torch's
+# default (all cores). On machines whose cores are shared with other jobs, OpenMP spin-waiting made
+# training 10-30x slower with 2 threads than with 1 (measured on a busy 2-core VM).
+.ferry_set_threads <- function() {
+    n <- getOption("scferry.threads", Sys.getenv("SCFERRY_THREADS", unset = ""))
+    if (is.null(n) || identical(n, "")) return(invisible())
+    n <- suppressWarnings(as.integer(n))
+    if (is.na(n) || n < 1L) .ferry_stop("option scferry.threads / SCFERRY_THREADS must be a positive integer")
+    torch <- tryCatch(reticulate::import("torch", convert = FALSE), error = function(e) NULL)
+    if (!is.null(torch)) torch$set_num_threads(n)
+    invisible()
+}
+
+# Run expr with the library path R's start-up script prepended removed from LD_LIBRARY_PATH, for
+# Python subprocesses: with R's /usr/lib/<arch> first, a Python built with a shared libpython
+# (pyenv, custom builds) loads the system libpython of another patch release and its extension
+# modules fail ("undefined symbol: _PyModule_Add" in _ssl, so pip cannot reach HTTPS indexes).
+# Only children see the change (the dynamic loader of this process read the variable at start-up).
+.ferry_with_py_env <- function(expr) {
+    old <- Sys.getenv("LD_LIBRARY_PATH", unset = NA)
+    if (is.na(old) || !nzchar(old)) return(expr)
+    parts <- strsplit(old, ":", fixed = TRUE)[[1L]]
+    r_added <- c(R.home("lib"), "/usr/lib/R/lib", "/usr/lib64/R/lib",
+                 grep("^/(usr/)?lib(64)?(/[[:alnum:]_]+-linux-gnu)?/?$", parts, value = TRUE),
+                 grep("/jvm/.*/lib/server/?$|/java.*/lib/server/?$", parts, value = TRUE))
+    keep <- parts[nzchar(parts) & !parts %in% r_added]
+    Sys.setenv(LD_LIBRARY_PATH = paste(keep, collapse = ":"))
+    on.exit(Sys.setenv(LD_LIBRARY_PATH = old), add = TRUE)
+    expr
+}

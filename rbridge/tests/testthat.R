@@ -1,0 +1,4 @@
+library(testthat)
+library(scferry)
+
+test_check("scferry")

@@ -1,0 +1,152 @@
+# End to end on real data (PDAC scRNA + ST) with Seurat objects.
+
+test_that("ferry_integrate writes a 'ferry' DimReduc usable by RunUMAP/FindNeighbors/DimPlot", {
+    skip_if_no_python()
+    skip_if_no_seurat()
+    objs0 <- pdac_objects("Seurat")
+    before <- objs0
+    objs <- pdac_integrated("Seurat")
+    expect_identical(objs0, before)
+    expect_named(objs, c("rna", "st"))
+    for (n in names(objs)) {
+        o <- objs[[n]]
+        expect_true("ferry" %in% SeuratObject::Reductions(o))
+        e <- SeuratObject::Embeddings(o, "ferry")
+        expect_identical(rownames(e), colnames(o))
+        expect_identical(colnames(e), paste0("FERRY_", seq_len(ncol(e))))
+        expect_true(all(is.finite(e)))
+        expect_identical(SeuratObject::Key(o[["ferry"]]), "FERRY_")
+        expect_identical(SeuratObject::DefaultAssay(o[["ferry"]]), SeuratObject::DefaultAssay(o))
+        rec <- o@misc$ferry
+        expect_identical(rec$dataset, n)
+        expect_identical(rec$method, "uniport")
+        expect_true(file.exists(rec$path))
+        # same numbers, same cell order as the Python side wrote to obsm["X_scferry"]
+        ad <- reticulate::py_to_r(scferry:::.ferry$models[[rec$model_id]]$model$adatas)[[n]]
+        py <- scferry:::.ferry$bridge$get_obsm(ad, "X_scferry")
+        pm <- py$values
+        rownames(pm) <- unlist(py$obs_names)
+        expect_equal(unname(e), unname(pm[colnames(o), ]), tolerance = 1e-6)
+    }
+    expect_identical(objs$rna@misc$ferry$model_id, objs$st@misc$ferry$model_id)
+    k <- ncol(SeuratObject::Embeddings(objs$rna, "ferry"))
+    rna <- suppressWarnings(Seurat::RunUMAP(objs$rna, reduction = "ferry", dims = 1:k, verbose = FALSE,
+                                            n.neighbors = 15))
+    expect_identical(dim(SeuratObject::Embeddings(rna, "umap")), c(ncol(rna), 2L))
+    rna <- Seurat::FindNeighbors(rna, reduction = "ferry", dims = 1:k, verbose = FALSE)
+    expect_true(any(grepl("snn", names(rna@graphs))))
+    p <- Seurat::DimPlot(rna, reduction = "umap", group.by = "cell_type")
+    expect_s3_class(p, "ggplot")
+    grDevices::pdf(NULL)
+    on.exit(grDevices::dev.off())
+    print(p)
+})
+
+test_that("ferry_transfer gives TransferData-shaped predictions", {
+    skip_if_no_python()
+    skip_if_no_seurat()
+    objs <- pdac_integrated("Seurat")
+    st <- pdac_transferred("Seurat")
+    labels <- sort(unique(as.character(objs$rna$cell_type)))
+    a <- st[["ferry.predictions"]]
+    d <- SeuratObject::GetAssayData(a, slot = "data")
+    expect_identical(dim(d), c(length(labels) + 1L, ncol(st)))
+    expect_identical(rownames(d)[nrow(d)], "max")
+    expect_identical(colnames(d), colnames(st))
+    expect_equal(unname(colSums(d[-nrow(d), ])), rep(1, ncol(st)), tolerance = 1e-5)
+    expect_equal(unname(d["max", ]), unname(apply(d[-nrow(d), ], 2, max)))
+    expect_identical(SeuratObject::Key(a), "ferrypredictions_")
+    expect_type(st$predicted.id, "character")
+    expect_true(all(st$predicted.id %in% labels))
+    expect_equal(unname(st$prediction.score.max), unname(d["max", ]))
+    expect_true(all(paste0("prediction.score.", make.names(labels)) %in% colnames(st[[]])))
+    expect_identical(SeuratObject::Reductions(st), SeuratObject::Reductions(objs$st))
+    # the spots are mostly ductal / cancer tissue (Moncada et al.): the majority call is one of those
+    top <- names(sort(table(st$predicted.id), decreasing = TRUE))[1]
+    expect_true(top %in% c("Ductal", "Cancer clone A", "Cancer clone B"))
+})
+
+test_that("a reloaded object finds the saved model (new session simulation)", {
+    skip_if_no_python()
+    skip_if_no_seurat()
+    objs <- pdac_integrated("Seurat")
+    st1 <- pdac_transferred("Seurat")
+    f <- tempfile(fileext = ".rds")
+    saveRDS(objs, f)
+    objs2 <- readRDS(f)
+    id <- objs2$rna@misc$ferry$model_id
+    state <- scferry:::.ferry
+    live <- state$models[[id]]
+    state$models[[id]] <- NULL
+    on.exit(state$models[[id]] <- live)
+    st2 <- ferry_transfer(objs2$rna, objs2$st, label = "cell_type")
+    expect_false(is.null(state$models[[id]]))
+    expect_equal(SeuratObject::GetAssayData(st2[["ferry.predictions"]], slot = "data"),
+                 SeuratObject::GetAssayData(st1[["ferry.predictions"]], slot = "data"), tolerance = 1e-5)
+    # a model whose file is gone and that is not live: clear error
+    o <- objs2
+    o$rna@misc$ferry$model_id <- o$st@misc$ferry$model_id <- "gone"
+    o$rna@misc$ferry$path <- o$st@misc$ferry$path <- tempfile()
+    expect_error(ferry_transfer(o$rna, o$st, "cell_type"), "is not in this R session and its saved file is gone")
+})
+
+test_that("ferry_transfer errors: subsets of the reference, query spanning datasets", {
+    skip_if_no_python()
+    skip_if_no_seurat()
+    objs <- pdac_integrated("Seurat")
+    sub <- objs$rna[, 1:50]
+    expect_error(ferry_transfer(sub, objs$st, "cell_type"), "the reference lacks .* cells of dataset 'rna'")
+})
+
+test_that("one Seurat object with a batch column; pbmc_small halves; failing Python leaves objects alone", {
+    skip_if_no_python()
+    skip_if_no_seurat()
+    objs <- pdac_objects("Seurat")
+    both <- merge(objs$rna, objs$st)
+    both$dataset <- ifelse(colnames(both) %in% colnames(objs$rna), "rna", "st")
+    before <- both
+    out <- ferry_integrate(both, batch = "dataset", max_iter = 100, progress = FALSE)
+    expect_identical(both, before)
+    e <- SeuratObject::Embeddings(out, "ferry")
+    expect_identical(rownames(e), colnames(both))
+    expect_null(out@misc$ferry$dataset)
+    expect_identical(out@misc$ferry$batch, "dataset")
+    expect_error(ferry_transfer(out, out, "cell_type"), "reference holds cells of several datasets")
+    ref <- subset(out, subset = dataset == "rna")
+    qry <- subset(out, subset = dataset == "st")
+    q <- ferry_transfer(ref, qry, "cell_type")
+    expect_identical(ncol(q[["ferry.predictions"]]), ncol(qry))
+    q2 <- ferry_transfer(out, qry, "cell_type", source = "rna")
+    expect_equal(q2$prediction.score.max, q$prediction.score.max)
+    expect_error(ferry_transfer(ref, out, "cell_type", target = "st"), "subset it to the cells of 'st' first")
+
+    pb <- pbmc_pair()
+    pbi <- ferry_integrate(pb, max_iter = 50, progress = FALSE)
+    expect_identical(dim(SeuratObject::Embeddings(pbi$g2, "ferry"))[1], ncol(pb$g2))
+    q <- ferry_transfer(pbi$g1, pbi$g2, label = "RNA_snn_res.1")
+    expect_true(all(q$predicted.id %in% as.character(pb$g1$RNA_snn_res.1)))
+    qk <- ferry_transfer(pbi$g1, pbi$g2, label = "RNA_snn_res.1", method = "knn", k = 5)
+    expect_identical(dim(qk[["ferry.predictions"]]), dim(q[["ferry.predictions"]]))
+    expect_error(ferry_transfer(pbi$g1, pbi$g2, label = "RNA_snn_res.1", method = "magic"),
+                 "transfer_labels.* failed in Python: ValueError: method must be 'auto', 'plan' or 'knn'")
+
+    pb_before <- pb
+    expect_error(ferry_integrate(pb, max_iter = -5, progress = FALSE), "max_iter must be a positive integer")
+    expect_identical(pb, pb_before)
+})
+
+test_that("ferry_deconvolve: proportions when Python has deconvolve, else a clear error", {
+    skip_if_no_python()
+    skip_if_no_seurat()
+    objs <- pdac_integrated("Seurat")
+    has <- reticulate::py_has_attr(scferry:::.ferry$sf, "deconvolve")
+    if (!has) {
+        expect_error(ferry_deconvolve(objs$rna, objs$st, "cell_type"), "arrives in a later version of scferry")
+        return(invisible())
+    }
+    st <- ferry_deconvolve(objs$rna, objs$st, "cell_type")
+    d <- SeuratObject::GetAssayData(st[["ferry.proportions"]], slot = "data")
+    expect_identical(ncol(d), ncol(st))
+    expect_false("max" %in% rownames(d))
+    expect_equal(unname(colSums(d)), rep(1, ncol(st)), tolerance = 1e-5)
+})
