@@ -100,7 +100,9 @@ def integrate(
     n_cells = [d.n_obs for d in data]
     sizes = batch_sizes(n_cells, tp["batch_size"])
     sampler = MinibatchSampler(views, sizes, rng, dev, paired=cls.paired)
-    iters_per_epoch = max(1, math.ceil(max(n / b for n, b in zip(n_cells, sizes))))
+    # An 'epoch' (the loss-averaging and early-stopping unit) covers the largest dataset once, and
+    # at least 50 steps so that small datasets do not stop on noise.
+    iters_per_epoch = max(50, math.ceil(max(n / b for n, b in zip(n_cells, sizes))))
     history = fit(module, sampler, max_iter=tp["max_iter"], lr=tp["lr"], weight_decay=tp["weight_decay"],
                   iters_per_epoch=iters_per_epoch, patience=tp["patience"], progress=progress,
                   desc=f"scferry {cls.name}")

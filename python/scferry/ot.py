@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Tuple, Union
@@ -114,8 +115,25 @@ def _check_warm(w, name, shape, dtype, device) -> torch.Tensor:
     return w.clone()
 
 
+class _single_thread_if_small:
+    """Small CPU problems run on one thread: parallel overhead dominates them, and OpenMP
+    threads spinning against other busy processes made them up to 100x slower in tests."""
+
+    def __init__(self, C: torch.Tensor):
+        self.active = C.device.type == "cpu" and C.numel() < 1_000_000 and torch.get_num_threads() > 1
+
+    def __enter__(self):
+        if self.active:
+            self.n = torch.get_num_threads()
+            torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        if self.active:
+            torch.set_num_threads(self.n)
+
+
 @torch.no_grad()
-def unbalanced_sinkhorn(
+def _unbalanced_sinkhorn(
     C: torch.Tensor,
     a: Optional[torch.Tensor] = None,
     b: Optional[torch.Tensor] = None,
@@ -292,11 +310,35 @@ def unbalanced_sinkhorn(
         num_a = num_b = None
         w_a, w_b = log_a, log_b
 
+    # Exact log-sum-exp as a matrix-vector product with kernels shifted by their row / column
+    # maxima (computed once): LSE_j(logK_ij + x_j) = r_i + M + log sum_j exp(logK_ij - r_i) exp(x_j - M).
+    # Many times faster than a full logsumexp per iteration; where the product underflows (very
+    # spread potentials, tiny eps) that iteration falls back to the full logsumexp.
+    r_max = logK.amax(dim=-1, keepdim=True)
+    c_max = logK.amax(dim=-2, keepdim=True)
+    K_rows = torch.exp(logK - r_max)
+    K_cols = torch.exp(logK - c_max)
+    r_max, c_max = r_max.squeeze(-1), c_max.squeeze(-2)
+
+    def _lse(x, dim):
+        shift = x.amax(dim=-1, keepdim=True).clamp_min(-1e30)  # all -inf -> finite shift
+        e = torch.exp(x - shift).unsqueeze(-1)
+        if dim == -1:
+            prod = (K_rows @ e).squeeze(-1)
+            out = torch.log(prod) + r_max + shift
+        else:
+            prod = (K_cols.transpose(-1, -2) @ e).squeeze(-1)
+            out = torch.log(prod) + c_max + shift
+        if bool((prod > 1e-30).all()):
+            return out
+        full = torch.logsumexp(logK + (x.unsqueeze(-2) if dim == -1 else x.unsqueeze(-1)), dim=dim)
+        return full
+
     def _lse_rows(x):  # LSE_j(logK_ij + x_j)
-        return torch.logsumexp(logK + x.unsqueeze(-2), dim=-1)
+        return _lse(x, -1)
 
     def _lse_cols(x):  # LSE_i(logK_ij + x_i)
-        return torch.logsumexp(logK + x.unsqueeze(-1), dim=-2)
+        return _lse(x, -2)
 
     def _change(new, old):
         # -inf == -inf counts as no change; finite vs -inf as infinite change
@@ -332,6 +374,12 @@ def unbalanced_sinkhorn(
         err=err,
         converged=converged,
     )
+
+
+@functools.wraps(_unbalanced_sinkhorn)
+def unbalanced_sinkhorn(C, *args, **kwargs) -> UOTResult:
+    with _single_thread_if_small(C if isinstance(C, torch.Tensor) else torch.empty(0)):
+        return _unbalanced_sinkhorn(C, *args, **kwargs)
 
 
 class TopKPlan:

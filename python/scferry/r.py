@@ -1,13 +1,15 @@
 """R objects in Python pipelines: read a Seurat / SingleCellExperiment ``.rds`` as AnnData, and write
 scferry results back into the R object.
 
->>> import scferry as sf
->>> from scferry import r as sfr
->>> rna = sfr.read_rds("rna.rds")             # Seurat or SingleCellExperiment -> AnnData
->>> st = sfr.read_rds("st.rds")
->>> model = sf.integrate({"rna": rna, "st": st})
->>> sf.transfer_labels(model, source="rna", target="st", label_key="cell_type")
->>> sfr.write_back(st, "st.rds", "st_ferry.rds")  # adds reduction "ferry" + predictions
+Example (not run)::
+
+    import scferry as sf
+    from scferry import r as sfr
+    rna = sfr.read_rds("rna.rds")             # Seurat or SingleCellExperiment -> AnnData
+    st = sfr.read_rds("st.rds")
+    model = sf.integrate({"rna": rna, "st": st})
+    sf.transfer_labels(model, source="rna", target="st", label_key="cell_type")
+    sfr.write_back(st, "st.rds", "st_ferry.rds")  # adds reduction "ferry" + predictions
 
 Needs R with SingleCellExperiment (and Seurat for Seurat objects) and the Python packages
 ``rpy2<3.6`` (3.6 does not load with R < 4.3) and ``anndata2ri`` (``pip install 'scferry[r]'``).
@@ -33,10 +35,13 @@ else in the R object (metadata, reductions, assays) is unchanged.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+
+if TYPE_CHECKING:
+    from anndata import AnnData
 
 __all__ = ["read_rds", "write_back"]
 
@@ -181,9 +186,8 @@ def _r():
     if "ro" in _state:
         return _state["ro"]
     try:
-        import anndata2ri  # noqa: F401
+        import anndata2ri  # noqa: F401  (checked here so that the error below names it)
         import rpy2.robjects as ro
-        from rpy2.robjects.packages import importr  # noqa: F401
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
             "scferry.r needs R and the Python packages rpy2<3.6 and anndata2ri==2.0.1: "
@@ -228,7 +232,7 @@ def _call(fun: str, what: str, *args):
     return res.rx2("value")
 
 
-def read_rds(path: str | os.PathLike, assay: str | None = None) -> "anndata.AnnData":  # noqa: F821
+def read_rds(path: str | os.PathLike, assay: str | None = None) -> AnnData:
     """Read an ``.rds`` file holding a Seurat or SingleCellExperiment object as AnnData.
 
     Parameters
@@ -241,7 +245,7 @@ def read_rds(path: str | os.PathLike, assay: str | None = None) -> "anndata.AnnD
     Returns
     -------
     AnnData with raw counts in ``X`` (``uns["X_name"]`` names the R assay), other assays as layers,
-    cell metadata in ``obs`` (types and missing values preserved), reductions in ``obsm``. 
+    cell metadata in ``obs`` (types and missing values preserved), reductions in ``obsm``.
     ``uns["scferry_r"]`` records the source (class, path, assay) and what was not converted.
     """
     path = os.fspath(path)
@@ -285,7 +289,7 @@ def _restore(df: pd.DataFrame, logical: list[str], character_na: list[str]) -> N
             df[col] = np.array([None if x == _NA_MARK else x for x in v.astype(object)], dtype=object)
 
 
-def write_back(adata, path_in: str | os.PathLike, path_out: str | os.PathLike,
+def write_back(adata: AnnData, path_in: str | os.PathLike, path_out: str | os.PathLike,
                reduction_key: str = "X_scferry", name: str = "ferry") -> None:
     """Put scferry results of ``adata`` into the R object saved at ``path_in`` and save it to ``path_out``.
 
