@@ -3,6 +3,11 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 import pytest
+import torch
+
+# One torch thread: on a 2-core machine, OpenMP threads competing with any other busy process
+# slow small ops down by orders of magnitude; tests are about results, not speed.
+torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "inst" / "extdata"

@@ -114,6 +114,7 @@ def test_save_load_round_trip(pdac_small, tmp_path):
 
 def test_single_anndata_with_batch_key(pdac_small):
     rna, st = pdac_small
+    st.obs["cell_type"] = "unlabelled spot"  # ad.concat keeps only obs columns every input has
     both = ad.concat({"rna": rna, "st": st}, label="source", index_unique="-")
     snap = snapshot(both)
     model = sf.integrate(both, batch_key="source", seed=0, **FAST)

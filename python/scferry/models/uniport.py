@@ -59,7 +59,9 @@ class UniPort(Method):
         kl_weight=0.5, specific_weight=0.5, ot_weight=1.0, ot_eps=0.1, ot_rho=1.0,
         ot_iter=100, keep_plan=True, plan_k=50,
     )
-    train_defaults = dict(max_iter=30000, lr=2e-4, weight_decay=5e-4, batch_size=256, patience=10)
+    # 3,000 steps, not the paper's 30,000: with the data-informed decoder start, 1,500 steps already
+    # beat the reference's 2,000-step silhouette and mixing on the PDAC pair (bench/README.md).
+    train_defaults = dict(max_iter=3000, lr=2e-4, weight_decay=5e-4, batch_size=256, patience=10)
 
     def __init__(self, dims: dict[str, Any], params: dict[str, Any], dataset_names: list[str]):
         super().__init__(dims, params, dataset_names)
