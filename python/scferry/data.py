@@ -115,17 +115,7 @@ def _split_by_batch(adata: AnnData, batch_key: str | None, layer: str | None) ->
             "a single AnnData needs batch_key= naming the obs column that says which dataset each "
             "cell belongs to; or pass a dict of datasets, e.g. {'rna': rna, 'atac': atac}."
         )
-    if batch_key not in adata.obs.columns:
-        raise KeyError(
-            f"batch_key {batch_key!r} is not a column of adata.obs; available columns: "
-            f"{list(adata.obs.columns)}."
-        )
-    batches = adata.obs[batch_key]
-    if batches.isna().any():
-        raise ValueError(
-            f"obs[{batch_key!r}] has {int(batches.isna().sum())} missing values; every cell needs a "
-            "batch. Fill or drop those cells first."
-        )
+    batches = check_obs_column(Dataset("the input", adata, None, layer), batch_key, "batch_key")
     codes, levels = pd.factorize(batches.astype(str), sort=False)
     return [
         Dataset(str(level), adata, np.flatnonzero(codes == i), layer)
