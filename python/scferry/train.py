@@ -114,7 +114,7 @@ def fit(module: torch.nn.Module, sampler: MinibatchSampler, *, max_iter: int, lr
             if not math.isfinite(epoch["loss"]):
                 raise FloatingPointError(
                     f"training diverged at iteration {it} (loss {epoch['loss']}); try a lower lr.")
-            if epoch["loss"] < best - min_delta * abs(best):
+            if not math.isfinite(best) or epoch["loss"] < best - min_delta * abs(best):
                 best, stale = epoch["loss"], 0
             else:
                 stale += 1
