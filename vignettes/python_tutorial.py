@@ -49,7 +49,7 @@ print(st)
 # 2. Integration: one call; every input gets obsm["X_scferry"] and nothing else
 # --------------------------------------------------------------------------------------------
 print("methods:", sf.available_methods())
-model = sf.integrate({"rna": rna, "st": st}, method="uniport", max_iter=300, seed=0, progress=False)
+model = sf.integrate({"rna": rna, "st": st}, method="uniport", max_iter=100, seed=0, progress=False)
 print(model)
 print("latent:", rna.obsm["X_scferry"].shape, st.obsm["X_scferry"].shape)
 
@@ -115,7 +115,7 @@ ro.r("function(x, p) { SummarizedExperiment::assayNames(x)[1] <- 'counts'; saveR
 
 st_r = sfr.read_rds(rds_in)          # counts in X, colData in obs, reducedDims in obsm
 print(st_r)
-model3 = sf.integrate({"rna": rna, "st": st_r}, method="uniport", max_iter=100, seed=0, progress=False)
+model3 = sf.integrate({"rna": rna, "st": st_r}, method="uniport", max_iter=30, seed=0, progress=False)
 sf.transfer_labels(model3, source="rna", target="st", label_key="cell_type")
 sfr.write_back(st_r, rds_in, rds_out)  # reducedDim "FERRY", altExp "ferry.predictions", colData
 print(ro.r(f"function() {{ x <- readRDS('{rds_out}'); print(x); table(x$predicted.id) }}")())

@@ -65,7 +65,7 @@ pdac_integrated <- function(as = c("Seurat", "SingleCellExperiment")) {
     as <- match.arg(as)
     key <- paste0("pdac_int_", as)
     if (is.null(.fx[[key]])) {
-        .fx[[key]] <- scferry::ferry_integrate(pdac_objects(as), method = "uniport", max_iter = 100,
+        .fx[[key]] <- scferry::ferry_integrate(pdac_objects(as), method = "uniport", max_iter = 30,
                                                progress = FALSE, model_dir = tempfile("models"))
     }
     .fx[[key]]

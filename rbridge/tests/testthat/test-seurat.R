@@ -105,7 +105,7 @@ test_that("one Seurat object with a batch column; pbmc_small halves; failing Pyt
     both <- merge(objs$rna, objs$st)
     both$dataset <- ifelse(colnames(both) %in% colnames(objs$rna), "rna", "st")
     before <- both
-    out <- ferry_integrate(both, batch = "dataset", max_iter = 50, progress = FALSE)
+    out <- ferry_integrate(both, batch = "dataset", max_iter = 20, progress = FALSE)
     expect_identical(both, before)
     e <- SeuratObject::Embeddings(out, "ferry")
     expect_identical(rownames(e), colnames(both))
