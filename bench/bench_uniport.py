@@ -36,7 +36,7 @@ def run_ours(dataset: str, data_dir: str, iters: int | None, seed: int, out: Pat
         torch.set_num_threads(threads)
     import anndata as ad
     import scferry as sf
-    from reference_uniport import load_datasets  # same data loading and dataset order as the reference
+    from datasets import load_datasets  # same data loading and dataset order as the reference
     t0 = time.perf_counter()
     datasets = dict(load_datasets(dataset, data_dir))
     kw = dict(seed=seed, progress=False)

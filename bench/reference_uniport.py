@@ -61,6 +61,9 @@ from anndata import AnnData
 from importlib.metadata import version as pkg_version
 
 import uniport as up
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from datasets import load_datasets  # noqa: E402
 import uniport.function as up_function
 
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -71,8 +74,6 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-PDAC_FILES = [("pdac_a_st.h5ad", "PDAC-A-ST1"), ("pdac_a_scrna.h5ad", "PDAC-A-indrop")]
-SYMPHONY_FILE = "symphony_pbmc.h5ad"
 N_TOP_GENES = 2000  # the tutorials' value, for both common and dataset-specific genes
 
 
@@ -126,22 +127,7 @@ class RecordingVAE(up_function.VAE):
 up_function.VAE = RecordingVAE
 
 
-# ---- data -------------------------------------------------------------------------------------
-def load_datasets(name: str, data_dir: str) -> list[tuple[str, AnnData]]:
-    """Raw-count AnnData per dataset, in uniport's order: the LAST one is its reference."""
-    if name == "pdac":
-        # Tutorial order: spots are dataset 0, scRNA (labelled) is dataset 1 = reference.
-        out = []
-        for fname, label in PDAC_FILES:
-            a = sc.read_h5ad(os.path.join(data_dir, fname))
-            out.append((label, a))
-        return out
-    if name == "symphony":
-        full = sc.read_h5ad(os.path.join(data_dir, SYMPHONY_FILE))
-        batches = full.obs["batch"]
-        levels = list(batches.cat.categories) if hasattr(batches, "cat") else sorted(batches.unique())
-        return [(str(b), full[(batches == b).to_numpy()].copy()) for b in levels]
-    raise ValueError(f"unknown dataset {name!r}")
+# ---- data: bench/datasets.py (shared with the scferry side) -------------------------------
 
 
 def preprocess(datasets: list[tuple[str, AnnData]]):
