@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ def run_ours(dataset: str, data_dir: str, iters: int | None, seed: int, out: Pat
     import anndata as ad
     import scferry as sf
     from datasets import load_datasets  # same data loading and dataset order as the reference
+    from procstat import status_mb
     t0 = time.perf_counter()
     datasets = dict(load_datasets(dataset, data_dir))
     kw = dict(seed=seed, progress=False)
@@ -53,7 +53,7 @@ def run_ours(dataset: str, data_dir: str, iters: int | None, seed: int, out: Pat
                      for name, a in datasets.items()])
     obs.to_csv(out / "obs.tsv", sep="\t", index=False)
     json.dump({"run_seconds": run_s, "total_seconds": time.perf_counter() - t0,
-               "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+               "peak_rss_mb": status_mb("VmHWM"),
                "iterations": model.train_params["iterations_run"]}, open(out / "timing.json", "w"))
 
 
@@ -77,7 +77,7 @@ def main() -> int:
     from score_embedding import score
     threads = ["--threads", str(args.threads)] if args.threads else []
     rows = []
-    ref_dir = args.out / f"ref_{args.dataset}_{args.iters}" + ("" if not args.threads else f"_t{args.threads}")
+    ref_dir = args.out / (f"ref_{args.dataset}_{args.iters}" + (f"_t{args.threads}" if args.threads else ""))
     if not (args.reuse_reference and (ref_dir / "timing.json").exists()):
         if not REF_PY.exists():
             sys.exit("reference venv missing: run `bash bench/setup_reference.sh` first")

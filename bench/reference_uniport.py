@@ -42,7 +42,6 @@ import copy
 import json
 import os
 import platform
-import resource
 import sys
 import warnings
 
@@ -64,6 +63,7 @@ import uniport as up
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from datasets import load_datasets  # noqa: E402
+from procstat import status_mb  # noqa: E402
 import uniport.function as up_function
 
 warnings.filterwarnings("ignore", category=FutureWarning)
@@ -78,8 +78,7 @@ N_TOP_GENES = 2000  # the tutorials' value, for both common and dataset-specific
 
 
 def peak_rss_mb() -> float:
-    # Linux: ru_maxrss is in KiB.
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    return status_mb("VmHWM")
 
 
 class Tee:

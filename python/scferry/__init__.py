@@ -4,8 +4,17 @@
 >>> model = sf.integrate({"rna": rna, "spatial": st}, method="uniport", seed=0)
 >>> probs = sf.transfer_labels(model, source="rna", target="spatial", label_key="cell_type")
 """
-from . import metrics, ot, pp
-from .integrate import integrate
+import os as _os
+import sys as _sys
+
+# Sleeping, not spinning, OpenMP workers: with torch's default busy-wait, any other busy process
+# on a small machine makes each training step 5-20x slower (bench/README.md). Only takes effect
+# when torch is not imported yet; a value the user set is kept.
+if "torch" not in _sys.modules:
+    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import metrics, ot, pp  # noqa: E402
+from .integrate import integrate  # noqa: E402
 from .model import Model, load
 from .models import available_methods, get_method
 from .tl import transfer_labels

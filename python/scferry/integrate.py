@@ -41,16 +41,18 @@ def integrate(
         One of :func:`scferry.available_methods`.
     reference
         Name of the reference dataset: the others are aligned to it (uniPort: OT pairs are
-        (reference, other) and the reference side of the OT cost gets no gradient).
+        (reference, other) and the reference side of the OT cost gets no gradient; DAVAE takes
+        none).
     preprocess
         Run the method's preprocessing (uniPort: normalize_total, log1p, common and
-        dataset-specific HVGs, per-dataset MaxAbs scaling). ``False`` when done already: then
-        all features are used and only MaxAbs scaling is applied.
+        dataset-specific HVGs, per-dataset MaxAbs scaling; DAVAE: the same without
+        dataset-specific genes and without scaling). ``False`` when done already: then all
+        features are used and only the method's scaling is applied.
     max_iter, lr, batch_size, patience
         Training budget (optimiser steps), Adam learning rate, cells per step (split evenly over
-        datasets), early-stopping patience in epochs (``None`` disables early stopping; by default
-        the method's). Defaults
-        are the method's (``get_method(name).train_defaults``).
+        datasets; a dataset with fewer cells than its share gives all its cells to every step),
+        early-stopping patience in epochs (``None`` disables early stopping). Defaults are the
+        method's (``get_method(name).train_defaults``).
     seed
         The same seed gives the same embedding on CPU.
     device
@@ -71,6 +73,7 @@ def integrate(
         raise TypeError(f"unknown parameter(s) {unknown} for method {cls.name!r}; its parameters: "
                         f"{sorted(cls.defaults)}.")
     hp = {**cls.defaults, **params, "reference": reference}
+    cls.check_params(hp)
     tp = dict(cls.train_defaults)
     for key, value in dict(max_iter=max_iter, lr=lr, batch_size=batch_size).items():
         if value is not None:
@@ -86,12 +89,14 @@ def integrate(
     if reference is not None and reference not in names:
         raise ValueError(f"reference {reference!r} is not one of the datasets {names}.")
 
+    n_specific = hp.get("n_specific_genes", 2000) if "specific" in cls.inputs else 0
     if preprocess:
         prep, views = pp.fit_transform(data, n_common=hp.get("n_common_genes", 2000),
-                                       n_specific=hp.get("n_specific_genes", 2000))
+                                       n_specific=n_specific, scale=cls.scale_inputs)
     else:
-        prep, views = pp.fit_transform(data, n_common=math.inf, n_specific=0, normalize=False)
-    views = [views[n] for n in names]
+        prep, views = pp.fit_transform(data, n_common=math.inf, n_specific=0, normalize=False,
+                                       scale=cls.scale_inputs)
+    views = [{key: views[n][key] for key in cls.inputs} for n in names]  # only what the method reads
 
     rng = seed_everything(seed)
     module = cls(cls.dims_from_views(views), hp, names)

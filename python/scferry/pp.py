@@ -71,6 +71,7 @@ class Preprocessing:
     specific_scale: dict[str, np.ndarray] = field(default_factory=dict)
     normalize: bool = True
     target_sum: float = TARGET_SUM
+    scaled: bool = True  # MaxAbs-scaled to [0, 1] (False: the scales are 1, values unbounded)
 
     def transform(self, X: sp.csr_matrix, var_names: pd.Index, dataset: str, view: str = "common",
                   clip: bool = False) -> sp.csr_matrix:
@@ -79,7 +80,7 @@ class Preprocessing:
         scale = (self.common_scale if view == "common" else self.specific_scale)[dataset]
         if self.normalize:
             X = normalize_log1p(X, self.target_sum)
-        return scale_columns(select(X, var_names, genes), scale, clip=clip)
+        return scale_columns(select(X, var_names, genes), scale, clip=clip and self.scaled)
 
     def state_dict(self) -> dict:
         return {
@@ -89,21 +90,25 @@ class Preprocessing:
             "specific_scale": {k: v.tolist() for k, v in self.specific_scale.items()},
             "normalize": self.normalize,
             "target_sum": float(self.target_sum),
+            "scaled": self.scaled,
         }
 
     @classmethod
     def from_state_dict(cls, d: dict) -> "Preprocessing":
         as_arr = lambda m: {k: np.asarray(v, dtype=np.float32) for k, v in m.items()}  # noqa: E731
         return cls(d["common_genes"], d["specific_genes"], as_arr(d["common_scale"]),
-                   as_arr(d["specific_scale"]), d["normalize"], d["target_sum"])
+                   as_arr(d["specific_scale"]), d["normalize"], d["target_sum"],
+                   d.get("scaled", True))
 
 
 def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: int = 2000,
-                  normalize: bool = True) -> tuple[Preprocessing, dict[str, dict[str, sp.csr_matrix]]]:
+                  normalize: bool = True, scale: bool = True
+                  ) -> tuple[Preprocessing, dict[str, dict[str, sp.csr_matrix]]]:
     """uniPort's preprocessing (paper, Methods): returns the fitted parameters and, per dataset,
     the model inputs ``{"common": cells x common HVGs, "specific": cells x dataset HVGs}``, CSR
     float32 scaled to [0, 1]. With ``normalize=False`` the inputs are taken as already normalised
-    (and must then lie in [0, 1] after MaxAbs scaling, which holds for any nonnegative data)."""
+    (and must then lie in [0, 1] after MaxAbs scaling, which holds for any nonnegative data).
+    ``scale=False`` skips the MaxAbs scaling (scale factors 1; DAVAE models log values)."""
     common = shared_features(datasets)
     logged = {}
     for d in datasets:
@@ -115,7 +120,8 @@ def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: 
     stacked = sp.vstack([select(logged[d.name], d.var_names, common) for d in datasets]).tocsr()
     batches = np.repeat([d.name for d in datasets], [d.n_obs for d in datasets])
     common_hv = highly_variable(stacked, common, n_common, batches)
-    prep = Preprocessing(list(common_hv), normalize=normalize)
+    prep = Preprocessing(list(common_hv), normalize=normalize, scaled=scale)
+    fit_scale = maxabs if scale else (lambda X: np.ones(X.shape[1], dtype=np.float32))
     views = {}
     for d in datasets:
         X = logged[d.name]
@@ -123,8 +129,8 @@ def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: 
         prep.specific_genes[d.name] = list(spec)
         Xc = select(X, d.var_names, common_hv)
         Xs = select(X, d.var_names, spec)
-        prep.common_scale[d.name] = maxabs(Xc)
-        prep.specific_scale[d.name] = maxabs(Xs)
+        prep.common_scale[d.name] = fit_scale(Xc)
+        prep.specific_scale[d.name] = fit_scale(Xs)
         views[d.name] = {
             "common": scale_columns(Xc, prep.common_scale[d.name]),
             "specific": scale_columns(Xs, prep.specific_scale[d.name]),

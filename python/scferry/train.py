@@ -39,10 +39,13 @@ def seed_everything(seed: int) -> np.random.Generator:
 
 @dataclass
 class LossRecord:
-    """What a method returns for one minibatch: the total to minimise and named parts to log."""
+    """What a method returns for one minibatch: the total to minimise, named parts to log, and
+    optionally what early stopping watches instead of the total (e.g. the ELBO of an adversarial
+    model, whose total is a two-player game that need not settle); logged as "monitor"."""
 
     total: torch.Tensor
     parts: dict[str, torch.Tensor] = field(default_factory=dict)
+    monitor: torch.Tensor | None = None
 
 
 class MinibatchSampler:
@@ -89,10 +92,11 @@ def fit(module: torch.nn.Module, sampler: MinibatchSampler, *, max_iter: int, lr
         weight_decay: float, iters_per_epoch: int, patience: int | None, min_delta: float = 1e-4,
         progress: bool = True, desc: str = "training") -> list[dict]:
     """Adam over ``module.loss(sampler())`` for at most ``max_iter`` steps. Early stopping: stop
-    when the epoch-mean loss has not improved by a relative ``min_delta`` for ``patience`` epochs.
+    when the epoch-mean loss (the record's ``monitor`` when it sets one) has not improved by a
+    relative ``min_delta`` for ``patience`` epochs.
     Returns the history, one dict of epoch-mean losses per epoch."""
-    opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay,
-                           foreach=True)
+    # fused: one kernel for all parameters, ~4x faster than foreach on CPU for uniPort's 2M weights
+    opt = torch.optim.Adam(module.parameters(), lr=lr, weight_decay=weight_decay, fused=True)
     module.train()
     history, running, best, stale = [], {}, math.inf, 0
     bar = tqdm(total=max_iter, desc=desc, disable=not progress, leave=False)
@@ -101,7 +105,10 @@ def fit(module: torch.nn.Module, sampler: MinibatchSampler, *, max_iter: int, lr
         opt.zero_grad(set_to_none=True)
         rec.total.backward()
         opt.step()
-        for k, v in {"loss": rec.total, **rec.parts}.items():
+        logged = {"loss": rec.total, **rec.parts}
+        if rec.monitor is not None:
+            logged["monitor"] = rec.monitor
+        for k, v in logged.items():
             running[k] = running.get(k, 0.0) + float(v.detach())
         bar.update(1)
         if it % iters_per_epoch == 0 or it == max_iter:
@@ -114,8 +121,9 @@ def fit(module: torch.nn.Module, sampler: MinibatchSampler, *, max_iter: int, lr
             if not math.isfinite(epoch["loss"]):
                 raise FloatingPointError(
                     f"training diverged at iteration {it} (loss {epoch['loss']}); try a lower lr.")
-            if not math.isfinite(best) or epoch["loss"] < best - min_delta * abs(best):
-                best, stale = epoch["loss"], 0
+            watched = epoch.get("monitor", epoch["loss"])
+            if not math.isfinite(best) or watched < best - min_delta * abs(best):
+                best, stale = watched, 0
             else:
                 stale += 1
                 if patience is not None and stale >= patience:

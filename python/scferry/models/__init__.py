@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from .base import Method
+from .davae import DAVAE
 from .uniport import UniPort
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (UniPort,)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (UniPort, DAVAE)}
 
 
 def get_method(name: str) -> type[Method]:

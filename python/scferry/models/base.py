@@ -20,10 +20,19 @@ class Method(nn.Module):
     defaults: ClassVar[dict[str, Any]] = {}
     train_defaults: ClassVar[dict[str, Any]] = {}
     paired: ClassVar[bool] = False  # same cells in every dataset (vertical integration)
+    # The model inputs ``loss``/``encode`` read: "common" (genes shared by all datasets) and/or
+    # "specific" (each dataset's own HVGs); integrate() prepares only these.
+    inputs: ClassVar[tuple[str, ...]] = ("common", "specific")
+    # Per-dataset MaxAbs scaling of the inputs to [0, 1] (False: log-normalised values as is).
+    scale_inputs: ClassVar[bool] = True
 
     def __init__(self, dims: dict[str, Any], params: dict[str, Any], dataset_names: list[str]):
         super().__init__()
         self.dims, self.params, self.dataset_names = dims, params, list(dataset_names)
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Reject bad hyper-parameters before any data is touched (optional)."""
 
     @staticmethod
     def dims_from_views(views: list[dict]) -> dict[str, Any]:
