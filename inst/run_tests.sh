@@ -6,7 +6,14 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 venv="${SCFERRY_VENV:-$HOME/.virtualenvs/r-scferry}"
 bash "$repo/inst/setup.sh" --no-demo
 cd "$repo"
+# The set-up's promise: a fresh R with nothing set finds the environment it prepared.
+found=$(env -u RETICULATE_PYTHON -u RETICULATE_PYTHON_ENV -u SCFERRY_VENV \
+    Rscript -e 'cat(attr(scferry::ferry_python_ok(), "python"))')
+if [ "$(realpath -s "$found")" != "$(realpath -s "$venv/bin/python")" ]; then
+    echo "run_tests.sh: R picks '$found' with nothing set; the set-up prepared '$venv/bin/python'" >&2
+    exit 1
+fi
 echo "== Python tests (pytest, slow real-data tests included)"
 "$venv/bin/python" -m pytest tests -q -p no:cacheprovider
 echo "== R tests and vignettes"
-bash "$repo/inst/test_r.sh"
+SCFERRY_VENV="$venv" bash "$repo/inst/test_r.sh"

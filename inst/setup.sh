@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One-command set-up on Debian bookworm (as root, or with sudo): Debian R packages, the Python
-# environment ~/.virtualenvs/r-scferry (found by R's reticulate by name, no variable to set), the
-# scferry Python package (editable) and the R package, then the demo job on the shipped data.
+# environment (~/.virtualenvs/r-scferry, or the path in SCFERRY_VENV), the scferry Python package
+# (editable) and the R package, then the demo job on the shipped data. The environment is recorded
+# in R's per-user config folder, so the R package finds it with no variable to set.
 #   bash inst/setup.sh            # install + run `scferry demo` (writes ./scferry_demo/)
 #   bash inst/setup.sh --no-demo  # install only (used by inst/run_tests.sh)
 # Re-running is cheap: installed pieces are kept.
@@ -33,14 +34,18 @@ if [ ! -x "$venv/bin/python" ]; then
     echo "== creating $venv with $py"
     "$py" -m venv "$venv"
 fi
+venv=$(cd "$venv" && pwd)  # the record below must be an absolute path
 echo "== pip: scferry and its pinned dependencies (torch==2.13.0 CPU wheel, numpy<2 for reticulate 1.28)"
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
 "$venv/bin/python" -m pip install -q "torch==2.13.0"
 "$venv/bin/python" -m pip install -q -e "$repo[r,test]"
 
 echo "== R package scferry (rbridge/)"
-R CMD INSTALL --no-multiarch "$repo/rbridge" >/tmp/scferry_r_install.log 2>&1 || { cat /tmp/scferry_r_install.log; exit 1; }
-# Tell the R package where this checkout and environment are (read by ferry_setup / ferry_python_ok).
+log=$(mktemp)
+R CMD INSTALL --no-multiarch "$repo/rbridge" >"$log" 2>&1 || { cat "$log"; exit 1; }
+rm -f "$log"
+# Record this checkout and environment for the R package (read by ferry_python_ok / ferry_setup;
+# settings such as RETICULATE_PYTHON or SCFERRY_VENV still take precedence).
 cfg=$(Rscript -e 'cat(tools::R_user_dir("scferry", "config"))')
 mkdir -p "$cfg"
 printf '%s\n' "$repo" > "$cfg/repo_path"

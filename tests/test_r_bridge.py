@@ -24,8 +24,8 @@ except Exception as e:  # rpy2 3.6 with R 4.2: undefined symbol R_ParentEnv
 
 _have = ro.r(
     'function(p) vapply(p, requireNamespace, logical(1), quietly = TRUE)'
-)(ro.StrVector(["SingleCellExperiment", "SeuratObject", "Seurat"]))
-_have = dict(zip(["sce", "seuratobject", "seurat"], [bool(x) for x in _have]))
+)(ro.StrVector(["SingleCellExperiment", "SeuratObject", "Seurat", "scferry"]))
+_have = dict(zip(["sce", "seuratobject", "seurat", "scferry"], [bool(x) for x in _have]))
 if not _have["sce"]:
     pytest.skip("R package SingleCellExperiment is not installed", allow_module_level=True)
 
@@ -148,6 +148,12 @@ def test_read_rds_seurat(rds_dir):
         sfr.read_rds(rds_dir / "seurat.rds", assay="ADT")
 
 
+# write_back runs the scferry R package's write-back code (rbridge/)
+needs_r_package = pytest.mark.skipif(not _have["scferry"], reason="the scferry R package is not installed "
+                                     "(R CMD INSTALL rbridge)")
+
+
+@needs_r_package
 @pytest.mark.parametrize("kind", ["sce", "seurat"])
 def test_write_back_round_trip(rds_dir, kind):
     if kind == "seurat" and not _have["seurat"]:
@@ -181,6 +187,7 @@ def test_write_back_round_trip(rds_dir, kind):
     assert list(get["pid"]) == list(labels[P.argmax(1)])
 
 
+@needs_r_package
 def test_write_back_errors(rds_dir):
     a = sfr.read_rds(rds_dir / "sce.rds")
     with pytest.raises(KeyError, match="no 'X_scferry'"):

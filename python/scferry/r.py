@@ -12,7 +12,9 @@ Example (not run)::
     sfr.write_back(st, "st.rds", "st_ferry.rds")  # adds reduction "ferry" + predictions
 
 Needs R with SingleCellExperiment (and Seurat for Seurat objects) and the Python packages
-``rpy2<3.6`` (3.6 does not load with R < 4.3) and ``anndata2ri`` (``pip install 'scferry[r]'``).
+``rpy2<3.6`` (3.6 does not load with R < 4.3) and ``anndata2ri`` (``pip install 'scferry[r]'``);
+``write_back`` also needs the scferry R package (``rbridge/``, installed by ``inst/setup.sh``), whose
+write-back code it runs.
 Conversions run inside ``rpy2``'s ``localconverter`` only: the global conversion rules of the
 session are never changed.
 
@@ -109,11 +111,16 @@ function(path, assay) {
 }
 """
 
+# The shapes are built by the scferry R package (rbridge/R/writeback.R), the same code its
+# ferry_integrate / ferry_transfer use, so objects written from Python and from R are identical.
 _R_WRITE = r"""
 function(path_in, path_out, emb, cells, name, P, labels) {
+    if (!requireNamespace("scferry", quietly = TRUE)) {
+        stop("writing results back needs the scferry R package: R CMD INSTALL rbridge in the scferry ",
+             "repository (bash inst/setup.sh does it)")
+    }
     obj <- readRDS(path_in)
-    is_seurat <- inherits(obj, "Seurat")
-    if (!is_seurat && !methods::is(obj, "SingleCellExperiment")) {
+    if (!inherits(obj, "Seurat") && !methods::is(obj, "SingleCellExperiment")) {
         stop(sprintf("%s holds a %s, not a Seurat or SingleCellExperiment object", path_in, class(obj)[1L]))
     }
     oc <- colnames(obj)
@@ -124,53 +131,14 @@ function(path_in, path_out, emb, cells, name, P, labels) {
                      length(cells), length(oc), sum(!oc %in% cells),
                      paste(utils::head(setdiff(oc, cells), 3L), collapse = ", ")))
     }
-    idx <- match(oc, cells)
     if (!is.null(emb)) {
-        emb <- emb[idx, , drop = FALSE]
-        key <- paste0(toupper(gsub("[^[:alnum:]]", "", name)), "_")
-        if (!grepl("^[[:alpha:]]", key)) key <- paste0("X", key)
-        dimnames(emb) <- list(oc, paste0(key, seq_len(ncol(emb))))
-        if (is_seurat) {
-            obj[[name]] <- SeuratObject::CreateDimReducObject(embeddings = emb, key = key,
-                                                              assay = SeuratObject::DefaultAssay(obj))
-        } else {
-            SingleCellExperiment::reducedDim(obj, toupper(name)) <- emb
-        }
+        rownames(emb) <- cells
+        obj <- scferry:::.ferry_add_embedding(obj, emb, NULL, name)
     }
     if (!is.null(P)) {
-        labels <- as.character(labels)
-        P <- t(P[idx, , drop = FALSE])
-        dimnames(P) <- list(labels, oc)
-        has <- colSums(is.na(P)) == 0L
-        pmax_ <- rep(NA_real_, ncol(P)); pred <- rep(NA_character_, ncol(P))
-        pmax_[has] <- apply(P[, has, drop = FALSE], 2L, max)
-        pred[has] <- labels[max.col(t(P[, has, drop = FALSE]), ties.method = "first")]
-        if (is_seurat) {
-            rn <- gsub("[_|]", "-", labels)
-            rn[!nzchar(rn)] <- "unnamed"
-            M <- P
-            rownames(M) <- make.unique(c("max", rn))[-1L]
-            M <- rbind(M, max = pmax_)
-            a <- SeuratObject::CreateAssayObject(data = M, check.matrix = FALSE)
-            SeuratObject::Key(a) <- "ferrypredictions_"
-            obj[["ferry.predictions"]] <- a
-            md <- data.frame(predicted.id = pred, t(P), prediction.score.max = pmax_,
-                             row.names = oc, check.names = FALSE, stringsAsFactors = FALSE)
-            sn <- make.unique(c("predicted.id", "prediction.score.max",
-                                paste0("prediction.score.", make.names(labels))))[-(1:2)]
-            names(md) <- c("predicted.id", sn, "prediction.score.max")
-            obj <- SeuratObject::AddMetaData(obj, md)
-        } else {
-            M <- P
-            rownames(M) <- make.unique(c("max", labels))[-1L]
-            M <- rbind(M, max = pmax_)
-            se <- SummarizedExperiment::SummarizedExperiment(assays = list(probabilities = M))
-            SingleCellExperiment::altExp(obj, "ferry.predictions") <- se
-            cd <- SummarizedExperiment::colData(obj)
-            cd$predicted.id <- pred
-            cd$prediction.score.max <- pmax_
-            SummarizedExperiment::colData(obj) <- cd
-        }
+        P <- t(P)
+        dimnames(P) <- list(as.character(labels), cells)
+        obj <- scferry:::.ferry_add_scores(obj, P, "predictions")
     }
     saveRDS(obj, path_out)
     invisible(TRUE)

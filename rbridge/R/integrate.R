@@ -71,14 +71,7 @@ ferry_integrate <- function(objects, method = "uniport", batch = NULL, assay = N
     args <- c(list(pydict, method = method, seed = as.integer(seed), progress = isTRUE(progress)), params)
     model <- .ferry_py(do.call(sf$integrate, args), paste0("scferry.integrate(method = '", method, "')"))
 
-    embs <- lapply(names(adatas), function(n) {
-        parts <- .ferry_py(.ferry$bridge$get_obsm(adatas[[n]], "X_scferry"), "reading obsm['X_scferry']")
-        e <- parts$values
-        if (!is.matrix(e)) e <- matrix(e, ncol = 1L)
-        rownames(e) <- unlist(parts$obs_names)
-        e
-    })
-    emb <- do.call(rbind, embs)
+    emb <- do.call(rbind, lapply(adatas, .ferry_read_obsm, key = "X_scferry"))
 
     id <- .ferry_new_id()
     path <- file.path(normalizePath(model_dir), paste0("scferry_model_", id, ".scferry"))
@@ -125,6 +118,15 @@ ferry_integrate <- function(objects, method = "uniport", batch = NULL, assay = N
         reticulate::np_array(m@x, dtype = "float32"), reticulate::np_array(m@i, dtype = "int32"),
         reticulate::np_array(m@p, dtype = "int64"), nrow(m), ncol(m),
         reticulate::np_array(colnames(m)), reticulate::np_array(rownames(m)))
+}
+
+# adata.obsm[key] as an R matrix (cells x k) with the cell names as rownames.
+.ferry_read_obsm <- function(adata, key) {
+    parts <- .ferry_py(.ferry$bridge$get_obsm(adata, key), sprintf("reading obsm['%s']", key))
+    e <- parts$values
+    if (!is.matrix(e)) e <- matrix(e, ncol = 1L)
+    rownames(e) <- unlist(parts$obs_names)
+    e
 }
 
 # The record ferry_integrate() stored in an object, or an error.

@@ -1,34 +1,59 @@
 # Finding, checking and starting the Python environment that holds the scferry Python package.
 
-.ferry_envname <- function() {
-    getOption("scferry.envname", Sys.getenv("SCFERRY_ENVNAME", "r-scferry"))
+# The set-up record: inst/setup.sh and ferry_setup() write the interpreter they prepared (and the
+# repository checkout) into R's per-user config folder, so that later sessions find them unasked.
+.ferry_config_file <- function(name) file.path(tools::R_user_dir("scferry", "config"), name)
+
+.ferry_read_config <- function(name) {
+    f <- .ferry_config_file(name)
+    if (!file.exists(f)) return(NA_character_)
+    x <- trimws(readLines(f, warn = FALSE))
+    x <- x[nzchar(x)]
+    if (length(x)) path.expand(x[1L]) else NA_character_
 }
 
-.ferry_venv_dir <- function(envname = .ferry_envname()) {
+.ferry_write_config <- function(name, value) {
+    f <- .ferry_config_file(name)
+    dir.create(dirname(f), recursive = TRUE, showWarnings = FALSE)
+    writeLines(value, f)
+}
+
+.ferry_venv_dir <- function(envname) {
     if (grepl("/", envname, fixed = TRUE)) return(path.expand(envname))
     root <- Sys.getenv("WORKON_HOME", unset = "~/.virtualenvs")
     file.path(path.expand(root), envname)
 }
 
-# Which Python the bridge will use, following reticulate's own precedence, without starting it.
+.ferry_venv_python <- function(envname) file.path(.ferry_venv_dir(envname), "bin", "python")
+
+# Which Python the bridge will use, without starting it. Settings the user made win (reticulate's
+# own variables first), then the set-up record, then the default virtualenv.
 # Returns list(python = path, source = description).
-.ferry_python_candidate <- function(envname = .ferry_envname()) {
+.ferry_python_candidate <- function() {
     rp <- Sys.getenv("RETICULATE_PYTHON", unset = "")
     if (nzchar(rp)) return(list(python = path.expand(rp), source = "RETICULATE_PYTHON"))
     rpe <- Sys.getenv("RETICULATE_PYTHON_ENV", unset = "")
-    if (nzchar(rpe)) {
-        return(list(python = file.path(path.expand(rpe), "bin", "python"), source = "RETICULATE_PYTHON_ENV"))
-    }
+    if (nzchar(rpe)) return(list(python = .ferry_venv_python(rpe), source = "RETICULATE_PYTHON_ENV"))
     op <- getOption("scferry.python")
     if (!is.null(op)) return(list(python = path.expand(op), source = "option scferry.python"))
-    list(python = file.path(.ferry_venv_dir(envname), "bin", "python"),
-         source = sprintf("virtualenv '%s'", envname))
+    env <- getOption("scferry.envname")
+    if (!is.null(env)) return(list(python = .ferry_venv_python(env), source = "option scferry.envname"))
+    env <- Sys.getenv("SCFERRY_VENV", unset = "")
+    if (nzchar(env)) return(list(python = .ferry_venv_python(env), source = "SCFERRY_VENV"))
+    default <- list(python = .ferry_venv_python("r-scferry"), source = "the default virtualenv 'r-scferry'")
+    rec <- .ferry_read_config("python")
+    if (is.na(rec)) return(default)
+    rec_src <- paste0("the set-up record ", .ferry_config_file("python"))
+    if (file.exists(rec) || !file.exists(default$python)) return(list(python = rec, source = rec_src))
+    # a stale record (its environment was deleted) must not hide a working default
+    default$source <- paste0(default$source, "; ", rec_src, " names ", rec, ", which does not exist")
+    default
 }
 
 .ferry_setup_hint <- function() {
-    paste0("Run scferry::ferry_setup() once (it creates the virtualenv 'r-scferry' and installs the ",
-           "scferry Python package into it), or from a shell in the scferry repository: ",
-           "python3 -m venv ~/.virtualenvs/r-scferry && ~/.virtualenvs/r-scferry/bin/pip install '.[r]'")
+    paste0("Run scferry::ferry_setup() in a fresh R session (it creates the virtualenv 'r-scferry' and ",
+           "installs the scferry Python package), or from a shell in the scferry repository: ",
+           "bash inst/setup.sh --no-demo")
 }
 
 .ferry_not_ok <- function(reason, python = NA_character_) {
@@ -39,15 +64,20 @@
 #'
 #' Checks, without starting Python in this R session, that the Python interpreter the bridge will
 #' use exists and has the \code{scferry} Python package (with NumPy < 2, which reticulate 1.28 needs).
-#' The interpreter is, in order: \env{RETICULATE_PYTHON}, \env{RETICULATE_PYTHON_ENV}, the option
-#' \code{scferry.python}, or the virtualenv \code{r-scferry} (option \code{scferry.envname}) under
-#' \env{WORKON_HOME} or \file{~/.virtualenvs}. The check runs that interpreter in a subprocess
-#' (\code{importlib.util.find_spec}, no heavy imports) and caches the answer for the session.
-#' If Python is already running in this R session, the answer is about that interpreter.
+#' The interpreter is the first of: \env{RETICULATE_PYTHON}; \env{RETICULATE_PYTHON_ENV}; the option
+#' \code{scferry.python} (an interpreter); the option \code{scferry.envname} or the environment
+#' variable \env{SCFERRY_VENV} (a virtualenv name under \env{WORKON_HOME} or \file{~/.virtualenvs},
+#' or a path); the environment recorded by the last set-up (\file{inst/setup.sh} of the repository or
+#' \code{\link{ferry_setup}}, in the file \code{python} of \code{tools::R_user_dir("scferry",
+#' "config")}); the virtualenv \file{~/.virtualenvs/r-scferry}. So after the set-up nothing needs
+#' to be set. The check runs that interpreter in a subprocess (\code{importlib.util.find_spec}, no
+#' heavy imports) and caches the answer for the session. If Python is already running in this R
+#' session, the answer is about that interpreter.
 #'
 #' @param recheck Ignore the cached answer.
 #' @return \code{TRUE} or \code{FALSE}, with attributes \code{reason} (a sentence saying what is wrong
-#'   and what to run; empty when \code{TRUE}) and \code{python} (the interpreter path).
+#'   and what to run; empty when \code{TRUE}), \code{python} (the interpreter path) and \code{source}
+#'   (which setting chose it).
 #' @examples
 #' ok <- ferry_python_ok()
 #' if (!ok) message(attr(ok, "reason"))
@@ -56,7 +86,7 @@ ferry_python_ok <- function(recheck = FALSE) {
     if (reticulate::py_available(initialize = FALSE)) {
         cfg <- reticulate::py_config()
         if (!is.null(.ferry$sf) || reticulate::py_module_available("scferry")) {
-            return(structure(TRUE, reason = "", python = cfg$python))
+            return(structure(TRUE, reason = "", python = cfg$python, source = "running Python"))
         }
         return(.ferry_not_ok(paste0(
             "Python is already running in this R session (", cfg$python, ") and it has no 'scferry' ",
@@ -65,9 +95,15 @@ ferry_python_ok <- function(recheck = FALSE) {
             cfg$python))
     }
     cand <- .ferry_python_candidate()
-    py <- cand$python
+    res <- .ferry_check_python(cand$python, cand$source, recheck)
+    attr(res, "source") <- cand$source
+    res
+}
+
+# Run `py` in a subprocess: does it exist, start, and hold scferry with NumPy < 2? Cached per path.
+.ferry_check_python <- function(py, source, recheck = FALSE) {
     if (!file.exists(py)) {
-        return(.ferry_not_ok(paste0("No Python interpreter for scferry: ", py, " (from ", cand$source,
+        return(.ferry_not_ok(paste0("No Python interpreter for scferry: ", py, " (from ", source,
                                     ") does not exist. ", .ferry_setup_hint()), py))
     }
     if (!recheck && !is.null(.ferry$ok_cache[[py]])) return(.ferry$ok_cache[[py]])
@@ -88,7 +124,7 @@ ferry_python_ok <- function(recheck = FALSE) {
     res <- if (status == 0L) {
         structure(TRUE, reason = "", python = py)
     } else if (status == 3L) {
-        .ferry_not_ok(paste0("The Python at ", py, " (from ", cand$source, ") lacks module(s): ",
+        .ferry_not_ok(paste0("The Python at ", py, " (from ", source, ") lacks module(s): ",
                              sub("^MISSING ", "", out[length(out)]), ". ", .ferry_setup_hint()), py)
     } else if (status == 4L) {
         .ferry_not_ok(paste0("The Python at ", py, " has NumPy ", sub("^NUMPY ", "", out[length(out)]),
@@ -96,7 +132,7 @@ ferry_python_ok <- function(recheck = FALSE) {
                              " needs NumPy < 2. Run scferry::ferry_setup(force = TRUE) or ",
                              py, " -m pip install 'numpy<2'."), py)
     } else {
-        .ferry_not_ok(paste0("The Python at ", py, " (from ", cand$source, ") does not run: ",
+        .ferry_not_ok(paste0("The Python at ", py, " (from ", source, ") does not run: ",
                              paste(utils::tail(out, 3), collapse = " "), ". ", .ferry_setup_hint()), py)
     }
     .ferry$ok_cache[[py]] <- res
@@ -155,9 +191,8 @@ ferry_python_ok <- function(recheck = FALSE) {
 
 # Path of the scferry repository checkout (holds pyproject.toml), or NULL.
 .ferry_repo_path <- function(path = NULL) {
-    cands <- c(path, getOption("scferry.repo"), Sys.getenv("SCFERRY_REPO", unset = ""))
-    conf <- file.path(tools::R_user_dir("scferry", "config"), "repo_path")
-    if (file.exists(conf)) cands <- c(cands, readLines(conf, warn = FALSE)[1L])
+    cands <- c(path, getOption("scferry.repo"), Sys.getenv("SCFERRY_REPO", unset = ""),
+               .ferry_read_config("repo_path"))
     inst <- system.file("scferry_repo_path", package = "scferry")
     if (nzchar(inst)) cands <- c(cands, readLines(inst, warn = FALSE)[1L])
     for (p in cands[nzchar(cands) & !is.na(cands)]) {
@@ -180,14 +215,19 @@ ferry_python_ok <- function(recheck = FALSE) {
 #' scferry Python package into it from the scferry repository checkout, with the dependency pins
 #' of that checkout's \file{pyproject.toml} (NumPy < 2 among them, which reticulate 1.28 needs).
 #' The checkout is found from \code{path}, the option \code{scferry.repo}, the environment variable
-#' \env{SCFERRY_REPO}, a path remembered by an earlier \code{ferry_setup(path = )} call, or the
-#' checkout this R package was installed from (recorded at installation). Needs network access to
-#' PyPI (or a pip configuration pointing at a mirror).
+#' \env{SCFERRY_REPO}, the checkout recorded by the last set-up, or the checkout this R package was
+#' installed from (recorded at installation). Needs network access to PyPI (or a pip configuration
+#' pointing at a mirror).
+#'
+#' On success the environment is recorded (file \code{python} in \code{tools::R_user_dir("scferry",
+#' "config")}, as \file{inst/setup.sh} does), so later R sessions use it without any setting; see
+#' \code{\link{ferry_python_ok}} for the settings that take precedence.
 #'
 #' Python cannot be switched once it runs in an R session, so call this in a fresh session, and
 #' restart R afterwards if Python was started.
 #'
-#' @param envname Name of the virtualenv (under \env{WORKON_HOME} or \file{~/.virtualenvs}) or a path.
+#' @param envname Name of the virtualenv (under \env{WORKON_HOME} or \file{~/.virtualenvs}) or a path;
+#'   default \env{SCFERRY_VENV} if set, else \code{"r-scferry"} (as \file{inst/setup.sh}).
 #' @param python Python interpreter to create the virtualenv from (Python >= 3.10); \code{NULL}
 #'   lets reticulate choose.
 #' @param path The scferry repository checkout; \code{NULL} to find it as described.
@@ -201,13 +241,15 @@ ferry_python_ok <- function(recheck = FALSE) {
 #' ferry_setup()
 #' }
 #' @export
-ferry_setup <- function(envname = "r-scferry", python = NULL, path = NULL, force = FALSE,
+ferry_setup <- function(envname = NULL, python = NULL, path = NULL, force = FALSE,
                         editable = FALSE, extras = character(), dry_run = FALSE) {
     repo <- .ferry_repo_path(path)
     if (is.null(repo)) {
         .ferry_stop("cannot find the scferry repository checkout to install the Python package from; ",
                     "pass path = '<checkout>' (the folder holding pyproject.toml) or set SCFERRY_REPO")
     }
+    if (is.null(envname)) envname <- Sys.getenv("SCFERRY_VENV", unset = "")
+    if (!nzchar(envname)) envname <- "r-scferry"
     envdir <- .ferry_venv_dir(envname)
     py <- file.path(envdir, "bin", "python")
     spec <- if (length(extras)) paste0(repo, "[", paste(extras, collapse = ","), "]") else repo
@@ -230,26 +272,16 @@ ferry_setup <- function(envname = "r-scferry", python = NULL, path = NULL, force
     if (!identical(as.integer(status), 0L)) {
         .ferry_stop("pip install failed (exit status ", status, "): ", steps$install)
     }
-    conf <- tools::R_user_dir("scferry", "config")
-    dir.create(conf, recursive = TRUE, showWarnings = FALSE)
-    writeLines(repo, file.path(conf, "repo_path"))
-    .ferry$ok_cache <- list()
-    ok <- withr_envname(envname, ferry_python_ok(recheck = TRUE))
+    ok <- .ferry_check_python(py, "ferry_setup()", recheck = TRUE)
     if (!isTRUE(ok)) .ferry_stop("set-up finished but the check still fails: ", attr(ok, "reason"))
-    if (!identical(envname, .ferry_envname())) {
-        options(scferry.envname = envname)
-        message("Using '", envname, "' for this session; set options(scferry.envname = '", envname,
-                "') or SCFERRY_ENVNAME in later sessions")
-    }
+    .ferry_write_config("repo_path", repo)
+    .ferry_write_config("python", py)
     message("scferry Python environment ready: ", py)
+    cand <- .ferry_python_candidate()
+    if (!identical(normalizePath(cand$python, mustWork = FALSE), normalizePath(py))) {
+        message("Note: ", cand$source, " selects ", cand$python, " instead; unset it to use this environment")
+    }
     invisible(py)
-}
-
-# Evaluate expr with options(scferry.envname = envname).
-withr_envname <- function(envname, expr) {
-    old <- options(scferry.envname = envname)
-    on.exit(options(old))
-    expr
 }
 
 # R links its own BLAS (on Debian often the slow reference BLAS) into the process with global

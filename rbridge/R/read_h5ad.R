@@ -44,9 +44,7 @@ ferry_read_h5ad <- function(path, as = c("Seurat", "SingleCellExperiment"), laye
         for (k in names(parts$obsm)) {
             e <- parts$obsm[[k]]
             nm <- tolower(sub("^X_", "", k))
-            key <- gsub("[^[:alnum:]]", "", toupper(nm))
-            if (!grepl("^[[:alpha:]]", key)) key <- paste0("X", key)
-            key <- paste0(key, "_")
+            key <- .ferry_reduction_key(nm)
             dimnames(e) <- list(cells, paste0(key, seq_len(ncol(e))))
             obj[[nm]] <- SeuratObject::CreateDimReducObject(embeddings = e, key = key, assay = assay)
         }

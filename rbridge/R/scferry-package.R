@@ -6,9 +6,9 @@
 #' .h5ad files; \code{\link{ferry_setup}} and \code{\link{ferry_python_ok}} manage the Python side.
 #'
 #' The Python interpreter is chosen once per R session, on the first call that needs it: see
-#' \code{\link{ferry_python_ok}}. Options: \code{scferry.envname} (virtualenv name, default
-#' \code{"r-scferry"}), \code{scferry.python} (an interpreter path), \code{scferry.repo} (the
-#' repository checkout for \code{ferry_setup}).
+#' \code{\link{ferry_python_ok}}. Options: \code{scferry.envname} (virtualenv name or path; or the
+#' environment variable \env{SCFERRY_VENV}), \code{scferry.python} (an interpreter path),
+#' \code{scferry.repo} (the repository checkout for \code{ferry_setup}), \code{scferry.threads}.
 #'
 #' @keywords internal
 #' @importClassesFrom Matrix dgCMatrix

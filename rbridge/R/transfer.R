@@ -33,26 +33,27 @@
 #' }
 #' @export
 ferry_transfer <- function(reference, query, label, source = NULL, target = NULL, ...) {
-    job <- .ferry_pair(reference, query, label, source, target, c("reference", "query"))
-    params <- .ferry_method_params(list(...), reserved = c("model", "source", "target", "label_key"))
-    sf <- .ferry_require_python()
-    model <- .ferry_model(job$rec, job$pieces)
-    .ferry_set_labels(model, job)
-    args <- c(list(model, source = job$source, target = job$target, label_key = label), params)
-    probs <- .ferry_py(do.call(sf$transfer_labels, args),
-                       sprintf("scferry.transfer_labels(source = '%s', target = '%s')", job$source, job$target))
-    P <- .ferry_scores_matrix(probs, query, "query")
-    .ferry_add_scores(query, P, "predictions")
+    .ferry_scores_call("transfer_labels", c("source", "target"), "predictions",
+                       reference, query, "query", label, source, target, list(...))
 }
 
 #' Estimate cell-type proportions of spots from an integrated reference
 #'
 #' Uses the scferry model both objects came from to estimate, for every spot of \code{spots}, the
-#' proportion of each cell type of \code{reference} (\code{scferry.deconvolve()} in Python). Seurat:
-#' assay \code{"ferry.proportions"} (types x spots, key \code{ferryproportions_}); SingleCellExperiment:
-#' \code{altExp(sce, "ferry.proportions")} with assay \code{"proportions"}. Columns sum to 1.
-#' Needs a version of the scferry Python package that provides \code{deconvolve}; otherwise an error
-#' says so.
+#' proportion of each cell type of \code{reference}: \code{scferry.deconvolve(model, reference =,
+#' spots =, label_key =)} in Python (dataset names), which returns a spots x cell types table whose
+#' rows sum to 1. Written back as
+#' \itemize{
+#'   \item Seurat: assay \code{"ferry.proportions"} (a v3 \code{Assay}, data layer = cell types x
+#'     spots, key \code{ferryproportions_}, no \code{"max"} row; "_" and "|" in cell-type names
+#'     become "-", as in \code{TransferData}'s prediction assay). On a Visium object
+#'     \code{DefaultAssay(spots) <- "ferry.proportions"; SpatialFeaturePlot(spots, features =
+#'     "Ductal")} then maps a cell type's proportion over the tissue, as Seurat's spatial vignette does
+#'     with its "predictions" assay.
+#'   \item SingleCellExperiment: \code{altExp(sce, "ferry.proportions")} with assay
+#'     \code{"proportions"} (cell types x spots, original names).
+#' }
+#' Needs a scferry Python package that provides \code{deconvolve}; otherwise an error says so.
 #'
 #' @inheritParams ferry_transfer
 #' @param spots Integrated object of spatial spots, from the same \code{ferry_integrate} call.
@@ -61,21 +62,28 @@ ferry_transfer <- function(reference, query, label, source = NULL, target = NULL
 #' @return \code{spots} with the proportions added.
 #' @export
 ferry_deconvolve <- function(reference, spots, label, source = NULL, target = NULL, ...) {
-    job <- .ferry_pair(reference, spots, label, source, target, c("reference", "spots"))
-    params <- .ferry_method_params(list(...), reserved = c("model", "reference", "spots", "label_key"))
+    .ferry_scores_call("deconvolve", c("reference", "spots"), "proportions",
+                       reference, spots, "spots", label, source, target, list(...))
+}
+
+# ferry_transfer / ferry_deconvolve: check the pair (before Python starts), then
+# scferry.<fun>(model, <ds_args[1]> = source dataset, <ds_args[2]> = target dataset, label_key = label,
+# ...) returns a DataFrame (target cells x labels) that is written into `obj` as `kind`.
+.ferry_scores_call <- function(fun, ds_args, kind, reference, obj, objname, label, source, target, dots) {
+    job <- .ferry_pair(reference, obj, label, source, target, c("reference", objname))
+    params <- .ferry_method_params(dots, reserved = c("model", ds_args, "label_key"))
     sf <- .ferry_require_python()
-    if (!reticulate::py_has_attr(sf, "deconvolve")) {
-        .ferry_stop("ferry_deconvolve() needs scferry.deconvolve() in Python, which this scferry Python ",
-                    "package (version ", .ferry_py_version(), ") does not have yet; it arrives in a later ",
-                    "version of scferry")
+    if (!reticulate::py_has_attr(sf, fun)) {
+        .ferry_stop("scferry.", fun, "() is not in the scferry Python package of this environment (version ",
+                    .ferry_py_version(), "); update it with scferry::ferry_setup() in a fresh R session")
     }
     model <- .ferry_model(job$rec, job$pieces)
     .ferry_set_labels(model, job)
-    args <- c(list(model, reference = job$source, spots = job$target, label_key = label), params)
-    props <- .ferry_py(do.call(sf$deconvolve, args),
-                       sprintf("scferry.deconvolve(reference = '%s', spots = '%s')", job$source, job$target))
-    P <- .ferry_scores_matrix(props, spots, "spots")
-    .ferry_add_scores(spots, P, "proportions")
+    ds <- stats::setNames(list(job$source, job$target), ds_args)
+    args <- c(list(model), ds, list(label_key = label), params)
+    what <- sprintf("scferry.%s(%s = '%s', %s = '%s')", fun, ds_args[1L], job$source, ds_args[2L], job$target)
+    res <- .ferry_py(do.call(sf[[fun]], args), what)
+    .ferry_add_scores(obj, .ferry_scores_matrix(res, obj, objname), kind)
 }
 
 # All checks for a reference/query pair, before Python runs.

@@ -1,10 +1,18 @@
 # Building the R-side results (DimReduc / reducedDim, prediction assays / altExps). These functions
-# take and return objects; callers assign only after every step has succeeded.
+# take and return objects; callers assign only after every step has succeeded. The Python package's
+# scferry.r.write_back calls them too (scferry:::), so objects written from Python get these shapes.
 
-.ferry_reduction_name <- function(cls) if (identical(cls, "Seurat")) "ferry" else "FERRY"
+# Seurat key for a reduction name: "ferry" -> "FERRY_" (alphanumeric, starting with a letter).
+.ferry_reduction_key <- function(name) {
+    key <- toupper(gsub("[^[:alnum:]]", "", name))
+    if (!grepl("^[[:alpha:]]", key)) key <- paste0("X", key)
+    paste0(key, "_")
+}
 
 # emb: cells x k matrix with rownames = cell names (any order, a superset of the object's cells).
-.ferry_add_embedding <- function(obj, emb, rec) {
+# Seurat: reduction `name` (assay = the default assay); SCE: reducedDim toupper(name).
+# rec: the ferry_integrate record for obj@misc$ferry / metadata(sce)$ferry (NULL: none).
+.ferry_add_embedding <- function(obj, emb, rec, name = "ferry") {
     cells <- colnames(obj)
     miss <- setdiff(cells, rownames(emb))
     if (length(miss)) {
@@ -13,19 +21,24 @@
     }
     emb <- emb[cells, , drop = FALSE]
     storage.mode(emb) <- "double"
-    colnames(emb) <- paste0("FERRY_", seq_len(ncol(emb)))
+    key <- .ferry_reduction_key(name)
+    colnames(emb) <- paste0(key, seq_len(ncol(emb)))
     if (.ferry_is_seurat(obj)) {
-        dr <- SeuratObject::CreateDimReducObject(embeddings = emb, key = "FERRY_",
+        dr <- SeuratObject::CreateDimReducObject(embeddings = emb, key = key,
                                                  assay = SeuratObject::DefaultAssay(obj))
-        obj[["ferry"]] <- dr
-        misc <- obj@misc
-        misc$ferry <- rec
-        obj@misc <- misc
+        obj[[name]] <- dr
+        if (!is.null(rec)) {
+            misc <- obj@misc
+            misc$ferry <- rec
+            obj@misc <- misc
+        }
     } else {
-        SingleCellExperiment::reducedDim(obj, "FERRY") <- emb
-        md <- S4Vectors::metadata(obj)
-        md$ferry <- rec
-        S4Vectors::metadata(obj) <- md
+        SingleCellExperiment::reducedDim(obj, toupper(name)) <- emb
+        if (!is.null(rec)) {
+            md <- S4Vectors::metadata(obj)
+            md$ferry <- rec
+            S4Vectors::metadata(obj) <- md
+        }
     }
     obj
 }

@@ -81,11 +81,77 @@ pdac_transferred <- function(as = c("Seurat", "SingleCellExperiment")) {
     .fx[[key]]
 }
 
+# obsm[key] of dataset `n` in the live Python model behind an integration record (cells x k).
+model_obsm <- function(rec, n, key) {
+    ad <- reticulate::py_to_r(scferry:::.ferry$models[[rec$model_id]]$model$adatas)[[n]]
+    scferry:::.ferry_read_obsm(ad, key)
+}
+
 # Run R code in a fresh R process (for checks about Python start-up); returns its output lines.
+# The child inherits none of this process's interpreter settings; `env` ("NAME=value") sets some.
 run_fresh_r <- function(code, env = character()) {
     f <- tempfile(fileext = ".R")
     writeLines(code, f)
-    out <- suppressWarnings(system2(file.path(R.home("bin"), "Rscript"), c("--vanilla", f),
-                                    stdout = TRUE, stderr = TRUE, env = env))
-    out
+    unset <- c("RETICULATE_PYTHON", "RETICULATE_PYTHON_ENV", "SCFERRY_VENV")
+    args <- c(rbind("-u", unset), env, file.path(R.home("bin"), "Rscript"), "--vanilla", f)
+    suppressWarnings(system2("env", args, stdout = TRUE, stderr = TRUE))
+}
+
+# ferry_python_ok() in a fresh R process: its answer and whether it started Python there.
+fresh_python_ok <- function(env = character()) {
+    out <- run_fresh_r(c(
+        "ok <- scferry::ferry_python_ok()",
+        "cat(sprintf('%s=%s\\n', c('OK', 'REASON', 'PY', 'SRC', 'INIT'),",
+        "    c(isTRUE(ok), attr(ok, 'reason'), attr(ok, 'python'), c(attr(ok, 'source'), '')[1L],",
+        "      reticulate::py_available(initialize = FALSE))), sep = '')"), env)
+    field <- function(k) sub(paste0("^", k, "="), "", grep(paste0("^", k, "="), out, value = TRUE)[1L])
+    list(ok = identical(field("OK"), "TRUE"), reason = field("REASON"), python = field("PY"),
+         source = field("SRC"), init = field("INIT"), out = paste(out, collapse = "\n"))
+}
+
+# An executable stand-in for a Python interpreter that prints `lines` and exits with `status`.
+fake_python <- function(lines = "OK 3.11.7", status = 0L) {
+    d <- tempfile("fakepy")
+    dir.create(file.path(d, "bin"), recursive = TRUE)
+    py <- file.path(d, "bin", "python")
+    writeLines(c("#!/bin/sh", paste0("echo '", lines, "'"), paste("exit", status)), py)
+    Sys.chmod(py, "0755")
+    py
+}
+
+# A value for R_USER_CONFIG_DIR whose set-up record names `python` (R_user_dir adds "R/<pkg>").
+record_dir <- function(python) {
+    d <- tempfile("rconfig")
+    dir.create(file.path(d, "R", "scferry"), recursive = TRUE)
+    writeLines(python, file.path(d, "R", "scferry", "python"))
+    d
+}
+
+# Skip while the scferry Python package lacks `name` (functions other work is adding); the test
+# then runs as soon as the Python side has it.
+skip_unless_python_has <- function(name) {
+    sf <- scferry:::.ferry_require_python()
+    if (!reticulate::py_has_attr(sf, name)) {
+        skip(sprintf("scferry.%s() is not in the scferry Python package yet; this test runs once it is", name))
+    }
+}
+
+# A blank Visium image for spots whose array positions are the reduction "spatial" (the PDAC ST
+# data have no tissue image), so that SpatialFeaturePlot can draw them.
+fake_visium <- function(obj, px = 10) {
+    xy <- SeuratObject::Embeddings(obj, "spatial")
+    coords <- data.frame(tissue = 1L, row = as.integer(xy[, 2]), col = as.integer(xy[, 1]),
+                         imagerow = xy[, 2] * px, imagecol = xy[, 1] * px, row.names = rownames(xy))
+    img <- array(1, dim = c(ceiling(max(coords$imagerow)) + px, ceiling(max(coords$imagecol)) + px, 3))
+    methods::new("VisiumV1", image = img, coordinates = coords, spot.radius = 0.02,
+                 scale.factors = Seurat::scalefactors(spot = px, fiducial = px, hires = 1, lowres = 1),
+                 assay = SeuratObject::DefaultAssay(obj), key = "slice_")
+}
+
+# Draw a ggplot/patchwork on a null device (catches errors raised only when rendering).
+render_plot <- function(p) {
+    grDevices::pdf(NULL)
+    on.exit(grDevices::dev.off())
+    print(p)
+    invisible(TRUE)
 }

@@ -40,3 +40,18 @@ test_that("SCE objects from pbmc_small, one object with batch", {
     q <- ferry_transfer(g1, g2, "letter.idents")
     expect_true(all(q$predicted.id %in% c("A", "B")))
 })
+
+test_that("SCE: ferry_deconvolve writes altExp 'ferry.proportions'", {
+    skip_if_no_python()
+    skip_if_no_sce()
+    skip_unless_python_has("deconvolve")
+    objs <- pdac_integrated("SingleCellExperiment")
+    st <- ferry_deconvolve(objs$rna, objs$st, label = "cell_type")
+    ae <- SingleCellExperiment::altExp(st, "ferry.proportions")
+    expect_identical(SummarizedExperiment::assayNames(ae), "proportions")
+    m <- SummarizedExperiment::assay(ae, "proportions")
+    expect_setequal(rownames(m), unique(as.character(objs$rna$cell_type)))
+    expect_identical(colnames(m), colnames(st))
+    expect_equal(unname(colSums(m)), rep(1, ncol(st)), tolerance = 1e-5)
+    expect_identical(SummarizedExperiment::colData(st), SummarizedExperiment::colData(objs$st))
+})

@@ -22,10 +22,7 @@ test_that("ferry_integrate writes a 'ferry' DimReduc usable by RunUMAP/FindNeigh
         expect_identical(rec$method, "uniport")
         expect_true(file.exists(rec$path))
         # same numbers, same cell order as the Python side wrote to obsm["X_scferry"]
-        ad <- reticulate::py_to_r(scferry:::.ferry$models[[rec$model_id]]$model$adatas)[[n]]
-        py <- scferry:::.ferry$bridge$get_obsm(ad, "X_scferry")
-        pm <- py$values
-        rownames(pm) <- unlist(py$obs_names)
+        pm <- model_obsm(rec, n, "X_scferry")
         expect_equal(unname(e), unname(pm[colnames(o), ]), tolerance = 1e-6)
     }
     expect_identical(objs$rna@misc$ferry$model_id, objs$st@misc$ferry$model_id)
@@ -37,9 +34,7 @@ test_that("ferry_integrate writes a 'ferry' DimReduc usable by RunUMAP/FindNeigh
     expect_true(any(grepl("snn", names(rna@graphs))))
     p <- Seurat::DimPlot(rna, reduction = "umap", group.by = "cell_type")
     expect_s3_class(p, "ggplot")
-    grDevices::pdf(NULL)
-    on.exit(grDevices::dev.off())
-    print(p)
+    render_plot(p)
 })
 
 test_that("ferry_transfer gives TransferData-shaped predictions", {
@@ -135,18 +130,58 @@ test_that("one Seurat object with a batch column; pbmc_small halves; failing Pyt
     expect_identical(pb, pb_before)
 })
 
-test_that("ferry_deconvolve: proportions when Python has deconvolve, else a clear error", {
+test_that("ferry_deconvolve: Seurat assay of spot proportions, drawn by SpatialFeaturePlot", {
     skip_if_no_python()
     skip_if_no_seurat()
     objs <- pdac_integrated("Seurat")
-    has <- reticulate::py_has_attr(scferry:::.ferry$sf, "deconvolve")
-    if (!has) {
-        expect_error(ferry_deconvolve(objs$rna, objs$st, "cell_type"), "arrives in a later version of scferry")
-        return(invisible())
+    if (!reticulate::py_has_attr(scferry:::.ferry$sf, "deconvolve")) {
+        expect_error(ferry_deconvolve(objs$rna, objs$st, "cell_type"),
+                     "scferry.deconvolve() is not in the scferry Python package", fixed = TRUE)
     }
+    skip_unless_python_has("deconvolve")
+    expect_error(ferry_deconvolve(objs$rna, objs$st, "no_such_column"), "label column 'no_such_column'")
     st <- ferry_deconvolve(objs$rna, objs$st, "cell_type")
-    d <- SeuratObject::GetAssayData(st[["ferry.proportions"]], slot = "data")
-    expect_identical(ncol(d), ncol(st))
-    expect_false("max" %in% rownames(d))
+    labels <- sort(unique(as.character(objs$rna$cell_type)))
+    a <- st[["ferry.proportions"]]
+    expect_s4_class(a, "Assay")
+    expect_identical(SeuratObject::Key(a), "ferryproportions_")
+    d <- SeuratObject::GetAssayData(a, slot = "data")
+    expect_true(is.matrix(d))
+    expect_identical(colnames(d), colnames(st))
+    expect_setequal(rownames(d), gsub("[_|]", "-", labels))
+    expect_true(all(is.finite(d)) && all(d >= 0))
     expect_equal(unname(colSums(d)), rep(1, ncol(st)), tolerance = 1e-5)
+    expect_false(any(c("predicted.id", "prediction.score.max") %in% names(st[[]])))
+    expect_identical(SeuratObject::Reductions(st), SeuratObject::Reductions(objs$st))
+    # each spot got its own row of the Python result (obsm["scferry_proportions"] of the model's
+    # AnnData); compared per spot up to the column order
+    pm <- model_obsm(st@misc$ferry, "st", "scferry_proportions")
+    expect_equal(t(apply(d, 2, sort)), t(apply(pm[colnames(st), , drop = FALSE], 1, sort)),
+                 tolerance = 1e-5, ignore_attr = TRUE)
+    st[["slice"]] <- fake_visium(st)
+    SeuratObject::DefaultAssay(st) <- "ferry.proportions"
+    p <- Seurat::SpatialFeaturePlot(st, features = c("Ductal", "Cancer clone A"))
+    expect_s3_class(p, "ggplot")
+    render_plot(p)
+})
+
+test_that("ferry_integrate(method = 'davae') writes the reduction and feeds ferry_transfer", {
+    skip_if_no_python()
+    skip_if_no_seurat()
+    sf <- scferry:::.ferry_require_python()
+    methods <- unlist(reticulate::py_to_r(sf$available_methods()))
+    skip_if(!"davae" %in% methods, "method 'davae' is not in scferry.available_methods() yet")
+    objs <- pdac_objects("Seurat")
+    out <- ferry_integrate(objs, method = "davae", max_iter = 30, progress = FALSE)
+    k <- ncol(SeuratObject::Embeddings(out$rna, "ferry"))
+    for (n in names(out)) {
+        e <- SeuratObject::Embeddings(out[[n]], "ferry")
+        expect_identical(rownames(e), colnames(objs[[n]]))
+        expect_identical(ncol(e), k)
+        expect_true(all(is.finite(e)))
+        expect_identical(out[[n]]@misc$ferry$method, "davae")
+    }
+    expect_gt(stats::sd(SeuratObject::Embeddings(out$st, "ferry")), 0)
+    st <- ferry_transfer(out$rna, out$st, label = "cell_type")
+    expect_true(all(st$predicted.id %in% out$rna$cell_type))
 })

@@ -46,13 +46,27 @@ test_that("Seurat: prediction assay and metadata in TransferData's shapes", {
     expect_identical(SeuratObject::DefaultAssay(out), "RNA")
 })
 
-test_that("Seurat: proportions assay has no max row and no metadata", {
+test_that("Seurat: proportions assay has no max row and no metadata; SpatialFeaturePlot draws it", {
     skip_if_no_seurat()
     obj <- pbmc_pair()$g2
-    P <- fake_probs(colnames(obj), c("a", "b"))
-    out <- scferry:::.ferry_add_scores(obj, P, "proportions")
-    expect_identical(rownames(out[["ferry.proportions"]]), c("a", "b"))
+    P <- fake_probs(rev(colnames(obj)), c("a", "b_c"))
+    out <- expect_silent(scferry:::.ferry_add_scores(obj, P, "proportions"))
+    a <- out[["ferry.proportions"]]
+    expect_identical(rownames(a), c("a", "b-c"))
+    expect_identical(SeuratObject::Key(a), "ferryproportions_")
+    expect_equal(unname(SeuratObject::GetAssayData(a, slot = "data")["a", ]), unname(P["a", colnames(obj)]))
     expect_false("predicted.id" %in% names(out[[]]))
+    # spots on an 8-column grid, with a blank image
+    n <- ncol(out)
+    xy <- cbind(SPATIAL_1 = (seq_len(n) - 1) %% 8 + 1, SPATIAL_2 = (seq_len(n) - 1) %/% 8 + 1)
+    rownames(xy) <- colnames(out)
+    out[["spatial"]] <- SeuratObject::CreateDimReducObject(xy, key = "SPATIAL_", assay = "RNA")
+    out[["slice"]] <- fake_visium(out)
+    SeuratObject::DefaultAssay(out) <- "ferry.proportions"
+    p <- Seurat::SpatialFeaturePlot(out, features = c("a", "b-c"))
+    expect_s3_class(p, "ggplot")
+    expect_identical(p[[1]]$data[colnames(out), "a"], unname(P["a", colnames(out)]))
+    render_plot(p)
 })
 
 test_that("SCE: reducedDim FERRY, altExp ferry.predictions, colData", {
