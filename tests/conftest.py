@@ -1,5 +1,7 @@
 from pathlib import Path
 
+import os
+
 import anndata as ad
 import numpy as np
 import pytest
@@ -11,7 +13,18 @@ torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "inst" / "extdata"
-SHARED = ROOT.parent / "shared" / "data"
+# The real public datasets (../shared/data beside the checkout, or $SCFERRY_SHARED_DATA; on the
+# development machine /work/shared/data), used when present; tests that need them skip otherwise.
+_SHARED_CANDIDATES = [os.environ.get("SCFERRY_SHARED_DATA", ""), ROOT.parent / "shared" / "data",
+                      "/work/shared/data"]
+SHARED = next((Path(p) for p in _SHARED_CANDIDATES if p and Path(p).is_dir()), None)
+
+
+def shared_file(name: str) -> Path:
+    """Path of a file of the shared real data; skips the test when it is not on this machine."""
+    if SHARED is None or not (SHARED / name).exists():
+        pytest.skip(f"shared dataset {name} not found (set SCFERRY_SHARED_DATA to its folder)")
+    return SHARED / name
 
 
 @pytest.fixture(scope="session")

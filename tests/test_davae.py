@@ -10,7 +10,7 @@ import scferry as sf
 from scferry import metrics
 from scferry.models.davae import DAVAE, _ReverseGradient
 from scferry.train import LossRecord, fit
-from conftest import SHARED
+from conftest import shared_file
 from test_integrate import assert_unchanged, snapshot
 
 FAST = dict(max_iter=60, progress=False, n_common_genes=800)
@@ -18,7 +18,7 @@ FAST = dict(max_iter=60, progress=False, n_common_genes=800)
 
 @pytest.fixture(scope="module")
 def pbmc_full():
-    return ad.read_h5ad(SHARED / "symphony_pbmc.h5ad")
+    return ad.read_h5ad(shared_file("symphony_pbmc.h5ad"))
 
 
 @pytest.fixture()
