@@ -17,8 +17,18 @@ from . import metrics, ot, pp  # noqa: E402
 from .integrate import integrate  # noqa: E402
 from .model import Model, load
 from .models import available_methods, get_method
-from .tl import transfer_labels
+from .tl import deconvolve, impute, project, transfer_labels
 
 __version__ = "0.1.0"
-__all__ = ["integrate", "transfer_labels", "load", "Model", "available_methods", "get_method",
-           "metrics", "ot", "pp", "__version__"]
+
+
+def __getattr__(name):
+    # scferry.pl on first use: matplotlib is slow to import and only plots need it
+    if name == "pl":
+        import importlib
+        return importlib.import_module(".pl", __name__)
+    raise AttributeError(f"module 'scferry' has no attribute {name!r}")
+
+
+__all__ = ["integrate", "transfer_labels", "deconvolve", "project", "impute", "load", "Model",
+           "available_methods", "get_method", "metrics", "ot", "pl", "pp", "__version__"]

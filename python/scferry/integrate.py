@@ -21,6 +21,7 @@ def integrate(
     layer: str | None = None,
     reference: str | None = None,
     preprocess: bool = True,
+    specific_genes: Mapping[str, Sequence[str]] | None = None,
     max_iter: int | None = None,
     lr: float | None = None,
     batch_size: int | None = None,
@@ -48,6 +49,10 @@ def integrate(
         dataset-specific HVGs, per-dataset MaxAbs scaling; DAVAE: the same without
         dataset-specific genes and without scaling). ``False`` when done already: then all
         features are used and only the method's scaling is applied.
+    specific_genes
+        Genes to add to a dataset's specific genes, beyond its highly variable ones, e.g.
+        ``{"rna": ["Gad1", "Trh"]}`` to impute them later (:func:`scferry.impute`); methods with
+        dataset-specific decoders only (uniPort).
     max_iter, lr, batch_size, patience
         Training budget (optimiser steps), Adam learning rate, cells per step (split evenly over
         datasets; a dataset with fewer cells than its share gives all its cells to every step),
@@ -88,14 +93,16 @@ def integrate(
     names = [d.name for d in data]
     if reference is not None and reference not in names:
         raise ValueError(f"reference {reference!r} is not one of the datasets {names}.")
+    specific_genes = _check_specific_genes(specific_genes, data, cls)
 
     n_specific = hp.get("n_specific_genes", 2000) if "specific" in cls.inputs else 0
     if preprocess:
         prep, views = pp.fit_transform(data, n_common=hp.get("n_common_genes", 2000),
-                                       n_specific=n_specific, scale=cls.scale_inputs)
+                                       n_specific=n_specific, scale=cls.scale_inputs,
+                                       extra_specific=specific_genes)
     else:
         prep, views = pp.fit_transform(data, n_common=math.inf, n_specific=0, normalize=False,
-                                       scale=cls.scale_inputs)
+                                       scale=cls.scale_inputs, extra_specific=specific_genes)
     views = [{key: views[n][key] for key in cls.inputs} for n in names]  # only what the method reads
 
     rng = seed_everything(seed)
@@ -115,6 +122,31 @@ def integrate(
     model = Model(module, prep, data, tp, history, batch_key=batch_key)
     model.write_embedding({n: model.encode(v, n) for n, v in zip(names, views)}, EMBEDDING_KEY)
     return model
+
+
+def _check_specific_genes(specific_genes, data, cls) -> dict[str, list[str]] | None:
+    if specific_genes is None:
+        return None
+    if not isinstance(specific_genes, Mapping):
+        raise TypeError("specific_genes must be a dict of dataset name -> list of genes; got "
+                        f"{type(specific_genes).__name__}.")
+    if "specific" not in cls.inputs:
+        raise ValueError(f"method {cls.name!r} has no dataset-specific genes; drop specific_genes.")
+    by_name = {d.name: d for d in data}
+    out = {}
+    for name, genes in specific_genes.items():
+        if name not in by_name:
+            raise ValueError(f"specific_genes names {name!r}, not one of the datasets {list(by_name)}.")
+        if isinstance(genes, str) or not all(isinstance(g, str) for g in genes):
+            raise TypeError(f"specific_genes[{name!r}] must be a list of gene names.")
+        genes = list(genes)
+        present = set(by_name[name].var_names)
+        missing = [g for g in genes if g not in present]
+        if missing:
+            raise ValueError(f"specific_genes[{name!r}]: {len(missing)} of {len(genes)} genes are not "
+                             f"in dataset {name!r} (e.g. {missing[:5]}); check the gene identifiers.")
+        out[name] = genes
+    return out
 
 
 def _check_positive(tp: dict) -> None:

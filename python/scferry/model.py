@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from .data import Dataset, collect_datasets
+from .data import Dataset, check_cell_totals, check_dataset, collect_datasets
 from .models import get_method
 from .models.base import Method
 from .pp import Preprocessing
@@ -84,6 +84,55 @@ class Model:
     def index(self, name: str) -> int:
         return self.dataset_names.index(name)
 
+    @property
+    def encoder_views(self) -> tuple[str, ...]:
+        """The model inputs ``Method.encode`` reads. Methods whose encoder reads more than the
+        common genes declare ``encode_inputs`` (uniPort and DAVAE read only "common")."""
+        return tuple(getattr(self.module, "encode_inputs", ("common",)))
+
+    def features(self, dataset: str, view: str) -> list[str]:
+        """Genes of model input ``view`` ("common" or "specific") of training dataset ``dataset``."""
+        prep = self.preprocessing
+        return list(prep.common_genes) if view == "common" else list(prep.specific_genes[dataset])
+
+    def check_attached(self, d: Dataset) -> None:
+        """The attached AnnData of training dataset ``d`` must still hold the cells (same names,
+        same order: the OT plan indexes them) and the genes the model was trained on."""
+        saved = self.obs_names[d.name]
+        if d.n_obs != len(saved) or list(map(str, d.obs_names)) != saved:
+            raise ValueError(
+                f"the cells of dataset {d.name!r} changed since training ({d.n_obs} now, "
+                f"{len(saved)} at training, or a different order); the model's OT plan and "
+                "embedding index the training cells. Use the AnnData as it was trained, or "
+                "re-integrate.")
+        genes = list(pd.unique(np.asarray(self.features(d.name, "common") + self.features(d.name, "specific"), dtype=object)))
+        _check_genes(d.var_names, genes, f"dataset {d.name!r}", "the model was trained on",
+                     "Attach the AnnData the model was trained on (all its genes).")
+
+    def transform(self, adata: AnnData, dataset: str, views: tuple[str, ...] | None = None, *,
+                  layer: str | None = None, what: str = "the new data") -> dict[str, sp.csr_matrix]:
+        """Validate cells of ``adata`` (raw counts, as training dataset ``dataset``) and map them
+        to model inputs with ``dataset``'s saved genes and preprocessing parameters. Values above
+        the training maximum are clipped to the decoders' range."""
+        if not isinstance(adata, AnnData):
+            raise TypeError(f"{what} must be an AnnData; got {type(adata).__name__}.")
+        if not isinstance(dataset, str) or dataset not in self.dataset_names:
+            raise ValueError(f"dataset {dataset!r} is not a dataset of this model; datasets: "
+                             f"{self.dataset_names}. Name the training dataset the new cells match.")
+        views = self.encoder_views if views is None else views
+        new = Dataset(what, adata, None, layer)
+        check_dataset(new)
+        for view in views:
+            _check_genes(adata.var_names, self.features(dataset, view), what,
+                         f"the model reads for dataset {dataset!r} ({view} genes)",
+                         "Use the same gene identifiers as the training data (symbols vs Ensembl "
+                         "IDs, case); genes truly not measured can be added as zero columns, at a "
+                         "cost in accuracy.")
+        X = new.counts()
+        if self.preprocessing.normalize:
+            check_cell_totals(X, what)
+        return {v: self.preprocessing.transform(X, adata.var_names, dataset, v, clip=True) for v in views}
+
     @torch.no_grad()
     def encode(self, views: Mapping[str, sp.csr_matrix], dataset: str, chunk: int = 4096) -> np.ndarray:
         """Latent means of cells given as model input views (already preprocessed), in chunks."""
@@ -153,8 +202,19 @@ def load(path: str | os.PathLike, adatas: Mapping[str, AnnData] | AnnData | None
                 raise ValueError(
                     f"the cells of dataset {d.name!r} differ from those the model was trained on "
                     f"({d.n_obs} given, {len(saved)} saved); pass the same AnnData, in the same order.")
-    return Model(module, Preprocessing.from_state_dict(state["preprocessing"]), datasets,
-                 state["train_params"], state["history"], state["batch_key"], state["obs_names"])
+    model = Model(module, Preprocessing.from_state_dict(state["preprocessing"]), datasets,
+                  state["train_params"], state["history"], state["batch_key"], state["obs_names"])
+    for d in datasets:
+        model.check_attached(d)
+    return model
+
+
+def _check_genes(var_names: pd.Index, genes: list[str], what: str, role: str, fix: str) -> None:
+    genes = pd.Index(genes)
+    missing = list(genes[~genes.isin(var_names)])
+    if missing:
+        raise ValueError(
+            f"{what} lacks {len(missing)} of the {len(genes)} genes {role} (e.g. {missing[:5]}). {fix}")
 
 
 def _plain(x):

@@ -102,13 +102,15 @@ class Preprocessing:
 
 
 def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: int = 2000,
-                  normalize: bool = True, scale: bool = True
+                  normalize: bool = True, scale: bool = True,
+                  extra_specific: dict[str, list[str]] | None = None,
                   ) -> tuple[Preprocessing, dict[str, dict[str, sp.csr_matrix]]]:
     """uniPort's preprocessing (paper, Methods): returns the fitted parameters and, per dataset,
     the model inputs ``{"common": cells x common HVGs, "specific": cells x dataset HVGs}``, CSR
     float32 scaled to [0, 1]. With ``normalize=False`` the inputs are taken as already normalised
     (and must then lie in [0, 1] after MaxAbs scaling, which holds for any nonnegative data).
-    ``scale=False`` skips the MaxAbs scaling (scale factors 1; DAVAE models log values)."""
+    ``scale=False`` skips the MaxAbs scaling (scale factors 1; DAVAE models log values).
+    ``extra_specific``: per dataset, genes added to its specific set (e.g. genes to impute)."""
     common = shared_features(datasets)
     logged = {}
     for d in datasets:
@@ -126,6 +128,8 @@ def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: 
     for d in datasets:
         X = logged[d.name]
         spec = highly_variable(X, d.var_names, n_specific) if n_specific > 0 else d.var_names[:0]
+        if extra_specific and extra_specific.get(d.name):
+            spec = d.var_names[d.var_names.isin(spec) | d.var_names.isin(extra_specific[d.name])]
         prep.specific_genes[d.name] = list(spec)
         Xc = select(X, d.var_names, common_hv)
         Xs = select(X, d.var_names, spec)

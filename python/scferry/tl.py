@@ -1,19 +1,28 @@
-"""Tools on a fitted model: label transfer (and, in later versions, deconvolution, projection
-and imputation)."""
+"""Tools on a fitted model: label transfer, spot deconvolution, projection of new cells into the
+trained latent space, and imputation of another dataset's genes.
+
+Every function validates its input before any work and writes only the keys it documents."""
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+import torch
+from anndata import AnnData
 
-from .data import check_obs_column
+from .data import Dataset, check_obs_column
 from .model import EMBEDDING_KEY, Model
 
 LABEL_KEY = "scferry_label"
 SCORE_KEY = "scferry_label_score"
 PROBS_KEY = "scferry_label_probs"
+PROPORTIONS_KEY = "scferry_proportions"
+IMPUTE_KEY = "scferry_impute"
 
 
+# ---------------------------------------------------------------------------- shared helpers
 def _label_matrix(labels: pd.Series) -> tuple[sp.csr_matrix, list[str]]:
     classes = sorted(pd.unique(labels.astype(str)))
     codes = pd.Categorical(labels.astype(str), categories=classes).codes
@@ -22,15 +31,10 @@ def _label_matrix(labels: pd.Series) -> tuple[sp.csr_matrix, list[str]]:
     return onehot, classes
 
 
-def _plan_probabilities(model: Model, source: str, target: str, onehot: sp.csr_matrix):
-    """Class mass per target cell from the kept global OT plan; rows with no mass are NaN."""
-    plan = getattr(model.module, "plan", lambda s, t: None)(model.index(source), model.index(target))
-    if plan is None:
-        return None
-    mass = (plan.to_csr() @ onehot).toarray()
-    total = mass.sum(axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, mass / total, np.nan)
+def _plan(model: Model, source: str, target: str):
+    """The kept global OT plan with ``target`` cells as rows (a ``TopKPlan``), or None."""
+    get = getattr(model.module, "plan", None)
+    return None if get is None else get(model.index(source), model.index(target))
 
 
 def _knn_probabilities(X_source, labels, X_target, classes: list[str], k: int) -> np.ndarray:
@@ -39,6 +43,78 @@ def _knn_probabilities(X_source, labels, X_target, classes: list[str], k: int) -
     return probs.reindex(columns=classes, fill_value=0.0).to_numpy(dtype=np.float64)
 
 
+def _embedding(model: Model, d: Dataset) -> np.ndarray:
+    """The dataset's joint embedding: ``obsm["X_scferry"]`` when present (as integrate wrote it),
+    else encoded from the attached data (e.g. after ``scferry.load``)."""
+    if EMBEDDING_KEY in d.adata.obsm:
+        X = np.asarray(d.adata.obsm[EMBEDDING_KEY])
+        X = X if d.rows is None else X[d.rows]
+        if X.shape[1] == model.params.get("n_latent", X.shape[1]) and np.isfinite(X).all():
+            return X
+    adata = d.adata if d.rows is None else d.adata[d.rows]
+    return model.encode(model.transform(adata, d.name, layer=d.layer, what=f"dataset {d.name!r}"), d.name)
+
+
+def _class_mass(model: Model, src: Dataset, tgt: Dataset, labels: pd.Series, method: str,
+                k: int) -> tuple[pd.DataFrame, int]:
+    """Source-label mass per target cell, rows normalised to 1: from the kept global OT plan
+    (``method="plan"``/``"auto"``) or a kNN vote on the joint embedding (``"knn"``, and
+    ``"auto"`` without a plan). Target cells the plan never reached get the kNN vote. Returns the
+    table (target cells x sorted labels) and how many rows the plan did not reach."""
+    onehot, classes = _label_matrix(labels)
+    probs = None
+    if method in ("auto", "plan"):
+        plan = _plan(model, src.name, tgt.name)
+        if plan is None and method == "plan":
+            raise ValueError(
+                f"this {model.method!r} model kept no OT plan between {src.name!r} and {tgt.name!r}; "
+                "use method='knn', or retrain with keep_plan=True.")
+        if plan is not None:
+            mass = (plan.to_csr() @ onehot).toarray().astype(np.float64)
+            total = mass.sum(axis=1, keepdims=True)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                probs = np.where(total > 0, mass / total, np.nan)
+    unreached = np.ones(tgt.n_obs, bool) if probs is None else np.isnan(probs).any(axis=1)
+    if unreached.any():
+        knn = _knn_probabilities(_embedding(model, src), labels, _embedding(model, tgt), classes, k)
+        probs = knn if probs is None else np.where(unreached[:, None], knn, probs)
+    n_unreached = int(unreached.sum()) if method != "knn" else 0
+    return pd.DataFrame(probs, index=tgt.obs_names.copy(), columns=classes), n_unreached
+
+
+def _write_rows(d: Dataset, key: str, values: np.ndarray, where: str = "obsm") -> None:
+    """Write per-cell values of dataset ``d`` to ``obs``/``obsm``; with one AnnData + batch_key,
+    the other datasets' rows get NaN (missing for categoricals)."""
+    adata = d.adata
+    if d.rows is not None:
+        if isinstance(values, pd.Categorical):
+            full = pd.Series(pd.Categorical([None] * adata.n_obs, categories=values.categories),
+                             index=adata.obs_names)
+            full.iloc[d.rows] = values
+            values = full.values
+        else:
+            full = np.full((adata.n_obs,) + np.shape(values)[1:], np.nan, dtype=np.asarray(values).dtype)
+            full[d.rows] = values
+            values = full
+    if where == "obsm":
+        adata.obsm[key] = values
+    else:
+        adata.obs[key] = values
+
+
+def _check_names(**names) -> None:
+    for role, name in names.items():
+        if not isinstance(name, str):
+            raise TypeError(f"{role} must be the name of a dataset of the model (a string, as given "
+                            f"to scferry.integrate); got {type(name).__name__}.")
+
+
+def _check_k(k) -> None:
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
+        raise ValueError(f"k must be a positive integer; got {k!r}.")
+
+
+# ---------------------------------------------------------------------------- transfer_labels
 def transfer_labels(model: Model, source: str, target: str, label_key: str, *,
                     method: str = "auto", k: int = 30) -> pd.DataFrame:
     """Transfer cell labels from dataset ``source`` to dataset ``target`` of a fitted model.
@@ -63,56 +139,175 @@ def transfer_labels(model: Model, source: str, target: str, label_key: str, *,
     """
     if method not in ("auto", "plan", "knn"):
         raise ValueError(f"method must be 'auto', 'plan' or 'knn'; got {method!r}.")
+    _check_names(source=source, target=target)
     if source == target:
         raise ValueError("source and target must be different datasets.")
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive integer; got {k!r}.")
+    _check_k(k)
     src, tgt = model.dataset(source, "source"), model.dataset(target, "target")
+    model.check_attached(src), model.check_attached(tgt)
     labels = check_obs_column(src, label_key)
-    onehot, classes = _label_matrix(labels)
 
-    probs = None
-    if method in ("auto", "plan"):
-        probs = _plan_probabilities(model, source, target, onehot)
-        if probs is None and method == "plan":
-            raise ValueError(
-                f"this {model.method!r} model kept no OT plan between {source!r} and {target!r}; "
-                "use method='knn', or retrain with keep_plan=True.")
-    if probs is None or np.isnan(probs).any():
-        X_s, X_t = _embedding(src), _embedding(tgt)
-        knn = _knn_probabilities(X_s, labels, X_t, classes, k)
-        probs = knn if probs is None else np.where(np.isnan(probs), knn, probs)
-
-    df = pd.DataFrame(probs, index=tgt.obs_names.copy(), columns=classes)
-    _write_predictions(tgt, df)
+    df, _ = _class_mass(model, src, tgt, labels, method, k)
+    best = df.to_numpy().argmax(axis=1)
+    _write_rows(tgt, LABEL_KEY, pd.Categorical(np.asarray(df.columns)[best], categories=list(df.columns)), "obs")
+    _write_rows(tgt, SCORE_KEY, df.to_numpy().max(axis=1), "obs")
+    _write_rows(tgt, PROBS_KEY, df.to_numpy(np.float32))
+    tgt.adata.uns[PROBS_KEY + "_columns"] = list(df.columns)
     return df
 
 
-def _embedding(d) -> np.ndarray:
-    if EMBEDDING_KEY not in d.adata.obsm:
-        raise ValueError(f"dataset {d.name!r} has no obsm[{EMBEDDING_KEY!r}]; run scferry.integrate first.")
-    X = np.asarray(d.adata.obsm[EMBEDDING_KEY])
-    return X if d.rows is None else X[d.rows]
+# ---------------------------------------------------------------------------- deconvolve
+def deconvolve(model: Model, reference: str, spots: str, label_key: str, *, k: int = 30) -> pd.DataFrame:
+    """Cell-type proportions of each spot from the global OT plan kept during training (uniPort
+    paper, Supplementary Note 2): a spot's proportion of type ``c`` is the plan mass it receives
+    from reference cells labelled ``c``, divided by all the mass it receives.
+
+    Parameters
+    ----------
+    reference
+        Name of the labelled single-cell dataset of the model.
+    spots
+        Name of the spot dataset of the model (spatial transcriptomics, or any mixtures).
+    label_key
+        Column of the reference's ``obs`` with the cell types (no missing values, at least two types).
+    k
+        Neighbours of the kNN vote given to spots the plan never reached (a warning says how many;
+        none after a normal training run, which visits every spot).
+
+    Returns
+    -------
+    DataFrame, spots x cell types (sorted), rows sum to 1. Also writes on the spots' AnnData
+    ``obsm["scferry_proportions"]`` (float32, the same values) and
+    ``uns["scferry_proportions_columns"]`` (the cell types, column order); with one AnnData +
+    ``batch_key``, rows of other datasets get NaN. Nothing else is touched.
+    """
+    _check_names(reference=reference, spots=spots)
+    if reference == spots:
+        raise ValueError("reference and spots must be different datasets of the model.")
+    _check_k(k)
+    ref, spt = model.dataset(reference, "reference"), model.dataset(spots, "spots")
+    model.check_attached(ref), model.check_attached(spt)
+    labels = check_obs_column(ref, label_key)
+    types = pd.unique(labels.astype(str))
+    if len(types) < 2:
+        raise ValueError(
+            f"the reference {reference!r} has a single cell type in {label_key!r} ({types[0]!r}): "
+            "proportions would all be 1. Deconvolution needs a reference annotated with at least "
+            "two cell types; check label_key.")
+    if _plan(model, reference, spots) is None:
+        raise ValueError(
+            f"this {model.method!r} model has no OT plan between {reference!r} and {spots!r} "
+            "(trained with keep_plan=False, a method that keeps none, or a saved model without "
+            "one). Retrain with scferry.integrate(..., method='uniport', keep_plan=True); for a "
+            "kNN estimate use scferry.transfer_labels(..., method='knn').")
+
+    df, n_unreached = _class_mass(model, ref, spt, labels, "plan", k)
+    if n_unreached:
+        warnings.warn(f"the OT plan never reached {n_unreached} of {spt.n_obs} spots of {spots!r} "
+                      "(too few training steps?); their proportions are a kNN vote on the embedding.",
+                      stacklevel=2)
+    _write_rows(spt, PROPORTIONS_KEY, df.to_numpy(np.float32))
+    spt.adata.uns[PROPORTIONS_KEY + "_columns"] = list(df.columns)
+    return df
 
 
-def _write_predictions(d, df: pd.DataFrame) -> None:
-    best = df.to_numpy().argmax(axis=1)
-    label = pd.Categorical(np.asarray(df.columns)[best], categories=list(df.columns))
-    score = df.to_numpy().max(axis=1)
-    adata = d.adata
-    if d.rows is None:
-        adata.obs[LABEL_KEY] = label
-        adata.obs[SCORE_KEY] = score
-        adata.obsm[PROBS_KEY] = df.to_numpy(np.float32)
-    else:
-        full_label = pd.Series(pd.Categorical([None] * adata.n_obs, categories=list(df.columns)),
-                               index=adata.obs_names)
-        full_label.iloc[d.rows] = label
-        full_score = np.full(adata.n_obs, np.nan)
-        full_score[d.rows] = score
-        full_probs = np.full((adata.n_obs, df.shape[1]), np.nan, np.float32)
-        full_probs[d.rows] = df.to_numpy(np.float32)
-        adata.obs[LABEL_KEY] = full_label.values
-        adata.obs[SCORE_KEY] = full_score
-        adata.obsm[PROBS_KEY] = full_probs
-    adata.uns[PROBS_KEY + "_columns"] = list(df.columns)
+# ---------------------------------------------------------------------------- project
+def project(model: Model, new_adata: AnnData, dataset: str, *, layer: str | None = None) -> np.ndarray:
+    """Map new cells into the trained latent space without retraining (online mapping to a
+    reference atlas), through the encoder of training dataset ``dataset``: the one the new cells
+    match (same technology/modality, same gene identifiers).
+
+    The new cells are preprocessed with ``dataset``'s saved parameters: its genes, library-size
+    normalisation (over all genes of ``new_adata``: give the same gene panel as the training data),
+    log1p and scale factors (values above the training maximum are clipped).
+
+    Parameters
+    ----------
+    new_adata
+        Raw counts in ``.X`` (or ``layer``); it must hold every gene the encoder reads (an error
+        says how many and which are missing).
+    dataset
+        Name of the training dataset whose encoder and preprocessing to use.
+
+    Returns
+    -------
+    The embedding, cells x latent (float32), also written to ``new_adata.obsm["X_scferry"]``
+    (nothing else is touched).
+    """
+    _check_names(dataset=dataset)
+    views = model.transform(new_adata, dataset, layer=layer, what="new_adata")
+    z = model.encode(views, dataset)
+    new_adata.obsm[EMBEDDING_KEY] = z
+    return z
+
+
+# ---------------------------------------------------------------------------- impute
+@torch.no_grad()
+def impute(model: Model, adata: AnnData, target: str, *, dataset: str | None = None,
+           layer: str | None = None, chunk: int = 4096) -> AnnData:
+    """Predict the genes specific to dataset ``target`` (its dataset-specific decoder) for cells
+    of another dataset, e.g. unmeasured genes of a scRNA reference for MERFISH cells (uniPort
+    paper: online prediction).
+
+    The cells are encoded as :func:`project` does (through ``dataset``'s encoder and saved
+    preprocessing), then decoded by ``target``'s specific decoder. To impute given genes, make
+    sure they are in ``target``'s specific set: ``scferry.integrate(...,
+    specific_genes={target: [...]})``.
+
+    Parameters
+    ----------
+    adata
+        Raw counts in ``.X`` (or ``layer``) of cells of the kind of training dataset ``dataset``
+        (e.g. the training object itself, or new cells).
+    target
+        Name of the training dataset whose specific genes to predict.
+    dataset
+        Name of the training dataset ``adata`` matches; with a two-dataset model, defaults to the
+        one that is not ``target``.
+
+    Returns
+    -------
+    A new AnnData, cells x ``target``'s specific genes (dense float32), in ``target``'s
+    log-normalised units (log1p of counts per 10,000 when the model normalised; the MaxAbs
+    scaling is undone). ``obs`` is a copy of ``adata.obs``, ``obsm["X_scferry"]`` the cells'
+    embedding, ``uns["scferry_impute"]`` says ``target``, ``dataset`` and the units. ``adata`` is
+    not modified.
+    """
+    _check_names(target=target)
+    if target not in model.dataset_names:
+        raise ValueError(f"target {target!r} is not a dataset of this model; datasets: {model.dataset_names}.")
+    if dataset is None:
+        others = [n for n in model.dataset_names if n != target]
+        if len(others) != 1:
+            raise ValueError(f"the model has {len(model.dataset_names)} datasets; say which one the "
+                             f"cells of adata match: dataset= one of {model.dataset_names}.")
+        dataset = others[0]
+    _check_names(dataset=dataset)
+    decode = getattr(model.module, "decode_specific", None)
+    prep = model.preprocessing
+    if decode is None or not prep.scaled:
+        raise ValueError(f"method {model.method!r} has no dataset-specific decoders to impute from; "
+                         "use method='uniport'.")
+    genes = model.features(target, "specific")
+    if not genes:
+        raise ValueError(
+            f"dataset {target!r} has no specific genes in this model (n_specific_genes=0 or "
+            "preprocess=False); retrain with n_specific_genes > 0 or specific_genes={target: [...]}.")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer; got {chunk!r}.")
+
+    views = model.transform(adata, dataset, layer=layer, what="adata")
+    z = model.encode(views, dataset)
+    t, dev = model.index(target), model.device
+    scale = prep.specific_scale[target]
+    inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0).astype(np.float32)
+    model.module.eval()
+    out = np.empty((len(z), len(genes)), np.float32)
+    for start in range(0, len(z), chunk):
+        zc = torch.from_numpy(z[start:start + chunk]).to(dev)
+        out[start:start + chunk] = torch.sigmoid(decode(zc, t)).cpu().numpy() * inv
+    units = "log1p(counts per %g)" % prep.target_sum if prep.normalize else "as given to integrate"
+    result = AnnData(out, obs=adata.obs.copy(), var=pd.DataFrame(index=pd.Index(genes, name=None)))
+    result.obsm[EMBEDDING_KEY] = z
+    result.uns[IMPUTE_KEY] = {"target": target, "dataset": dataset, "units": units}
+    return result
