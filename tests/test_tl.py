@@ -171,6 +171,23 @@ def test_deconvolve_cells_changed_after_training(small_model):
     _fails_cleanly(lambda: sf.deconvolve(model, "rna", "st", "cell_type"), "cells of dataset 'st' changed", rna, st)
 
 
+def test_deconvolve_unreached_spots_and_batch_key(pdac_small):
+    rna, st = pdac_small
+    one_step = sf.integrate({"rna": rna, "st": st}, seed=0, **{**FAST, "max_iter": 1})  # 128 of 150 spots seen
+    with pytest.warns(UserWarning, match="never reached 22 of 150 spots"):
+        props = sf.deconvolve(one_step, "rna", "st", "cell_type")
+    np.testing.assert_allclose(props.sum(axis=1), 1.0, atol=1e-6)
+
+    st.obs["cell_type"] = "spot"  # ad.concat keeps only obs columns every input has
+    both = ad.concat({"rna": rna, "st": st}, label="source", index_unique="-")
+    model = sf.integrate(both, batch_key="source", seed=0, **FAST)
+    props = sf.deconvolve(model, "rna", "st", "cell_type")
+    is_st = (both.obs["source"] == "st").to_numpy()
+    assert props.shape == (st.n_obs, rna.obs["cell_type"].nunique())
+    np.testing.assert_allclose(both.obsm["scferry_proportions"][is_st], props.to_numpy(), atol=1e-6)
+    assert np.isnan(both.obsm["scferry_proportions"][~is_st]).all()
+
+
 def test_knn_fallback_encodes_attached_data_after_load(small_model, tmp_path):
     """A loaded model attached to objects without obsm["X_scferry"] encodes them for kNN."""
     model, rna, st = small_model
