@@ -114,6 +114,21 @@ def _check_k(k) -> None:
         raise ValueError(f"k must be a positive integer; got {k!r}.")
 
 
+def _labelled_pair(model: Model, source: tuple[str, str], target: tuple[str, str], label_key: str,
+                   k) -> tuple[Dataset, Dataset, pd.Series]:
+    """The checks transfer_labels and deconvolve share, before anything is computed: two
+    different datasets of the model, still as trained, and the source's labels (no NaN).
+    ``source``/``target`` are (role, name) pairs; the role names the argument in errors."""
+    (s_role, s_name), (t_role, t_name) = source, target
+    _check_names(**{s_role: s_name, t_role: t_name})
+    if s_name == t_name:
+        raise ValueError(f"{s_role} and {t_role} must be different datasets of the model.")
+    _check_k(k)
+    src, tgt = model.dataset(s_name, s_role), model.dataset(t_name, t_role)
+    model.check_attached(src), model.check_attached(tgt)
+    return src, tgt, check_obs_column(src, label_key)
+
+
 # ---------------------------------------------------------------------------- transfer_labels
 def transfer_labels(model: Model, source: str, target: str, label_key: str, *,
                     method: str = "auto", k: int = 30) -> pd.DataFrame:
@@ -139,13 +154,7 @@ def transfer_labels(model: Model, source: str, target: str, label_key: str, *,
     """
     if method not in ("auto", "plan", "knn"):
         raise ValueError(f"method must be 'auto', 'plan' or 'knn'; got {method!r}.")
-    _check_names(source=source, target=target)
-    if source == target:
-        raise ValueError("source and target must be different datasets.")
-    _check_k(k)
-    src, tgt = model.dataset(source, "source"), model.dataset(target, "target")
-    model.check_attached(src), model.check_attached(tgt)
-    labels = check_obs_column(src, label_key)
+    src, tgt, labels = _labelled_pair(model, ("source", source), ("target", target), label_key, k)
 
     df, _ = _class_mass(model, src, tgt, labels, method, k)
     best = df.to_numpy().argmax(axis=1)
@@ -181,13 +190,7 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *, k: i
     ``uns["scferry_proportions_columns"]`` (the cell types, column order); with one AnnData +
     ``batch_key``, rows of other datasets get NaN. Nothing else is touched.
     """
-    _check_names(reference=reference, spots=spots)
-    if reference == spots:
-        raise ValueError("reference and spots must be different datasets of the model.")
-    _check_k(k)
-    ref, spt = model.dataset(reference, "reference"), model.dataset(spots, "spots")
-    model.check_attached(ref), model.check_attached(spt)
-    labels = check_obs_column(ref, label_key)
+    ref, spt, labels = _labelled_pair(model, ("reference", reference), ("spots", spots), label_key, k)
     types = pd.unique(labels.astype(str))
     if len(types) < 2:
         raise ValueError(
