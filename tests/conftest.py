@@ -40,3 +40,17 @@ def pdac_small(pdac_full):
     genes = rna.var_names[:1500]
     return (rna[np.sort(rng.choice(rna.n_obs, 300, replace=False)), genes].copy(),
             st[np.sort(rng.choice(st.n_obs, 150, replace=False)), genes].copy())
+
+
+@pytest.fixture(scope="session")
+def pbmc_full():
+    return ad.read_h5ad(shared_file("symphony_pbmc.h5ad"))
+
+
+@pytest.fixture()
+def pbmc(pbmc_full):
+    """Symphony PBMC (3 chemistries): 600 real cells, 200 from each chemistry (fresh copy per test)."""
+    rng = np.random.default_rng(0)
+    rows = [rng.choice(np.flatnonzero(pbmc_full.obs["batch"] == b), 200, replace=False)
+            for b in pbmc_full.obs["batch"].cat.categories]
+    return pbmc_full[np.sort(np.concatenate(rows))].copy()

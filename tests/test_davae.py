@@ -1,5 +1,4 @@
 """DAVAE through the shared spine, on real data: three 10x chemistries of the Symphony PBMC set."""
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
@@ -10,24 +9,9 @@ import scferry as sf
 from scferry import metrics
 from scferry.models.davae import DAVAE, _ReverseGradient
 from scferry.train import LossRecord, fit
-from conftest import shared_file
 from test_integrate import assert_unchanged, snapshot
 
 FAST = dict(max_iter=60, progress=False, n_common_genes=800)
-
-
-@pytest.fixture(scope="module")
-def pbmc_full():
-    return ad.read_h5ad(shared_file("symphony_pbmc.h5ad"))
-
-
-@pytest.fixture()
-def pbmc(pbmc_full):
-    """600 real cells, 200 from each chemistry (fresh copy per test)."""
-    rng = np.random.default_rng(0)
-    rows = [rng.choice(np.flatnonzero(pbmc_full.obs["batch"] == b), 200, replace=False)
-            for b in pbmc_full.obs["batch"].cat.categories]
-    return pbmc_full[np.sort(np.concatenate(rows))].copy()
 
 
 def split(adata):

@@ -25,7 +25,8 @@ def test_fewer_than_two_datasets(pdac_small):
 def test_no_shared_genes(pdac_small):
     rna, st = pdac_small
     st.var_names = ["x" + g for g in st.var_names]
-    expect_error(ValueError, r"share no feature names \('rna': 1500, 'st': 1500", {"rna": rna, "st": st})
+    expect_error(ValueError, r"share no feature names \('rna': 1500, 'st': 1500", {"rna": rna, "st": st},
+                 mode="horizontal")  # without mode=, uniPort integrates them diagonally (with a warning)
 
 
 def test_duplicated_genes_and_cells(pdac_small):

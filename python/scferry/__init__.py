@@ -18,6 +18,7 @@ from .integrate import integrate  # noqa: E402
 from .model import Model, load
 from .models import available_methods, get_method
 from .tl import deconvolve, impute, project, transfer_labels
+from .refine import refine
 
 __version__ = "0.1.0"
 
@@ -30,5 +31,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'scferry' has no attribute {name!r}")
 
 
-__all__ = ["integrate", "transfer_labels", "deconvolve", "project", "impute", "load", "Model",
+__all__ = ["integrate", "refine", "transfer_labels", "deconvolve", "project", "impute", "load", "Model",
            "available_methods", "get_method", "metrics", "ot", "pl", "pp", "__version__"]

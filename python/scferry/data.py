@@ -196,15 +196,50 @@ def check_obs_column(d: Dataset, key: str, role: str = "label_key") -> pd.Series
     return col
 
 
-def shared_features(datasets: Sequence[Dataset]) -> pd.Index:
-    """Features present in every dataset, in the first dataset's order."""
+def check_paired(datasets: Sequence[Dataset]) -> None:
+    """Paired (vertical) inputs: the same cells, with the same names, in the same order, in every
+    dataset. The error names the first datasets and cells that differ."""
+    first = datasets[0]
+    for d in datasets[1:]:
+        if d.n_obs != first.n_obs:
+            raise ValueError(
+                f"paired datasets must hold the same cells: {_describe(first.name)} has {first.n_obs} "
+                f"cells, {_describe(d.name)} has {d.n_obs}. Subset both to the cells measured in both "
+                "modalities (e.g. rna[common], atac[common]) in the same order.")
+        differ = np.flatnonzero(np.asarray(first.obs_names) != np.asarray(d.obs_names))
+        if len(differ):
+            same_set = set(first.obs_names) == set(d.obs_names)
+            shown = ", ".join(f"{i}: {first.obs_names[i]!r} vs {d.obs_names[i]!r}" for i in differ[:5])
+            raise ValueError(
+                f"paired datasets must list the same cells in the same order: {len(differ)} of "
+                f"{first.n_obs} cell names differ between {_describe(first.name)} and "
+                f"{_describe(d.name)} (positions {shown}{', ...' if len(differ) > 5 else ''}). " + (
+                    f"They are the same cells in another order: reorder with {d.name}[{first.name}.obs_names]."
+                    if same_set else
+                    "Keep only the cells measured in both, in one order, or integrate them as "
+                    "unpaired data (e.g. method='uniport', mode='diagonal')."))
+
+
+def _common_features(datasets: Sequence[Dataset]) -> pd.Index:
     common = datasets[0].var_names
     for d in datasets[1:]:
         common = common[common.isin(d.var_names)]
+    return common
+
+
+def has_shared_features(datasets: Sequence[Dataset]) -> bool:
+    return len(_common_features(datasets)) > 0
+
+
+def shared_features(datasets: Sequence[Dataset]) -> pd.Index:
+    """Features present in every dataset, in the first dataset's order."""
+    common = _common_features(datasets)
     if len(common) == 0:
         sizes = ", ".join(f"{d.name!r}: {d.adata.n_vars}" for d in datasets)
         raise ValueError(
             f"the datasets share no feature names ({sizes} features). Horizontal integration needs "
-            "shared genes: check that all use the same gene identifiers (symbols vs Ensembl IDs, case)."
+            "shared genes: check that all use the same gene identifiers (symbols vs Ensembl IDs, case); "
+            "for data without shared features (e.g. RNA + ATAC peaks) use "
+            "method='uniport', mode='diagonal' (or mode='vertical' for the same cells)."
         )
     return common

@@ -4,10 +4,12 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping, Sequence
 
+import numpy as np
+import pandas as pd
 from anndata import AnnData
 
 from . import pp
-from .data import collect_datasets
+from .data import check_obs_column, check_paired, collect_datasets
 from .model import EMBEDDING_KEY, Model
 from .models import get_method
 from .train import MinibatchSampler, batch_sizes, fit, resolve_device, seed_everything
@@ -20,6 +22,7 @@ def integrate(
     batch_key: str | None = None,
     layer: str | None = None,
     reference: str | None = None,
+    label_key: str | None = None,
     preprocess: bool = True,
     specific_genes: Mapping[str, Sequence[str]] | None = None,
     max_iter: int | None = None,
@@ -44,6 +47,11 @@ def integrate(
         Name of the reference dataset: the others are aligned to it (uniPort: OT pairs are
         (reference, other) and the reference side of the OT cost gets no gradient; DAVAE takes
         none).
+    label_key
+        ``obs`` column of cell labels, for methods trained with labels (``get_method(name).uses_labels``
+        is "optional" or "required"). Datasets without the column count as unlabelled; missing
+        values are an error. uniPort: turns on the prior cell-type correspondence (the OT cost
+        between cells of different types raised by ``prior_alpha``).
     preprocess
         Run the method's preprocessing (uniPort: normalize_total, log1p, common and
         dataset-specific HVGs, per-dataset MaxAbs scaling; DAVAE: the same without
@@ -65,7 +73,10 @@ def integrate(
     progress
         Show a tqdm progress bar.
     **params
-        Method hyper-parameters (``get_method(name).defaults``), e.g. ``n_latent=16``.
+        Method hyper-parameters (``get_method(name).defaults``), e.g. ``n_latent=16``. uniPort:
+        ``mode=None`` (chosen from the data: the same cells in the same order in every dataset ->
+        "vertical"; shared feature names -> "horizontal"; none -> "diagonal"), per-cell OT
+        marginal weights ``ot_marginals={name: weights}``, ``prior_alpha``, ``prior_pairs``.
 
     Returns
     -------
@@ -93,25 +104,37 @@ def integrate(
     names = [d.name for d in data]
     if reference is not None and reference not in names:
         raise ValueError(f"reference {reference!r} is not one of the datasets {names}.")
-    specific_genes = _check_specific_genes(specific_genes, data, cls)
+    labels = _label_codes(data, label_key, cls)
+    inputs, paired = cls.resolve(hp, data, labels)  # e.g. uniPort's mode, from params and data
+    specific_genes = _check_specific_genes(specific_genes, data, cls, inputs)
+    if paired:
+        check_paired(data)
 
-    n_specific = hp.get("n_specific_genes", 2000) if "specific" in cls.inputs else 0
+    n_specific = hp.get("n_specific_genes", 2000) if "specific" in inputs else 0
+    n_common = hp.get("n_common_genes", 2000) if "common" in inputs else 0
     if preprocess:
-        prep, views = pp.fit_transform(data, n_common=hp.get("n_common_genes", 2000),
+        prep, views = pp.fit_transform(data, n_common=n_common,
                                        n_specific=n_specific, scale=cls.scale_inputs,
                                        extra_specific=specific_genes)
     else:
-        prep, views = pp.fit_transform(data, n_common=math.inf, n_specific=0, normalize=False,
+        prep, views = pp.fit_transform(data, n_common=math.inf if n_common else 0,
+                                       n_specific=math.inf if n_specific and not n_common else 0,
+                                       normalize=False,
                                        scale=cls.scale_inputs, extra_specific=specific_genes)
-    views = [{key: views[n][key] for key in cls.inputs} for n in names]  # only what the method reads
+    views = [{key: views[n][key] for key in inputs} for n in names]  # only what the method reads
+    dims = cls.dims_from_views(views)
+    if labels is not None:
+        codes, dims["label_names"] = labels
+        for v, c in zip(views, codes):
+            v["labels"] = c
 
     rng = seed_everything(seed)
-    module = cls(cls.dims_from_views(views), hp, names)
+    module = cls(dims, hp, names)
     module.init_from_data(views)
     module.to(dev)
     n_cells = [d.n_obs for d in data]
     sizes = batch_sizes(n_cells, tp["batch_size"])
-    sampler = MinibatchSampler(views, sizes, rng, dev, paired=cls.paired)
+    sampler = MinibatchSampler(views, sizes, rng, dev, paired=paired)
     # An 'epoch' (the loss-averaging and early-stopping unit) covers the largest dataset once, and
     # at least 50 steps so that small datasets do not stop on noise.
     iters_per_epoch = max(50, math.ceil(max(n / b for n, b in zip(n_cells, sizes))))
@@ -120,17 +143,42 @@ def integrate(
                   desc=f"scferry {cls.name}")
     tp["iterations_run"] = history[-1]["iteration"] if history else 0
     model = Model(module, prep, data, tp, history, batch_key=batch_key)
-    model.write_embedding({n: model.encode(v, n) for n, v in zip(names, views)}, EMBEDDING_KEY)
+    model.write_embedding({n: model.encode({k: v[k] for k in inputs}, n) for n, v in zip(names, views)},
+                          EMBEDDING_KEY)
     return model
 
 
-def _check_specific_genes(specific_genes, data, cls) -> dict[str, list[str]] | None:
+def _label_codes(data, label_key, cls) -> tuple[list[np.ndarray], list[str]] | None:
+    """Integer codes of ``obs[label_key]`` per dataset (-1: dataset without the column) and the
+    sorted categories, or None when the method is trained without labels."""
+    if label_key is None:
+        if cls.uses_labels == "required":
+            raise ValueError(f"method {cls.name!r} is trained with cell labels: pass label_key= naming "
+                             "the obs column of cell types (datasets without it count as unlabelled).")
+        return None
+    if cls.uses_labels is None:
+        raise ValueError(f"method {cls.name!r} does not train with labels; drop label_key (use it in "
+                         "scferry.transfer_labels after integrating).")
+    if not isinstance(label_key, str):
+        raise TypeError(f"label_key must be a column name (str); got {label_key!r}.")
+    cols = {d.name: check_obs_column(d, label_key) for d in data if label_key in d.adata.obs.columns}
+    if not cols:
+        raise KeyError(f"label_key {label_key!r} is not an obs column of any dataset "
+                       f"{[d.name for d in data]}; check the column name.")
+    names = sorted({str(x) for c in cols.values() for x in pd.unique(c)})
+    index = {n: i for i, n in enumerate(names)}
+    codes = [np.array([index[str(x)] for x in cols[d.name]], dtype=np.int64) if d.name in cols
+             else np.full(d.n_obs, -1, dtype=np.int64) for d in data]
+    return codes, names
+
+
+def _check_specific_genes(specific_genes, data, cls, inputs) -> dict[str, list[str]] | None:
     if specific_genes is None:
         return None
     if not isinstance(specific_genes, Mapping):
         raise TypeError("specific_genes must be a dict of dataset name -> list of genes; got "
                         f"{type(specific_genes).__name__}.")
-    if "specific" not in cls.inputs:
+    if "specific" not in inputs:
         raise ValueError(f"method {cls.name!r} has no dataset-specific genes; drop specific_genes.")
     by_name = {d.name: d for d in data}
     out = {}

@@ -866,3 +866,51 @@ def evaluate(X, *, labels=None, batches=None, label_mask=None, seed: int = 0
         out["batch_entropy"] = batch_entropy(X, batches, seed=seed)
         out["ilisi"] = ilisi(X, batches, scaled=True, seed=seed)
     return {key: float(value) for key, value in out.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# isolated labels (appended; listed in __all__ below)
+# --------------------------------------------------------------------------------------------
+
+def isolated_labels(X, labels, batches, *, iso_threshold: int | None = None,
+                    return_all: bool = False, max_cells: int = 20000, seed: int = 0):
+    """scIB isolated-label ASW (Luecken et al. 2022, ``scib.me.isolated_labels_asw``).
+
+    Isolated labels are those present in at most ``iso_threshold`` batches (default: the
+    smallest number of batches any label is present in, as scIB). For each isolated label ``c``,
+    the cells are split into ``c`` versus all other labels and the scaled silhouette of that
+    two-group split over all cells is taken (:func:`silhouette`, ``(s + 1) / 2``). Returns the
+    mean over isolated labels: 1 = the rare labels form compact groups of their own.
+
+    When every label is in every batch, every label counts as isolated (scIB's rule); with a
+    single batch the score is defined but says nothing about integration.
+
+    Parameters
+    ----------
+    iso_threshold
+        Maximum number of batches a label may be present in to count as isolated.
+    return_all
+        Return ``{label: score}`` for each isolated label instead of the mean.
+    max_cells, seed
+        Passed to :func:`silhouette` (stratified subsample above ``max_cells`` cells).
+    """
+    X = _embedding(X)
+    n = _check_n(X, 3, "isolated_labels")
+    codes, uniques = _codes(labels, "labels", n, min_classes=2)
+    bcodes, _ = _codes(batches, "batches", n)
+    n_batches_per_label = np.array([np.unique(bcodes[codes == c]).size
+                                    for c in range(len(uniques))])
+    if iso_threshold is None:
+        iso_threshold = int(n_batches_per_label.min())
+    iso_threshold = _check_int(iso_threshold, "iso_threshold")
+    isolated = np.flatnonzero(n_batches_per_label <= iso_threshold)
+    if isolated.size == 0:
+        raise ValueError(f"no label is present in {iso_threshold} batches or fewer.")
+    scores = {uniques[c]: silhouette(X, codes == c, max_cells=max_cells, seed=seed)
+              for c in isolated}
+    if return_all:
+        return scores
+    return float(np.mean(list(scores.values())))
+
+
+__all__.append("isolated_labels")

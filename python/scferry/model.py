@@ -59,7 +59,8 @@ class Model:
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{n}: {len(self.obs_names[n])} cells" for n in self.dataset_names)
-        return f"scferry.Model(method={self.method!r}, {sizes}, latent={self.params.get('n_latent')})"
+        mode = f", mode={self.params['mode']!r}" if self.params.get("mode") else ""
+        return f"scferry.Model(method={self.method!r}{mode}, {sizes}, latent={self.params.get('n_latent')})"
 
     @property
     def adatas(self) -> dict[str, AnnData]:

@@ -508,17 +508,23 @@ class TopKPlan:
 
     def to_csr(self):
         """Kept mass as ``scipy.sparse.csr_matrix`` of shape (n_target, n_source)."""
+        import numpy as np
         import scipy.sparse as sp
 
         idx = self.indices.cpu()
         mask = idx >= 0
-        rows = torch.arange(self.n_target).unsqueeze(1).expand_as(idx)[mask].numpy()
+        # Built as CSR directly (row-major masking keeps rows in order): no int64 row-index
+        # array and no COO-to-CSR copy of all n_target x k entries.
+        indptr = np.zeros(self.n_target + 1, dtype=np.int64)
+        np.cumsum(mask.sum(dim=1).numpy(), out=indptr[1:])
         cols = idx[mask].numpy()
         vals = self.values.detach().cpu()
         if vals.dtype in (torch.float16, torch.bfloat16):
             vals = vals.float()
         data = vals[mask].numpy()
-        return sp.coo_matrix((data, (rows, cols)), shape=(self.n_target, self.n_source)).tocsr()
+        csr = sp.csr_matrix((data, cols, indptr), shape=(self.n_target, self.n_source))
+        csr.sum_duplicates()  # canonical (sorted, unique columns per row), as the COO route gave
+        return csr
 
     def row_mass(self) -> torch.Tensor:
         """Total kept mass per target, shape (n_target,)."""

@@ -107,11 +107,13 @@ def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: 
                   ) -> tuple[Preprocessing, dict[str, dict[str, sp.csr_matrix]]]:
     """uniPort's preprocessing (paper, Methods): returns the fitted parameters and, per dataset,
     the model inputs ``{"common": cells x common HVGs, "specific": cells x dataset HVGs}``, CSR
-    float32 scaled to [0, 1]. With ``normalize=False`` the inputs are taken as already normalised
+    float32 scaled to [0, 1] (no "common" view and no shared genes needed when ``n_common=0``). With ``normalize=False`` the inputs are taken as already normalised
     (and must then lie in [0, 1] after MaxAbs scaling, which holds for any nonnegative data).
     ``scale=False`` skips the MaxAbs scaling (scale factors 1; DAVAE models log values).
     ``extra_specific``: per dataset, genes added to its specific set (e.g. genes to impute)."""
-    common = shared_features(datasets)
+    # n_common=0: the method reads only each dataset's own features (vertical / diagonal
+    # integration, e.g. RNA + ATAC peaks), so no shared feature names are needed.
+    common = shared_features(datasets) if n_common > 0 else datasets[0].var_names[:0]
     logged = {}
     for d in datasets:
         X = d.counts()
@@ -119,9 +121,12 @@ def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: 
             check_cell_totals(X, f"dataset {d.name!r}")
             X = normalize_log1p(X)
         logged[d.name] = X
-    stacked = sp.vstack([select(logged[d.name], d.var_names, common) for d in datasets]).tocsr()
-    batches = np.repeat([d.name for d in datasets], [d.n_obs for d in datasets])
-    common_hv = highly_variable(stacked, common, n_common, batches)
+    if n_common > 0:
+        stacked = sp.vstack([select(logged[d.name], d.var_names, common) for d in datasets]).tocsr()
+        batches = np.repeat([d.name for d in datasets], [d.n_obs for d in datasets])
+        common_hv = highly_variable(stacked, common, n_common, batches)
+    else:
+        common_hv = common
     prep = Preprocessing(list(common_hv), normalize=normalize, scaled=scale)
     fit_scale = maxabs if scale else (lambda X: np.ones(X.shape[1], dtype=np.float32))
     views = {}
@@ -135,8 +140,7 @@ def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: 
         Xs = select(X, d.var_names, spec)
         prep.common_scale[d.name] = fit_scale(Xc)
         prep.specific_scale[d.name] = fit_scale(Xs)
-        views[d.name] = {
-            "common": scale_columns(Xc, prep.common_scale[d.name]),
-            "specific": scale_columns(Xs, prep.specific_scale[d.name]),
-        }
+        views[d.name] = {"specific": scale_columns(Xs, prep.specific_scale[d.name])}
+        if n_common > 0:
+            views[d.name]["common"] = scale_columns(Xc, prep.common_scale[d.name])
     return prep, views

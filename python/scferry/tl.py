@@ -76,8 +76,12 @@ def _class_mass(model: Model, src: Dataset, tgt: Dataset, labels: pd.Series, met
                 probs = np.where(total > 0, mass / total, np.nan)
     unreached = np.ones(tgt.n_obs, bool) if probs is None else np.isnan(probs).any(axis=1)
     if unreached.any():
-        knn = _knn_probabilities(_embedding(model, src), labels, _embedding(model, tgt), classes, k)
-        probs = knn if probs is None else np.where(unreached[:, None], knn, probs)
+        # only the unreached rows are queried: a kNN of every target cell is quadratic in cells
+        knn = _knn_probabilities(_embedding(model, src), labels, _embedding(model, tgt)[unreached], classes, k)
+        if probs is None:
+            probs = knn
+        else:
+            probs[unreached] = knn
     n_unreached = int(unreached.sum()) if method != "knn" else 0
     return pd.DataFrame(probs, index=tgt.obs_names.copy(), columns=classes), n_unreached
 
@@ -200,8 +204,8 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *, k: i
     if _plan(model, reference, spots) is None:
         raise ValueError(
             f"this {model.method!r} model has no OT plan between {reference!r} and {spots!r} "
-            "(trained with keep_plan=False, a method that keeps none, or a saved model without "
-            "one). Retrain with scferry.integrate(..., method='uniport', keep_plan=True); for a "
+            "(trained with keep_plan=False, in uniPort's vertical mode, whose plan is the known "
+            "pairing, with a method that keeps none, or a saved model without one). Retrain with scferry.integrate(..., method='uniport', keep_plan=True); for a "
             "kNN estimate use scferry.transfer_labels(..., method='knn').")
 
     df, n_unreached = _class_mass(model, ref, spt, labels, "plan", k)
@@ -314,3 +318,4 @@ def impute(model: Model, adata: AnnData, target: str, *, dataset: str | None = N
     result.obsm[EMBEDDING_KEY] = z
     result.uns[IMPUTE_KEY] = {"target": target, "dataset": dataset, "units": units}
     return result
+from .links import knn_smooth, mini_bulk, peak_gene_links  # noqa: E402,F401

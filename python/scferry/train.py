@@ -75,8 +75,9 @@ class MinibatchSampler:
         for d, views in enumerate(self.views):
             rows = shared if self.paired else self._next_rows(d)
             item = {"idx": torch.from_numpy(rows).to(self.device)}
-            for key, X in views.items():
-                item[key] = torch.from_numpy(X[rows].toarray()).to(self.device)
+            for key, X in views.items():  # sparse feature views; dense per-cell arrays (labels)
+                part = X[rows] if isinstance(X, np.ndarray) else X[rows].toarray()
+                item[key] = torch.from_numpy(part).to(self.device)
             batch.append(item)
         return batch
 

@@ -90,7 +90,10 @@
     }
     cells <- lapply(objects, .ferry_cells)
     all_cells <- unlist(cells, use.names = FALSE)
-    if (anyDuplicated(all_cells)) {
+    # Paired modalities (e.g. RNA + ATAC of the same nuclei) hold the same cells in every object;
+    # Python's check_paired then checks the order. Partial overlaps stay an error.
+    paired <- all(vapply(cells, function(x) setequal(x, cells[[1L]]), TRUE))
+    if (!paired && anyDuplicated(all_cells)) {
         dup <- unique(all_cells[duplicated(all_cells)])
         where <- vapply(cells, function(x) sum(x %in% dup), 0L)
         .ferry_stop(length(dup), " cell name(s) occur in more than one object (e.g. ", .ferry_list(dup, 5L),
@@ -197,14 +200,8 @@
         mats <- Map(function(o, n) .ferry_counts(o, assay, layer, paste0("'", n, "'")),
                     inp$objects, names(inp$objects))
     }
-    genes <- Reduce(intersect, lapply(mats, rownames))
-    if (!length(genes)) {
-        ng <- vapply(mats, nrow, 0L)
-        ex <- vapply(mats, function(m) paste(utils::head(rownames(m), 3L), collapse = ", "), "")
-        .ferry_stop("the datasets share no feature names: ",
-                    paste0(names(mats), " has ", ng, " (e.g. ", ex, ")", collapse = "; "),
-                    ". Use the same gene identifiers in every dataset (for ATAC, a gene-activity assay)")
-    }
+    # Shared feature names are the method's business (uniPort's diagonal mode and MinNet need none):
+    # Python checks them and its message comes back.
     empty <- vapply(mats, ncol, 0L) == 0L
     if (any(empty)) .ferry_stop("dataset(s) without cells: ", .ferry_list(names(mats)[empty]))
     mats
@@ -230,4 +227,30 @@
         }
         v
     })
+}
+
+# Cell labels for methods trained with labels (integrate(label_key = ...)): named list dataset ->
+# character vector, only for datasets whose object has the column (the others count as unlabelled).
+# NA is refused here: reticulate would turn it into a label.
+.ferry_dataset_labels <- function(inp, mats, key) {
+    if (!is.character(key) || length(key) != 1L || is.na(key)) .ferry_stop("label_key must be one column name")
+    objs <- if (inp$single) rep(list(inp$objects[[1L]]), length(mats)) else inp$objects
+    names(objs) <- names(mats)
+    out <- list()
+    for (n in names(mats)) {
+        obj <- objs[[n]]
+        if (!key %in% .ferry_coldata_names(obj)) next
+        lab <- .ferry_coldata(obj, key)
+        if (inp$single) lab <- lab[as.character(.ferry_coldata(obj, inp$batch)) == n]
+        if (anyNA(lab)) {
+            .ferry_stop("label_key '", key, "' has ", sum(is.na(lab)), " NA value(s) in dataset '", n,
+                        "'; fill them (e.g. with 'unknown') or drop those cells")
+        }
+        out[[n]] <- as.character(lab)
+    }
+    if (!length(out)) {
+        .ferry_stop("label_key '", key, "' is not a cell-metadata column of any dataset (",
+                    .ferry_list(names(mats)), ")")
+    }
+    out
 }

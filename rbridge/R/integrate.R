@@ -13,7 +13,8 @@
 #' this R session and is also saved to \code{model_dir}, so objects saved with \code{saveRDS} and read
 #' again in a new session still find it.
 #'
-#' Only the counts are sent to Python (plus the batch column when \code{batch} is used); the cell
+#' Only the counts are sent to Python (plus the batch column when \code{batch} is used, and the
+#' \code{label_key} column for methods trained with labels, e.g. \code{method = "minnet"}); the cell
 #' metadata stays in R. All input checks run before Python starts, and the objects you pass are
 #' never modified (R objects are copied on change): the results are in the returned objects.
 #'
@@ -66,12 +67,18 @@ ferry_integrate <- function(objects, method = "uniport", batch = NULL, assay = N
     if (!method %in% methods_ok) {
         .ferry_stop("unknown method '", method, "'; available methods: ", .ferry_list(methods_ok))
     }
+    labels <- if (!is.null(params$label_key)) .ferry_dataset_labels(inp, mats, params$label_key)
     adatas <- lapply(mats, .ferry_anndata)
+    for (n in names(labels)) {
+        f <- factor(labels[[n]])
+        .ferry$bridge$set_obs_categorical(adatas[[n]], params$label_key, as.integer(f) - 1L, levels(f))
+    }
     pydict <- reticulate::py_dict(names(adatas), unname(adatas), convert = FALSE)
     args <- c(list(pydict, method = method, seed = as.integer(seed), progress = isTRUE(progress)), params)
     model <- .ferry_py(do.call(sf$integrate, args), paste0("scferry.integrate(method = '", method, "')"))
 
-    emb <- do.call(rbind, lapply(adatas, .ferry_read_obsm, key = "X_scferry"))
+    # one matrix per dataset: paired datasets share cell names but not coordinates
+    embs <- lapply(adatas, .ferry_read_obsm, key = "X_scferry")
 
     id <- .ferry_new_id()
     path <- file.path(normalizePath(model_dir), paste0("scferry_model_", id, ".scferry"))
@@ -92,9 +99,9 @@ ferry_integrate <- function(objects, method = "uniport", batch = NULL, assay = N
     if (inp$single) {
         obj <- inp$objects[[1L]]
         rec <- c(base, list(dataset = NULL))
-        return(.ferry_add_embedding(obj, emb, rec))
+        return(.ferry_add_embedding(obj, do.call(rbind, embs), rec))
     }
-    out <- Map(function(obj, n) .ferry_add_embedding(obj, emb, c(base, list(dataset = n))),
+    out <- Map(function(obj, n) .ferry_add_embedding(obj, embs[[n]], c(base, list(dataset = n))),
                inp$objects, names(inp$objects))
     names(out) <- names(inp$objects)
     out

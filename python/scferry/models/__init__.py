@@ -3,9 +3,12 @@ from __future__ import annotations
 
 from .base import Method
 from .davae import DAVAE
+from .minnet import MinNet
+from .scbiot_vae import ScBIOTVAE
+from .scmodal import ScModal
 from .uniport import UniPort
 
-METHODS: dict[str, type[Method]] = {m.name: m for m in (UniPort, DAVAE)}
+METHODS: dict[str, type[Method]] = {m.name: m for m in (UniPort, DAVAE, ScBIOTVAE, MinNet, ScModal)}
 
 
 def get_method(name: str) -> type[Method]:

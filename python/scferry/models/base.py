@@ -23,6 +23,10 @@ class Method(nn.Module):
     # The model inputs ``loss``/``encode`` read: "common" (genes shared by all datasets) and/or
     # "specific" (each dataset's own HVGs); integrate() prepares only these.
     inputs: ClassVar[tuple[str, ...]] = ("common", "specific")
+    # Cell labels during training (integrate(label_key=...)): None (not used), "optional" or
+    # "required". When given, each minibatch item carries "labels" (int64, -1 = unlabelled cell
+    # or a dataset without the column) and ``dims["label_names"]`` lists the categories.
+    uses_labels: ClassVar[str | None] = None
     # Per-dataset MaxAbs scaling of the inputs to [0, 1] (False: log-normalised values as is).
     scale_inputs: ClassVar[bool] = True
 
@@ -33,6 +37,16 @@ class Method(nn.Module):
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
         """Reject bad hyper-parameters before any data is touched (optional)."""
+
+    @classmethod
+    def resolve(cls, params: dict[str, Any], datasets: list, labels) -> tuple[tuple[str, ...], bool]:
+        """Called by integrate() after the input checks, before preprocessing: the model inputs
+        and whether the datasets are paired, for these ``params`` and data (``datasets``: the
+        :class:`scferry.data.Dataset` list; ``labels``: ``(codes per dataset, label names)`` or
+        None). A method whose inputs depend on the data (uniPort's modes) overrides it, may
+        record its choice in ``params`` and sets the instance attributes ``inputs``,
+        ``encode_inputs`` and ``paired`` in ``__init__`` from it. Errors here touch nothing."""
+        return cls.inputs, cls.paired
 
     @staticmethod
     def dims_from_views(views: list[dict]) -> dict[str, Any]:

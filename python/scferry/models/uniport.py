@@ -11,20 +11,37 @@ Deliberate choices (documented for users and benchmarks):
   gets a similar effect by leaving its shared batch norm in training mode at inference.)
 - The OT cost is divided by its minibatch maximum before solving, so ``ot_eps`` and ``ot_rho`` are
   relative to the cost scale (as the reference implementation does); the loss uses the raw cost.
+- Modes (``mode=``, chosen from the data when None): "horizontal" (shared genes, as above);
+  "diagonal" (no shared features: one encoder and one decoder per dataset on its own features,
+  aligned by the minibatch UOT only, as the paper's Supplementary Note 4); "vertical" (the same
+  cells in every dataset, e.g. RNA + ATAC of one nucleus: one encoder and decoder per dataset
+  too, so each modality can be embedded or imputed alone, aligned by the OT loss with the known
+  pairing as the plan, i.e. the Gaussians of a cell's measurements are pulled together, plus
+  cross-reconstruction of each modality from the other's latent code). The reference
+  implementation's vertical mode encodes the first modality only; ours keeps one encoder per
+  modality so that either can be projected later.
+- Guidance (paper, Supplementary Notes 5-6): per-cell OT marginal weights (``ot_marginals``,
+  the vectors a and b of the minibatch UOT instead of uniform ones) and, with
+  ``integrate(label_key=...)``, a prior cell-type correspondence: the cost between labelled cells
+  of the same (or ``prior_pairs``-linked) type is multiplied by 1/``prior_alpha`` and between
+  other labelled cells by ``prior_alpha`` before solving (the reference's ``Get_label_Prior``).
 - The global plan is kept sparse (top-k sources per target cell, ``scferry.ot.TopKPlan``), each
   minibatch plan added with weight equal to its iteration number so that late, better aligned
   plans count more.
 """
 from __future__ import annotations
 
+import warnings
 from itertools import combinations
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data import check_paired, has_shared_features, shared_features
 from ..ot import TopKPlan, unbalanced_sinkhorn
 from ..train import LossRecord
 from .base import Method
@@ -52,8 +69,29 @@ class DSBatchNorm(nn.Module):
         return torch.cat([self.bns[d](p) for p, d in zip(parts, datasets)])
 
 
+class _Encoder(nn.Module):
+    """One dataset's encoder (diagonal and vertical modes): Linear-BatchNorm-ReLU layers, then
+    the latent Gaussian's mean and log-variance."""
+
+    def __init__(self, n_in: int, n_hidden: tuple[int, ...], n_latent: int):
+        super().__init__()
+        sizes = [n_in, *n_hidden]
+        self.hidden = nn.Sequential(*[m for a, b in zip(sizes[:-1], sizes[1:])
+                                      for m in (nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU())])
+        self.mu = nn.Linear(sizes[-1], n_latent)
+        self.logvar = nn.Linear(sizes[-1], n_latent)
+
+    def forward(self, x: torch.Tensor):
+        h = self.hidden(x)
+        return self.mu(h), self.logvar(h).clamp(-10.0, 10.0)
+
+
+MODES = ("horizontal", "vertical", "diagonal")
+
+
 class UniPort(Method):
     name = "uniport"
+    uses_labels = "optional"  # labels only feed the prior cell-type correspondence
     # Deviations from the paper's defaults, each measured on the PDAC pair (bench/README.md):
     # - one 256-unit hidden layer, not 1024-128: 30% less time per step, silhouette 0.68 vs 0.63;
     # - ot_eps 0.01: the reference's 10 proximal rounds at reg 0.1 sharpen its plans to about this
@@ -65,19 +103,29 @@ class UniPort(Method):
         n_latent=16, n_hidden=(256,), n_common_genes=2000, n_specific_genes=2000,
         kl_weight=0.5, specific_weight=0.5, ot_weight=4.0, ot_eps=0.01, ot_rho=1.0,
         ot_iter=100, keep_plan=True, plan_k=50,
+        mode=None, cross_weight=1.0, ot_marginals=None, prior_alpha=2.0, prior_pairs=None,
     )
     train_defaults = dict(max_iter=2000, lr=2e-4, weight_decay=5e-4, batch_size=256, patience=10)
 
     def __init__(self, dims: dict[str, Any], params: dict[str, Any], dataset_names: list[str]):
         super().__init__(dims, params, dataset_names)
-        n_data, n_common, n_lat = len(dataset_names), dims["n_common"], params["n_latent"]
-        sizes = [n_common, *params["n_hidden"]]
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.hidden_bn = nn.ModuleList(DSBatchNorm(b, n_data) for b in sizes[1:])
-        self.mu = nn.Linear(sizes[-1], n_lat)
-        self.logvar = nn.Linear(sizes[-1], n_lat)
-        self.dec_common = nn.Linear(n_lat, n_common)
-        self.dec_common_bn = DSBatchNorm(n_common, n_data)
+        n_data, n_lat = len(dataset_names), params["n_latent"]
+        # models saved before modes existed are horizontal
+        self.mode = params["mode"] = params.get("mode") or "horizontal"
+        if self.mode == "horizontal":
+            n_common = dims["n_common"]
+            sizes = [n_common, *params["n_hidden"]]
+            self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
+            self.hidden_bn = nn.ModuleList(DSBatchNorm(b, n_data) for b in sizes[1:])
+            self.mu = nn.Linear(sizes[-1], n_lat)
+            self.logvar = nn.Linear(sizes[-1], n_lat)
+            self.dec_common = nn.Linear(n_lat, n_common)
+            self.dec_common_bn = DSBatchNorm(n_common, n_data)
+        else:  # one encoder per dataset on its own features
+            self.inputs = self.encode_inputs = ("specific",)
+            self.paired = self.mode == "vertical"
+            self.encoders = nn.ModuleList(_Encoder(n, tuple(params["n_hidden"]), n_lat)
+                                          for n in dims["n_specific"])
         self.dec_specific = nn.ModuleList(nn.Linear(n_lat, n) for n in dims["n_specific"])
         self.reference = params.get("reference")
         ref = dataset_names.index(self.reference) if self.reference is not None else None
@@ -85,18 +133,113 @@ class UniPort(Method):
         self.pairs = [(ref, q) for q in range(n_data) if q != ref] if ref is not None else \
             list(combinations(range(n_data), 2))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self._init_guidance(dims, params)
         self.plans: dict[tuple[int, int], TopKPlan] = {}
-        if params["keep_plan"]:
+        if params["keep_plan"] and self.mode != "vertical":  # vertical: the pairing is the plan
             for p, q in self.pairs:  # one accumulator per direction: targets are the rows
                 self.plans[(p, q)] = TopKPlan(dims["n_cells"][p], dims["n_cells"][q], k=params["plan_k"])
                 self.plans[(q, p)] = TopKPlan(dims["n_cells"][q], dims["n_cells"][p], k=params["plan_k"])
 
+    def _init_guidance(self, dims: dict[str, Any], params: dict[str, Any]) -> None:
+        """Per-cell marginal weights as buffers (saved with the model; ``params`` keeps only
+        the names of the weighted datasets, so that it stays plain), and the label
+        correspondence matrix of the prior."""
+        given = params.get("ot_marginals") or {}
+        self.marginals: dict[int, str] = {}
+        for name in (given if isinstance(given, dict) else list(given)):
+            d = self.dataset_names.index(name)
+            w = given[name] if isinstance(given, dict) else np.zeros(dims["n_cells"][d], np.float32)
+            self.register_buffer(f"marginal_{d}", torch.as_tensor(np.asarray(w, np.float32)))
+            self.marginals[d] = f"marginal_{d}"
+        params["ot_marginals"] = [self.dataset_names[d] for d in self.marginals] or None
+        names = dims.get("label_names")
+        self.use_prior = names is not None
+        if self.use_prior:  # corr[i, j]: labels i and j correspond (same name or prior_pairs)
+            index = {n: i for i, n in enumerate(names)}
+            corr = torch.eye(len(names), dtype=torch.bool)
+            for a, b in params.get("prior_pairs") or []:
+                corr[index[a], index[b]] = corr[index[b], index[a]] = True
+            self.register_buffer("prior_corr", corr, persistent=False)
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        mode = params.get("mode")
+        if mode is not None and mode not in MODES:
+            raise ValueError(f"mode must be None (chosen from the data), 'horizontal', 'vertical' or "
+                             f"'diagonal'; got {mode!r}.")
+        alpha = params.get("prior_alpha")
+        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool) or not np.isfinite(alpha) \
+                or alpha < 1:
+            raise ValueError(f"prior_alpha must be a number >= 1 (1: no prior; larger: trust the labels "
+                             f"more); got {alpha!r}.")
+        if not isinstance(params.get("cross_weight"), (int, float)) or params["cross_weight"] < 0:
+            raise ValueError(f"cross_weight must be a number >= 0; got {params.get('cross_weight')!r}.")
+
+    @classmethod
+    def resolve(cls, params: dict[str, Any], datasets: list, labels) -> tuple[tuple[str, ...], bool]:
+        """Choose the mode (params["mode"]) and validate the guidance against the data."""
+        mode = params.get("mode")
+        same_cells = all(d.n_obs == datasets[0].n_obs and np.array_equal(
+            np.asarray(d.obs_names), np.asarray(datasets[0].obs_names)) for d in datasets[1:])
+        if mode is None:
+            mode = "vertical" if same_cells else \
+                "horizontal" if has_shared_features(datasets) else "diagonal"
+            if mode == "diagonal":  # could also be mismatched gene identifiers: say so
+                sizes = ", ".join(f"{d.name!r}: {d.adata.n_vars}" for d in datasets)
+                warnings.warn(
+                    f"the datasets share no feature names ({sizes} features): integrating them in "
+                    "uniPort's diagonal mode (one encoder per dataset, aligned by OT only). If they "
+                    "should share genes, check the identifiers (symbols vs Ensembl IDs, case); pass "
+                    "mode='diagonal' to silence this.", UserWarning, stacklevel=3)
+        elif mode == "vertical":
+            check_paired(datasets)  # its error names the cells that differ
+        elif mode == "horizontal":
+            shared_features(datasets)  # none shared: the error that says what to do
+        params["mode"] = mode
+        names = [d.name for d in datasets]
+        params["ot_marginals"] = _check_marginals(params.get("ot_marginals"), datasets)
+        if mode == "vertical" and (params["ot_marginals"] or labels is not None):
+            raise ValueError(
+                "vertical mode aligns the datasets by their known pairing, not by an OT plan: "
+                "ot_marginals and label_key (the prior cell-type correspondence) do not apply. Drop "
+                "them, or use mode='diagonal' to align the datasets as if unpaired.")
+        pairs = params.get("prior_pairs")
+        if labels is None:
+            if pairs is not None:
+                raise ValueError("prior_pairs needs cell labels: pass label_key= naming the obs column "
+                                 "of cell types of the datasets.")
+        else:
+            codes, label_names = labels
+            labelled = [bool((c >= 0).any()) for c in codes]
+            ref = names.index(params["reference"]) if params.get("reference") is not None else None
+            ot_pairs = [(ref, q) for q in range(len(names)) if q != ref] if ref is not None else \
+                list(combinations(range(len(names)), 2))
+            if not any(labelled[p] and labelled[q] for p, q in ot_pairs):
+                raise ValueError(
+                    "label_key turns on uniPort's prior cell-type correspondence, which needs labels "
+                    f"in both datasets of an OT pair; only {[n for n, l in zip(names, labelled) if l]} "
+                    "carry the column. Add labels to the other dataset or drop label_key (use "
+                    "scferry.transfer_labels after integrating).")
+            if pairs is not None:
+                if isinstance(pairs, (str, bytes)) or not all(
+                        isinstance(p, (list, tuple)) and len(p) == 2 for p in pairs):
+                    raise TypeError("prior_pairs must be a list of (label, label) pairs of corresponding "
+                                    f"cell types, e.g. [('T cell', 'T-cells')]; got {pairs!r}.")
+                unknown = sorted({str(x) for p in pairs for x in p} - set(label_names))
+                if unknown:
+                    raise ValueError(f"prior_pairs names labels {unknown} that no dataset has in its "
+                                     f"label column; labels: {label_names}.")
+                params["prior_pairs"] = [[str(a), str(b)] for a, b in pairs]
+        if mode == "horizontal":
+            return ("common", "specific"), False
+        return ("specific",), mode == "vertical"
+
     @staticmethod
     def dims_from_views(views: list[dict]) -> dict[str, Any]:
         return {
-            "n_common": views[0]["common"].shape[1],
+            "n_common": views[0]["common"].shape[1] if "common" in views[0] else 0,
             "n_specific": [v["specific"].shape[1] for v in views],
-            "n_cells": [v["common"].shape[0] for v in views],
+            "n_cells": [v["specific"].shape[0] for v in views],
         }
 
     def _encode(self, x: torch.Tensor, sizes: list[int], datasets: list[int]):
@@ -106,6 +249,8 @@ class UniPort(Method):
         return self.mu(h), self.logvar(h).clamp(-10.0, 10.0)
 
     def encode(self, inputs: dict[str, torch.Tensor], dataset: int) -> torch.Tensor:
+        if self.mode != "horizontal":
+            return self.encoders[dataset](inputs["specific"])[0]
         x = inputs["common"]
         return self._encode(x, [x.shape[0]], [dataset])[0]
 
@@ -122,11 +267,14 @@ class UniPort(Method):
         """Start each decoder's output at its genes' mean value in that dataset (logit of the
         mean), so training spends its steps on structure, not on learning per-gene offsets."""
         for d, v in enumerate(views):
-            self.dec_common_bn.bns[d].bias.copy_(_logit_mean(v["common"]))
+            if self.mode == "horizontal":
+                self.dec_common_bn.bns[d].bias.copy_(_logit_mean(v["common"]))
             if v["specific"].shape[1]:
                 self.dec_specific[d].bias.copy_(_logit_mean(v["specific"]))
 
     def loss(self, batch: list[dict[str, torch.Tensor]]) -> LossRecord:
+        if self.mode != "horizontal":
+            return self._loss_per_dataset(batch)
         p = self.params
         sizes = [b["common"].shape[0] for b in batch]
         datasets = list(range(len(batch)))
@@ -148,6 +296,50 @@ class UniPort(Method):
         total = recon + p["specific_weight"] * specific + p["kl_weight"] * kl + p["ot_weight"] * ot
         return LossRecord(total, {"recon": recon, "specific": specific, "kl": kl, "ot": ot})
 
+    def _loss_per_dataset(self, batch: list[dict[str, torch.Tensor]]) -> LossRecord:
+        """Diagonal and vertical modes: each dataset through its own encoder and decoder."""
+        p = self.params
+        n = sum(b["specific"].shape[0] for b in batch)
+        mus, sds, zs = [], [], []
+        recon = kl = batch[0]["specific"].new_zeros(())
+        for d, b in enumerate(batch):
+            mu, logvar = self.encoders[d](b["specific"])
+            sd = torch.exp(0.5 * logvar)
+            z = mu + sd * torch.randn_like(sd)
+            mus.append(mu), sds.append(sd), zs.append(z)
+            recon = recon + F.binary_cross_entropy_with_logits(
+                self.decode_specific(z, d), b["specific"], reduction="sum") / n
+            kl = kl - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / n
+        parts = {"recon": recon, "kl": kl}
+        total = recon + p["kl_weight"] * kl
+        if self.mode == "vertical":
+            # Cross-reconstruction: each modality decoded from the other's code of the same cell,
+            # which is what impute() does later.
+            cross = recon.new_zeros(())
+            for d, b in enumerate(batch):
+                for e in range(len(batch)):
+                    if e != d:
+                        cross = cross + F.binary_cross_entropy_with_logits(
+                            self.decode_specific(zs[e], d), b["specific"], reduction="sum") / n
+            ot = self._paired_ot_loss(mus, sds)
+            parts["cross"] = cross
+            total = total + p["cross_weight"] * cross
+        else:
+            ot = self._ot_loss(mus, sds, batch)
+        parts["ot"] = ot
+        return LossRecord(total + p["ot_weight"] * ot, parts)
+
+    def _paired_ot_loss(self, mus, sds) -> torch.Tensor:
+        """The OT loss with the known pairing as the plan (mass 1/n on each cell's own pair): the
+        mean cost between the latent Gaussians of a cell's measurements."""
+        self.step += 1
+        ref = self.dataset_names.index(self.reference) if self.reference is not None else None
+        total = mus[0].new_zeros(())
+        for p, q in self.pairs:
+            mu_p, sd_p = (mus[p].detach(), sds[p].detach()) if p == ref else (mus[p], sds[p])
+            total = total + ((mu_p - mus[q]).pow(2).sum(1) + (sd_p - sds[q]).pow(2).sum(1)).mean()
+        return total
+
     def _ot_loss(self, mus, sds, batch) -> torch.Tensor:
         self.step += 1
         ref = self.dataset_names.index(self.reference) if self.reference is not None else None
@@ -156,7 +348,12 @@ class UniPort(Method):
             mu_p, sd_p = (mus[p].detach(), sds[p].detach()) if p == ref else (mus[p], sds[p])
             cost = sqdist(mu_p, mus[q]) + sqdist(sd_p, sds[q])
             c = cost.detach()
-            plan = unbalanced_sinkhorn(c / c.max().clamp_min(1e-12), eps=self.params["ot_eps"],
+            if self.use_prior:
+                c = c * self._prior_factor(batch[p]["labels"], batch[q]["labels"])
+            a, b = self._marginal(p, batch[p]["idx"]), self._marginal(q, batch[q]["idx"])
+            if (a is not None and not a.sum() > 0) or (b is not None and not b.sum() > 0):
+                continue  # every sampled cell of one side has weight 0: nothing to transport
+            plan = unbalanced_sinkhorn(c / c.max().clamp_min(1e-12), a, b, eps=self.params["ot_eps"],
                                        rho=self.params["ot_rho"], max_iter=self.params["ot_iter"],
                                        tol=1e-4).plan
             total = total + (cost * plan).sum()
@@ -165,6 +362,23 @@ class UniPort(Method):
                 self.plans[(p, q)].update(batch[p]["idx"], batch[q]["idx"], w)
                 self.plans[(q, p)].update(batch[q]["idx"], batch[p]["idx"], w.T)
         return total
+
+    def _marginal(self, d: int, idx: torch.Tensor) -> torch.Tensor | None:
+        """The sampled cells' marginal weights, normalised to total mass 1 (None: uniform)."""
+        if d not in self.marginals:
+            return None
+        w = getattr(self, self.marginals[d])[idx]
+        return w / w.sum().clamp_min(1e-30)
+
+    def _prior_factor(self, lab_p: torch.Tensor, lab_q: torch.Tensor) -> torch.Tensor:
+        """Cost multipliers of the prior (reference: ``Get_label_Prior``): 1/alpha between
+        corresponding labelled cells, alpha between other labelled cells, 1 where a cell is
+        unlabelled (label -1)."""
+        alpha = float(self.params["prior_alpha"])
+        known = (lab_p >= 0)[:, None] & (lab_q >= 0)[None, :]
+        corr = self.prior_corr[lab_p.clamp_min(0)][:, lab_q.clamp_min(0)]
+        factor = torch.where(corr, 1.0 / alpha, alpha)
+        return torch.where(known, factor, torch.ones_like(factor))
 
     def plan(self, source: int, target: int) -> TopKPlan | None:
         return self.plans.get((source, target))
@@ -176,3 +390,44 @@ class UniPort(Method):
         for key, d in state.items():
             p, q = (int(s) for s in key.split("->"))
             self.plans[(p, q)] = TopKPlan.from_state_dict(d)
+
+
+def _check_marginals(given, datasets) -> dict[str, np.ndarray] | None:
+    """``ot_marginals``: {dataset name: one non-negative finite weight per cell}. A pandas Series
+    is aligned on the cell names; arrays are taken in the dataset's cell order."""
+    if given is None:
+        return None
+    if not isinstance(given, dict):
+        raise TypeError("ot_marginals must be a dict of dataset name -> per-cell weights, e.g. "
+                        f"{{'st': weights}}; got {type(given).__name__}.")
+    by_name = {d.name: d for d in datasets}
+    out = {}
+    for name, w in given.items():
+        if name not in by_name:
+            raise ValueError(f"ot_marginals names {name!r}, not one of the datasets {list(by_name)}.")
+        d = by_name[name]
+        if isinstance(w, pd.Series):
+            if not w.index.is_unique or set(w.index) != set(d.obs_names):
+                missing = d.obs_names[~d.obs_names.isin(w.index)]
+                raise ValueError(f"ot_marginals[{name!r}] is a Series whose index is not the cells of "
+                                 f"dataset {name!r} ({len(missing)} cells missing, e.g. "
+                                 f"{list(missing[:3])}; duplicates: {not w.index.is_unique}).")
+            w = w.reindex(d.obs_names)
+        try:
+            arr = np.asarray(w, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"ot_marginals[{name!r}] must be numbers, one per cell.") from None
+        if arr.ndim != 1 or len(arr) != d.n_obs:
+            raise ValueError(f"ot_marginals[{name!r}] must hold one weight per cell of dataset {name!r} "
+                             f"({d.n_obs}); got shape {arr.shape}.")
+        if not np.isfinite(arr).all():
+            raise ValueError(f"ot_marginals[{name!r}] has {int((~np.isfinite(arr)).sum())} NaN or "
+                             "infinite weights; give finite weights (0 for cells not to be matched).")
+        if (arr < 0).any():
+            raise ValueError(f"ot_marginals[{name!r}] has {int((arr < 0).sum())} negative weights; "
+                             "weights must be >= 0.")
+        if not arr.sum() > 0:
+            raise ValueError(f"ot_marginals[{name!r}] is all zeros; at least one cell needs a positive "
+                             "weight.")
+        out[name] = arr.astype(np.float32)
+    return out or None

@@ -1,0 +1,295 @@
+"""scMODAL: GAN alignment guided by MNN anchors on linked features (Wang et al.; CS690 report with
+its CCA extension, ``seeds/004``).
+
+Two unpaired datasets (modalities), each with its own features:
+- encoders E1, E2: own features -> shared latent z (q = 20); decoders G1, G2 back to the own
+  features (autoencoding loss, weight 10);
+- a discriminator D on z (GAN loss, weight 1) makes E1(X1) and E2(X2) indistinguishable;
+- anchors: mutual nearest neighbours (cosine, k = 30 per 500 cells, both ways) between the two
+  minibatches, found on *linked features* (a gene-protein table, shared gene names, or a CCA
+  space), with an L2 loss between the anchors' latent codes (weight 1), divided by the mean
+  cross-pair distance (a constant in the gradient) so that shrinking z cannot zero it;
+- geometric loss (weight 1): within each minibatch, the rows of the Gaussian-kernel matrix
+  exp(-d / 2) in input space and in latent space should have cosine similarity close to 1
+  (capped at 0.975 as the reference implementation does). Here d is rescaled to mean 2 and the
+  rows are centred (see ``_kernel``): without that the loss sat at its cap, inert, on our inputs.
+Cross-modal imputation: G2(E1(x)) (``scferry.impute``: ``decode_specific``).
+
+Deliberate differences from the reference implementation (documented for users and benchmarks):
+- One optimiser (the shared trainer's Adam) instead of alternating generator / discriminator
+  updates: the discriminator reads z through a gradient-reversal layer, so one backward pass
+  gives D the gradient that lowers its loss and the encoders the gradient that raises it (the
+  reference's generator loss is exactly minus D's loss). The reference takes 5 D steps per
+  generator step; here D and the encoders move at the same rate, which the reversal makes a
+  simultaneous-gradient game.
+- Inputs are each dataset's own HVGs, MaxAbs-scaled to [0, 1], with sigmoid decoder outputs (so
+  imputed values stay in the data's range); the reference feeds user-prepared matrices (often
+  z-scored or PCA) and linear decoder outputs. No gradient clipping (the shared trainer has none).
+- Minibatches are drawn without replacement inside epochs (shared sampler), the reference draws
+  with replacement.
+- The reference's extra latent cycle loss (|z - E2(G2(z))|^2, weight 10 in its code, absent from
+  the paper) is available as ``cycle_weight`` (default 0, the paper's objective).
+
+Linked features (``linked=``), computed once at integrate time and used only during training:
+- ``"shared"``: features with the same name in both datasets (e.g. RNA vs ATAC gene activity),
+  at most ``n_linked_features`` of them (the most variable in the first dataset);
+- a table: a DataFrame of two columns (feature of dataset 1, feature of dataset 2; columns named
+  after the datasets are matched by name) or a list of pairs, e.g. a gene-protein table;
+- ``"cca"``: without a hand-made map. With shared feature names: anchors are searched in the
+  Seurat-CCA space of the shared features (``scferry.cca.seurat_cca``, ``cca_components``
+  canonical vectors, never an n x m matrix). Without shared names: the CCA extension's links,
+  one feature pair per canonical component of the cross-covariance of per-cell-type mean profiles
+  (``scferry.cca.cca_feature_links``), which needs ``label_key`` with labels in both datasets.
+Linked values are log-normalised (``normalize_linked=False``: taken as given) and z-scored per
+dataset, clipped at 10.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..cca import cca_feature_links, seurat_cca
+from ..pp import highly_variable, normalize_log1p
+from ..train import LossRecord
+from .base import Method
+from .davae import _ReverseGradient
+from .uniport import sqdist
+
+
+def _mlp(sizes: list[int], out: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.LeakyReLU(0.2)]
+    return nn.Sequential(*layers, nn.Linear(sizes[-1], out))
+
+
+def _kernel(x: torch.Tensor) -> torch.Tensor:
+    """Row-centred Gaussian kernel exp(-d / 2) of squared distances d rescaled to mean 2 over the
+    minibatch's pairs (the value of z-scored features, the reference's inputs). Rescaling: on our
+    [0, 1]-scaled sparse inputs d is ~0.01 and the raw kernel ~1 everywhere; centring: rows of a
+    positive kernel have cosine > 0.975 (the cap) almost always. Either way the loss was inert."""
+    n = len(x)
+    d = sqdist(x, x)
+    d = 2 * d / (d.sum() / max(n * (n - 1), 1)).clamp_min(1e-12)
+    k = torch.exp(-d / 2)
+    return k - k.mean(dim=1, keepdim=True)
+
+
+def mnn_mask(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
+    """Boolean len(a) x len(b) matrix of mutual k nearest neighbours by cosine similarity."""
+    sim = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
+    ka, kb = min(k, sim.shape[1]), min(k, sim.shape[0])
+    ab = torch.zeros_like(sim, dtype=torch.bool).scatter_(1, sim.topk(ka, dim=1).indices, True)
+    ba = torch.zeros_like(sim, dtype=torch.bool).scatter_(0, sim.topk(kb, dim=0).indices, True)
+    return ab & ba
+
+
+class ScModal(Method):
+    name = "scmodal"
+    inputs = ("specific",)  # each modality's own features: no shared names needed
+    encode_inputs = ("specific",)
+    uses_labels = "optional"  # only linked="cca" between datasets without shared feature names
+    defaults = dict(
+        n_latent=20, n_hidden=(256,), n_specific_genes=2000, linked="shared", n_linked_features=2000,
+        cca_components=20, n_neighbors=30, ae_weight=10.0, gan_weight=1.0, anchor_weight=1.0,
+        geo_weight=1.0, cycle_weight=0.0, normalize_linked=True,
+    )
+    # The paper's Adam settings and budget: lr 1e-3, weight decay 1e-3, 500 cells per dataset per
+    # step, 10,000 steps (no early stopping: the GAN total need not settle).
+    train_defaults = dict(max_iter=10000, lr=1e-3, weight_decay=1e-3, batch_size=1000, patience=None)
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        if params.get("reference") is not None:
+            raise ValueError("scmodal aligns its two datasets symmetrically and takes no reference; "
+                             "drop reference=.")
+        hidden = params["n_hidden"]
+        if not isinstance(hidden, (list, tuple)) or not hidden or \
+                not all(isinstance(h, int) and h > 0 for h in hidden):
+            raise ValueError(f"n_hidden must be a non-empty sequence of positive integers; got {hidden!r}.")
+        for key in ("n_latent", "n_specific_genes", "n_linked_features",
+                    "cca_components", "n_neighbors"):
+            v = params[key]
+            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{key} must be a positive integer; got {v!r}.")
+        for key in ("ae_weight", "gan_weight", "anchor_weight", "geo_weight", "cycle_weight"):
+            v = params[key]
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
+                raise ValueError(f"{key} must be a finite number >= 0; got {v!r}.")
+        if not isinstance(params["normalize_linked"], bool):
+            raise TypeError(f"normalize_linked must be True or False; got {params['normalize_linked']!r}.")
+        params["linked"] = _normalise_linked(params["linked"])  # plain values: the model saves params
+
+    @staticmethod
+    def dims_from_views(views: list[dict]) -> dict[str, Any]:
+        return {"n_specific": [v["specific"].shape[1] for v in views]}
+
+    @classmethod
+    def resolve(cls, params: dict[str, Any], datasets: list, labels) -> tuple[tuple[str, ...], bool]:
+        """Builds the linked features from the raw inputs (errors here come before any training
+        and touch nothing). They are training-only data, not parameters: carried to
+        ``init_from_data`` under a private key that it removes before the model keeps params."""
+        params["_linked_views"] = cls._linked_views(params, datasets, None if labels is None else labels[0])
+        return cls.inputs, False
+
+    def init_from_data(self, views: list[dict]) -> None:
+        # The views are the sampler's: each minibatch item then carries "linked".
+        for v, extra in zip(views, self.params.pop("_linked_views")):
+            v.update(extra)
+
+    @staticmethod
+    def _linked_views(params: dict[str, Any], datasets: list, labels: list[np.ndarray] | None) -> list[dict]:
+        """The linked features of each dataset (cells x links, float32), from the raw inputs."""
+        if len(datasets) != 2:
+            raise ValueError(f"scmodal integrates exactly two datasets (modalities); got {len(datasets)} "
+                             f"({[d.name for d in datasets]}). Integrate them pairwise.")
+        d1, d2 = datasets
+        X1, X2 = d1.counts(), d2.counts()
+        if params["normalize_linked"]:
+            X1, X2 = normalize_log1p(X1), normalize_log1p(X2)
+        linked = params["linked"]
+        if isinstance(linked, dict):
+            i1, i2 = _table_columns(linked, d1, d2)
+        else:
+            shared = d1.var_names[d1.var_names.isin(d2.var_names)]
+            if len(shared):
+                shared = highly_variable(X1[:, d1.var_names.get_indexer(shared)], shared,
+                                         params["n_linked_features"])
+                i1, i2 = d1.var_names.get_indexer(shared), d2.var_names.get_indexer(shared)
+                if linked == "cca":
+                    k = min(params["cca_components"], min(d1.n_obs, d2.n_obs) - 1, len(i1))
+                    U, V = seurat_cca(X1[:, i1], X2[:, i2], n_components=k, seed=0)
+                    return [{"linked": U}, {"linked": V}]
+            elif linked == "shared":
+                raise ValueError(
+                    f"linked='shared' needs features with the same name in both datasets, but "
+                    f"{d1.name!r} and {d2.name!r} share none. Pass linked= a table of (feature in "
+                    f"{d1.name!r}, feature in {d2.name!r}) pairs, or linked='cca' with label_key=.")
+            else:  # "cca" without shared names: the CCA extension's links from cell-type means
+                if labels is None or (labels[0] < 0).all() or (labels[1] < 0).all():
+                    raise ValueError(
+                        f"linked='cca' between datasets without shared feature names ({d1.name!r}, "
+                        f"{d2.name!r}) derives links from cell-type means: pass label_key= naming a "
+                        "cell-type column present in both datasets, or a linked-feature table.")
+                h1 = highly_variable(X1, d1.var_names, params["n_specific_genes"])
+                h2 = highly_variable(X2, d2.var_names, params["n_specific_genes"])
+                c1, c2 = d1.var_names.get_indexer(h1), d2.var_names.get_indexer(h2)
+                g1 = np.where(labels[0] >= 0, labels[0], -1)
+                g2 = np.where(labels[1] >= 0, labels[1], -2)  # unlabelled cells never share a group
+                pairs = cca_feature_links(X1[:, c1], X2[:, c2], g1, g2, params["cca_components"])
+                if not pairs:
+                    raise ValueError("linked='cca' found no feature links between the cell-type means "
+                                     "(all features constant across the shared types?); pass a "
+                                     "linked-feature table.")
+                i1, i2 = c1[[p[0] for p in pairs]], c2[[p[1] for p in pairs]]
+        return [{"linked": _zscore(X1[:, i1])}, {"linked": _zscore(X2[:, i2])}]
+
+    def __init__(self, dims: dict[str, Any], params: dict[str, Any], dataset_names: list[str]):
+        super().__init__(dims, params, dataset_names)
+        q, hid = params["n_latent"], list(params["n_hidden"])
+        self.encoders = nn.ModuleList(_mlp([p, *hid], q) for p in dims["n_specific"])
+        self.decoders = nn.ModuleList(_mlp([q, *hid[::-1]], p) for p in dims["n_specific"])
+        h = hid[0]
+        self.discriminator = nn.Sequential(nn.Linear(q, h), nn.LeakyReLU(0.2), nn.Linear(h, h),
+                                           nn.LeakyReLU(0.2), nn.Linear(h, 1))
+
+    def encode(self, inputs: dict[str, torch.Tensor], dataset: int) -> torch.Tensor:
+        return self.encoders[dataset](inputs["specific"])
+
+    def decode_specific(self, z: torch.Tensor, dataset: int) -> torch.Tensor:
+        """Logits of dataset ``dataset``'s features (MaxAbs scale after a sigmoid) for codes z."""
+        return self.decoders[dataset](z)
+
+    def loss(self, batch: list[dict[str, torch.Tensor]]) -> LossRecord:
+        x = [b["specific"] for b in batch]
+        z = [self.encoders[d](x[d]) for d in range(2)]
+        ae = sum(F.mse_loss(torch.sigmoid(self.decoders[d](z[d])), x[d]) for d in range(2))
+        # GAN: D labels dataset 1 as 1 and dataset 2 as 0 (the reference's softplus form); the
+        # reversal hands the encoders minus D's gradient (one optimiser, see module docstring).
+        logits = [self.discriminator(_ReverseGradient.apply(zd)).squeeze(1) for zd in z]
+        gan = F.softplus(-logits[0]).mean() + F.softplus(logits[1]).mean()
+        geo = -sum(F.cosine_similarity(_kernel(x[d]), _kernel(z[d]), dim=1).clamp(max=0.975).mean()
+                   for d in range(2))
+        with torch.no_grad():
+            # k is per 500 cells (the paper's minibatch): k = 30 among 200 cells takes a tenth of
+            # all pairs as anchors (pbmc10k CITE, 200 cells, 150 steps: FOSCTTM 0.25 at k = 30,
+            # 0.19 at k = 10-12).
+            n = min(len(batch[0]["linked"]), len(batch[1]["linked"]))
+            k = max(1, round(self.params["n_neighbors"] * n / 500))
+            mask = mnn_mask(batch[0]["linked"], batch[1]["linked"], k).float()
+        n_pairs = mask.sum()
+        # Relative to the mean cross-pair distance (a constant in the gradient: through it the
+        # loss would push all other pairs apart, separating the modalities): scale-free, else
+        # shrinking z drives the loss to 0 (seen: z sd 0.03; the decoders' batch norm allows it).
+        # pbmc10k CITE, 150 steps: FOSCTTM 0.21 detached, 0.38 not detached.
+        dist = sqdist(z[0], z[1])
+        anchor = (mask * dist).sum() / n_pairs.clamp_min(1.0) / dist.mean().detach().clamp_min(1e-12)
+        p = self.params
+        total = p["ae_weight"] * ae + p["gan_weight"] * gan + p["anchor_weight"] * anchor + \
+            p["geo_weight"] * geo
+        parts = {"ae": ae, "gan": gan, "anchor": anchor, "geo": geo, "mnn_pairs": n_pairs}
+        if p["cycle_weight"] > 0:  # the reference's latent cycle: z -> other decoder -> other encoder
+            cyc = sum(F.mse_loss(self.encoders[1 - d](torch.sigmoid(self.decoders[1 - d](z[d]))), z[d])
+                      for d in range(2))
+            total = total + p["cycle_weight"] * cyc
+            parts["cycle"] = cyc
+        monitor = p["ae_weight"] * ae + p["anchor_weight"] * anchor + p["geo_weight"] * geo
+        return LossRecord(total, parts, monitor=monitor)
+
+
+def _zscore(X) -> np.ndarray:
+    X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
+    sd = X.std(axis=0, ddof=1) if len(X) > 1 else np.zeros(X.shape[1])
+    Z = np.divide(X - X.mean(axis=0), sd, out=np.zeros_like(X), where=sd > 0)
+    return np.clip(Z, -10, 10).astype(np.float32)
+
+
+def _normalise_linked(linked) -> str | dict:
+    """'shared', 'cca', or the table as plain values (the model saves its params):
+    ``{"pairs": [[feature in dataset 1, feature in dataset 2], ...], "columns": [c1, c2] | None}``;
+    a DataFrame's column names are kept so that columns named after the datasets match by name."""
+    if isinstance(linked, str):
+        if linked not in ("shared", "cca"):
+            raise ValueError(f"linked must be 'shared', 'cca' or a table of feature pairs; got {linked!r}.")
+        return linked
+    columns = None
+    if isinstance(linked, dict) and set(linked) == {"pairs", "columns"}:  # already normalised (load)
+        columns, rows = linked["columns"], [list(r) for r in linked["pairs"]]
+    elif isinstance(linked, pd.DataFrame):
+        if linked.shape[1] != 2:
+            raise ValueError(f"the linked-feature table must have 2 columns (feature in dataset 1, "
+                             f"feature in dataset 2); got {linked.shape[1]}: {list(linked.columns)}.")
+        columns = [str(c) for c in linked.columns]
+        rows = linked.to_numpy(dtype=object).tolist()
+    elif isinstance(linked, (list, tuple, np.ndarray)):
+        rows = [list(r) if isinstance(r, (list, tuple, np.ndarray)) else r for r in linked]
+    else:
+        raise TypeError(f"linked must be 'shared', 'cca', a DataFrame of 2 columns or a list of "
+                        f"(feature, feature) pairs; got {type(linked).__name__}.")
+    for r in rows:
+        if not (isinstance(r, list) and len(r) == 2 and all(isinstance(f, str) for f in r)):
+            raise ValueError(f"each linked pair must be two feature names (str, str); got {r!r}.")
+    if not rows:
+        raise ValueError("the linked-feature table is empty; give at least one feature pair.")
+    return {"pairs": rows, "columns": columns}
+
+
+def _table_columns(linked: dict, d1, d2) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices of the table's features in each dataset; every feature must exist."""
+    rows, cols = linked["pairs"], linked["columns"]
+    if cols is not None and set(cols) == {d1.name, d2.name} and cols[0] == d2.name:
+        rows = [[b, a] for a, b in rows]  # columns named after the datasets, in the other order
+    f1, f2 = pd.Index([r[0] for r in rows]), pd.Index([r[1] for r in rows])
+    for f, d, side in ((f1, d1, "first"), (f2, d2, "second")):
+        missing = list(pd.unique(np.asarray(f[~f.isin(d.var_names)], dtype=object)))
+        if missing:
+            raise ValueError(
+                f"the linked-feature table names {len(missing)} feature(s) absent from dataset "
+                f"{d.name!r} ({side} column), e.g. {missing[:5]}. Check the identifiers (symbols vs "
+                f"IDs, case) and the column order (feature of {d1.name!r} first), or drop those rows.")
+    return d1.var_names.get_indexer(f1), d2.var_names.get_indexer(f2)

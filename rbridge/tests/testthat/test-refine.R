@@ -1,0 +1,111 @@
+# ferry_refine(): scBIOT OT refinement of a Seurat reduction / SCE reducedDim, written back as a
+# new reduction.
+
+pbmc_small_seurat <- function() {
+    data("pbmc_small", package = "SeuratObject", envir = environment())
+    suppressMessages(suppressWarnings(SeuratObject::UpdateSeuratObject(pbmc_small)))
+}
+
+# Mean fraction of each cell's k nearest neighbours that come from another batch.
+other_batch_fraction <- function(emb, batch, k = 15L) {
+    d <- as.matrix(stats::dist(emb))
+    diag(d) <- Inf
+    nn <- t(apply(d, 1L, function(r) order(r)[seq_len(k)]))
+    mean(batch[nn] != batch[row(nn)])
+}
+
+test_that("ferry_refine writes a new Seurat reduction and leaves the input alone", {
+    skip_if_no_python()
+    skip_if_no_seurat()
+    obj0 <- pbmc_small_seurat()
+    before <- obj0
+    obj <- ferry_refine(obj0, reduction = "pca", batch = "groups", max_iter = 3, seed = 1)
+    expect_identical(obj0, before)
+    expect_true(all(c("pca", "ferry.refined") %in% SeuratObject::Reductions(obj)))
+    e0 <- SeuratObject::Embeddings(obj, "pca")
+    e <- SeuratObject::Embeddings(obj, "ferry.refined")
+    expect_identical(dim(e), dim(e0))
+    expect_identical(rownames(e), colnames(obj))
+    expect_identical(colnames(e), paste0("FERRYREFINED_", seq_len(ncol(e))))
+    expect_true(all(is.finite(e)))
+    expect_false(isTRUE(all.equal(unname(e), unname(e0))))
+    expect_identical(SeuratObject::Embeddings(obj, "pca"), SeuratObject::Embeddings(obj0, "pca"))
+    rec <- obj@misc$ferry_refine[["ferry.refined"]]
+    expect_identical(rec$reduction, "pca")
+    expect_identical(rec$batch, "groups")
+    expect_true(rec$best_iter >= 1L && rec$best_iter <= 3L)
+    expect_true(rec$trustworthiness > 0.5 && rec$trustworthiness <= 1)
+    # same seed, same numbers
+    again <- ferry_refine(obj0, reduction = "pca", batch = "groups", max_iter = 3, seed = 1)
+    expect_identical(SeuratObject::Embeddings(again, "ferry.refined"), e)
+    # usable downstream like any reduction
+    obj <- suppressWarnings(Seurat::RunUMAP(obj, reduction = "ferry.refined", dims = 1:5,
+                                            n.neighbors = 10, verbose = FALSE))
+    expect_identical(dim(SeuratObject::Embeddings(obj, "umap")), c(ncol(obj), 2L))
+})
+
+test_that("ferry_refine writes reducedDim 'FERRY.REFINED' on a SingleCellExperiment", {
+    skip_if_no_python()
+    skip_if_no_seurat()
+    skip_if_no_sce()
+    sce <- suppressWarnings(Seurat::as.SingleCellExperiment(pbmc_small_seurat()))
+    out <- ferry_refine(sce, batch = "groups", name = "refined", max_iter = 2)
+    expect_true("REFINED" %in% SingleCellExperiment::reducedDimNames(out))
+    e <- SingleCellExperiment::reducedDim(out, "REFINED")
+    expect_identical(dim(e), dim(SingleCellExperiment::reducedDim(sce, "PCA")))
+    expect_identical(rownames(e), colnames(sce))
+    expect_identical(S4Vectors::metadata(out)$ferry_refine$REFINED$reduction, "PCA")
+    expect_identical(SingleCellExperiment::reducedDim(out, "PCA"), SingleCellExperiment::reducedDim(sce, "PCA"))
+})
+
+test_that("ferry_refine mixes the PDAC scRNA cells and ST spots in a Seurat PCA", {
+    skip_if_no_python()
+    skip_if_no_seurat()
+    objs <- pdac_objects("Seurat")
+    m <- suppressWarnings(merge(objs$rna, objs$st, add.cell.ids = c("rna", "st")))
+    m$dataset <- ifelse(startsWith(colnames(m), "rna_"), "rna", "st")
+    m <- suppressWarnings(Seurat::NormalizeData(m, verbose = FALSE))
+    m <- Seurat::FindVariableFeatures(m, nfeatures = 1000, verbose = FALSE)
+    m <- Seurat::ScaleData(m, verbose = FALSE)
+    m <- Seurat::RunPCA(m, npcs = 20, verbose = FALSE)
+    out <- ferry_refine(m, reduction = "pca", batch = "dataset")
+    b <- out$dataset
+    mixed0 <- other_batch_fraction(SeuratObject::Embeddings(out, "pca"), b)
+    mixed1 <- other_batch_fraction(SeuratObject::Embeddings(out, "ferry.refined"), b)
+    expect_gt(mixed1, mixed0 + 0.02)
+})
+
+test_that("ferry_refine checks its inputs before Python and names the fix", {
+    skip_if_no_seurat()
+    obj <- pbmc_small_seurat()
+    expect_error(ferry_refine(obj, reduction = "harmony", batch = "groups"),
+                 "reduction 'harmony' is not in the object; available: 'pca', 'tsne'", class = "ferry_error")
+    expect_error(ferry_refine(obj, batch = "sample"), "batch column 'sample' is not in the cell metadata",
+                 class = "ferry_error")
+    expect_error(ferry_refine(obj), "batch = '<metadata column>'", class = "ferry_error")
+    one <- obj
+    one$groups <- "g1"
+    expect_error(ferry_refine(one, batch = "groups"), "single value", class = "ferry_error")
+    na <- obj
+    na$groups[3] <- NA
+    expect_error(ferry_refine(na, batch = "groups"), "missing value", class = "ferry_error")
+    expect_error(ferry_refine(obj, batch = "groups", name = "pca"), "never overwrites", class = "ferry_error")
+    bad <- obj
+    emb <- SeuratObject::Embeddings(bad, "pca")
+    emb[2, 2] <- NaN
+    bad[["pca"]] <- SeuratObject::CreateDimReducObject(embeddings = emb, key = "PC_", assay = "RNA")
+    expect_error(ferry_refine(bad, batch = "groups"), "non-finite", class = "ferry_error")
+    expect_error(ferry_refine(list(), batch = "groups"), "Seurat or SingleCellExperiment", class = "ferry_error")
+})
+
+test_that("ferry_refine passes Python's own errors through", {
+    skip_if_no_python()
+    skip_if_no_seurat()
+    obj <- pbmc_small_seurat()
+    expect_error(ferry_refine(obj, batch = "groups", reg_eps = 0.1), "unknown refine parameter",
+                 class = "ferry_error")
+    small <- obj
+    small$groups <- c(rep("g1", 75), rep("g2", 5))
+    expect_error(ferry_refine(small, batch = "groups"), "fewer cells than the 8 prototypes",
+                 class = "ferry_error")
+})
