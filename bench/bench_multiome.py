@@ -45,6 +45,7 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from bench_integration import markdown  # noqa: E402
 from procstat import status_mb  # noqa: E402
 
 METHODS = ["cca", "minnet", "scmodal", "uniport_vertical", "uniport_diagonal"]
@@ -235,13 +236,6 @@ def links(ddir: Path, args, method: str = "minnet") -> pd.DataFrame:
         tables[variant] = tab
     tables["smoothed_5nn"].to_csv(args.out / "links_snare_minnet_smoothed.tsv.gz", sep="\t", index=False)
     return pd.DataFrame(rows)
-
-
-def markdown(table: pd.DataFrame) -> str:
-    cell = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * table.shape[1]]
-    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def main() -> int:
