@@ -16,14 +16,15 @@ is known. Two designs, ``--spots`` spots each:
 Methods, each in its own process (all started at once; logs in ``OUT/<design>/<method>.log``)
 with the same torch thread count and seed, on the same files:
 - scferry: ``sf.integrate({"ref": ref, "spots": spots}, method="uniport")`` with the same step
-  budget as the reference (``--iters``, no early stopping), then ``sf.deconvolve``;
+  budget as the reference (``--iters``, no early stopping), then ``sf.deconvolve(...,
+  readout="mass")`` (the other read-outs follow from it exactly);
 - uniport 1.3: ``uniport.Run(adatas=[spots, ref], mode='h', iteration=N, save_OT=True)`` (its PDAC
   tutorial: spots first, scRNA the reference) in its own venv (bench/reference_uniport_deconvolve.py),
   which returns its dense global plan; the plan summed over each type's cells is the spot's mass.
 Both sides' plan mass is read out three ways (``normalisations``): ``plan mass`` (divided by the
-spot's total: sf.deconvolve's definition), ``per-type mean`` (first divided by the type's number of
-reference cells, as ``mapCluster(balance=F)`` in uniPort's R tutorial ``R process/spot/
-spatial_function.R`` does) and ``tutorial`` (per-type mean with ``min_cut=0.25``, as its
+spot's total: ``sf.deconvolve(readout="mass")``), ``per-type mean`` (first divided by the type's
+number of reference cells, as ``mapCluster(balance=F)`` in uniPort's R tutorial ``R process/spot/
+spatial_function.R`` does: ``sf.deconvolve``'s default ``readout="type_mean"``) and ``tutorial`` (per-type mean with ``min_cut=0.25``, as its
 ``PDAC_SPOT.R``: entries below 0.25 x the spot's maximum set to 0, then row-normalised);
 - baselines without any model: ``uniform`` (1/K for every type) and ``global`` (every spot gets
   the reference's type frequencies).
@@ -43,6 +44,7 @@ Writes ``OUT/<design>/``: the input (``ref.npz``, ``spots.npz``, ``genes.txt``, 
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import subprocess
@@ -122,7 +124,7 @@ def load_inputs(d: Path):
 
 
 # ------------------------------------------------------------------------------ scferry side
-def run_ours(d: Path, iters: int, seed: int, threads: int) -> None:
+def run_ours(d: Path, iters: int, seed: int, threads: int, params: dict | None = None) -> None:
     """Child process: sf.integrate + sf.deconvolve, writes scferry/proportions.tsv + result.json."""
     import torch
     torch.set_num_threads(threads)
@@ -131,9 +133,10 @@ def run_ours(d: Path, iters: int, seed: int, threads: int) -> None:
     ref, spots = load_inputs(d)
     t0, c0 = time.perf_counter(), time.process_time()
     model = sf.integrate({"ref": ref, "spots": spots}, method="uniport", max_iter=iters,
-                         patience=None, seed=seed, progress=False)
+                         patience=None, seed=seed, progress=False, **(params or {}))
     t1 = time.perf_counter()
-    props = sf.deconvolve(model, reference="ref", spots="spots", label_key="cell_type")
+    # readout="mass": the other read-outs are computed from it when scoring (normalisations)
+    props = sf.deconvolve(model, reference="ref", spots="spots", label_key="cell_type", readout="mass")
     t2, c2 = time.perf_counter(), time.process_time()
     out = d / "scferry"
     out.mkdir(exist_ok=True)
@@ -146,8 +149,9 @@ def run_ours(d: Path, iters: int, seed: int, threads: int) -> None:
 # ------------------------------------------------------------------------------ scoring
 def normalisations(mass: pd.DataFrame, n_cells: pd.Series) -> dict[str, pd.DataFrame]:
     """Spots x types plan mass (any positive row scale) -> the three read-outs compared: ``plan
-    mass`` (row-normalised: scferry's sf.deconvolve), ``per-type mean`` (divided by the type's
-    number of reference cells first, as uniport's R tutorial ``mapCluster(balance=F)`` does) and
+    mass`` (row-normalised: sf.deconvolve(readout="mass")), ``per-type mean`` (divided by the type's
+    number of reference cells first, as uniport's R tutorial ``mapCluster(balance=F)`` does:
+    sf.deconvolve(readout="type_mean"), its default) and
     ``tutorial`` (per-type mean, entries below 0.25 x the spot's maximum set to 0: ``min_cut=0.25``
     of its PDAC script, then row-normalised as its plots do)."""
     row = lambda df: df.div(df.sum(axis=1), axis=0)  # noqa: E731
@@ -181,13 +185,16 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--data-dir", default=str(HERE.parents[1] / "shared" / "data"))
     p.add_argument("--methods", nargs="+", default=["scferry", "uniport"], choices=["scferry", "uniport"])
+    p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
+                   help="an sf.integrate parameter for scferry, e.g. plan_eps=0.1 or plan_k=916 (repeatable)")
     p.add_argument("--reuse", action="store_true", help="score finished runs, do not rerun them")
     p.add_argument("--per-type", action="store_true", help="also print per-type r / RMSE")
     p.add_argument("--out", type=Path, default=HERE / "out" / "deconvolve_bench")
     p.add_argument("--_child", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._child:
-        run_ours(args._child, args.iters, args.seed, args.threads)
+        run_ours(args._child, args.iters, args.seed, args.threads,
+                 {k: ast.literal_eval(v) for k, v in (x.split("=", 1) for x in args.param)})
         return 0
 
     from bench_integration import markdown
@@ -203,7 +210,8 @@ def main() -> int:
         print(f"[{design}] {len(truth)} spots of {truth.shape[1]} types; reference {n_ref} cells", flush=True)
         runs = {
             "scferry": [sys.executable, __file__, "--_child", str(d), "--iters", str(args.iters),
-                        "--seed", str(args.seed), "--threads", str(args.threads)],
+                        "--seed", str(args.seed), "--threads", str(args.threads)]
+                       + [a for x in args.param for a in ("--param", x)],
             "uniport": [str(REF_PY), str(HERE / "reference_uniport_deconvolve.py"), "--dir", str(d),
                         "--iters", str(args.iters), "--seed", str(args.seed), "--threads", str(args.threads)],
         }
@@ -228,8 +236,8 @@ def main() -> int:
 
         estimates: dict[str, tuple[pd.DataFrame, dict]] = {}
         n_cells = pd.read_csv(d / "ref_obs.tsv", sep="\t")["cell_type"].value_counts()
-        # sf.deconvolve's output is the plan mass row-normalised; the per-type read-outs only
-        # rescale its columns, so they follow from it exactly.
+        # sf.deconvolve(readout="mass") is the plan mass row-normalised; the per-type read-outs
+        # only rescale its columns, so they follow from it exactly.
         sides = {"scferry": ("proportions.tsv", "scferry"), "uniport": ("type_mass.tsv", "uniport 1.3")}
         for m, (file, label) in sides.items():
             if (d / m / "result.json").exists():

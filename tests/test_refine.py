@@ -9,7 +9,7 @@ import torch
 
 import scferry as sf
 from scferry import metrics
-from scferry.refine import _knn, _trustworthiness
+from scferry.refine import DEFAULTS, _knn, _trustworthiness
 
 from conftest import DEMO, shared_file
 
@@ -38,6 +38,7 @@ def test_refine_mixes_batches_and_keeps_cell_types(pbmc):
     X = a.obsm["X_scferry_refined"]
     assert X.shape == before.shape and X.dtype == np.float32 and np.isfinite(X).all()
     assert a.uns["X_scferry_refined"] is rec
+    assert rec["prealign_strength"] > 0 and not rec["start_competed"]  # PCA: not mixed
     assert 1 <= rec["best_iter"] <= rec["n_iter"] <= 15
     assert rec["history"]["accepted"][rec["best_iter"] - 1]
     assert rec["mix"] == pytest.approx(rec["history"]["mix"][rec["best_iter"] - 1])
@@ -61,6 +62,22 @@ def test_refine_is_reproducible(pbmc):
     np.testing.assert_array_equal(a.obsm["X_scferry_refined"], b.obsm["X_scferry_refined"])
     assert ra["J"] == rb["J"] and ra["best_iter"] == rb["best_iter"]
     assert not np.array_equal(a.obsm["X_scferry_refined"], c.obsm["X_scferry_refined"])
+
+
+def test_an_integrated_input_is_kept_unless_the_paper_selection_is_asked(pbmc):
+    a = pbmc.copy()
+    sf.refine(a, seed=0, progress=False)  # pre-aligned (PCA is not mixed), then refined
+    start = a.obsm["X_scferry_refined"].copy()
+    rec = sf.refine(a, basis="X_scferry_refined", key_added="X_again", seed=0, progress=False)
+    # measured: the refined embedding is mixed (no pre-alignment) and no iterate beats it
+    assert rec["prealign_strength"] == 0.0 and rec["start_competed"]
+    assert rec["best_iter"] == 0 and rec["J"] == pytest.approx(DEFAULTS["w_overlap"])
+    assert (rec["history"]["J"] <= rec["J"] + 1e-3).all()
+    np.testing.assert_array_equal(a.obsm["X_again"], start)
+    paper = sf.refine(a, basis="X_scferry_refined", key_added="X_paper", seed=0, progress=False,
+                      keep_input=False)
+    assert not paper["start_competed"] and paper["best_iter"] >= 1
+    assert not np.array_equal(a.obsm["X_paper"], start)
 
 
 def test_paper_only_mode_and_largest_reference(pbmc):
@@ -91,6 +108,7 @@ def _frozen(a: ad.AnnData):
     (None, dict(reg=-1.0), ValueError, ["reg must be"]),
     (None, dict(reference="10x_9p"), ValueError, ["reference", "10x_3p_v1"]),
     (None, dict(prealign="yes"), ValueError, ["prealign"]),
+    (None, dict(keep_input="yes"), ValueError, ["keep_input", "'auto'"]),
     (None, dict(max_iter=0), ValueError, ["max_iter"]),
     (None, dict(device="tpu"), ValueError, ["device"]),
 ])

@@ -16,6 +16,7 @@ from sklearn.neighbors import NearestNeighbors
 
 import scferry as sf
 from scferry.pp import normalize_log1p
+from scferry.tl import per_type_mean
 
 from conftest import shared_file
 
@@ -77,7 +78,7 @@ def pseudo(pdac_rna):
     spots = ad.AnnData(sp.vstack(rows).tocsr().astype(np.float32), var=pd.DataFrame(index=pdac_rna.var_names))
     spots.obs_names = [f"spot{i}" for i in range(n_spots)]
     model = sf.integrate({"ref": ref, "spots": spots}, seed=0, max_iter=400, progress=False,
-                         n_common_genes=1000, n_specific_genes=1000)
+                         n_common_genes=1000, n_specific_genes=1000, plan_eps=0.1)
     return model, ref, spots, pd.DataFrame(truth, index=spots.obs_names, columns=TYPES)
 
 
@@ -102,8 +103,8 @@ def test_deconvolve_pseudo_spots_follow_truth(pseudo):
     print("\npseudo-spots (200 spots of 5-10 held-apart cells, 400 steps):")
     print(pd.DataFrame({"pearson_r": r, "rmse": rmse, "rmse_uniform": rmse_uniform}, index=TYPES).round(3))
     print(f"dominant type recovered in {dominant:.2f} of spots")
-    # Measured (seed 0): r 0.60-0.90 (mean 0.74), RMSE 0.14-0.22 (uniform guess 0.26-0.28),
-    # dominant type 0.73. With the reference labels shuffled: r -0.26..0.25, dominant 0.11.
+    # Measured (seed 0, plan_eps=0.1): r 0.60-0.89 (mean 0.74), RMSE 0.14-0.22 (uniform guess
+    # 0.26-0.28), dominant type 0.73; the same with plan_eps=ot_eps on this balanced reference. With the reference labels shuffled: r -0.26..0.25, dominant 0.11.
     assert r.min() > 0.35 and r.mean() > 0.55
     assert rmse.max() < 0.27 and rmse.mean() < 0.9 * rmse_uniform.mean()
     assert dominant > 0.6
@@ -111,12 +112,15 @@ def test_deconvolve_pseudo_spots_follow_truth(pseudo):
 
 def test_deconvolve_shares_transfer_labels_plan_and_survives_save_load(pseudo, tmp_path):
     model, ref, spots, _ = pseudo
-    props = sf.deconvolve(model, reference="ref", spots="spots", label_key="cell_type")
+    props = sf.deconvolve(model, reference="ref", spots="spots", label_key="cell_type", readout="mass")
     same = sf.transfer_labels(model, source="ref", target="spots", label_key="cell_type", method="plan")
     pd.testing.assert_frame_equal(props, same)
+    # 20 reference cells of every type: the per-type mean is the same read-out
+    pd.testing.assert_frame_equal(sf.deconvolve(model, "ref", "spots", "cell_type"), props,
+                                  check_exact=False, rtol=1e-10, atol=1e-12)
     model.save(tmp_path / "m.pt")
     loaded = sf.load(tmp_path / "m.pt", adatas={"ref": ref, "spots": spots})
-    pd.testing.assert_frame_equal(sf.deconvolve(loaded, "ref", "spots", "cell_type"), props,
+    pd.testing.assert_frame_equal(sf.deconvolve(loaded, "ref", "spots", "cell_type", readout="mass"), props,
                                   check_exact=False, atol=1e-6)
 
 
@@ -163,6 +167,62 @@ def test_deconvolve_bad_input(small_model, tmp_path):
     _fails_cleanly(lambda: dec(model, "rna", "st", "cell_type"), r"dataset 'st' lacks 7 of the \d+ genes", rna, st)
     with pytest.raises(ValueError, match="lacks 7"):
         sf.load(tmp_path / "no_plan.pt", adatas={"rna": rna, "st": st})
+
+
+def test_deconvolve_readouts(small_model):
+    """type_mean = plan mass per reference cell of the type, row-normalised: on a reference 70%
+    Ductal (pdac_small: 211 of 300 cells) it gives Ductal less and the small types more than the
+    plain plan mass; "mass" is the plan's class mass, as transfer_labels(method="plan")."""
+    model, rna, st = small_model
+    n_cells = rna.obs["cell_type"].astype(str).value_counts()
+    assert n_cells.idxmax() == "Ductal" and n_cells["Ductal"] / n_cells.sum() > 0.65
+    mass = sf.deconvolve(model, "rna", "st", "cell_type", readout="mass")
+    pd.testing.assert_frame_equal(mass, sf.transfer_labels(model, "rna", "st", "cell_type", method="plan"),
+                                  check_exact=True)
+    np.testing.assert_allclose(st.obsm["scferry_proportions"], mass.to_numpy(), atol=1e-6)
+    with pytest.warns(UserWarning, match=r"RBCs \(5 cells\).* fewer than 25 cells"):
+        mean = sf.deconvolve(model, "rna", "st", "cell_type", readout="type_mean")
+    np.testing.assert_allclose(st.obsm["scferry_proportions"], mean.to_numpy(), atol=1e-6)
+    pd.testing.assert_frame_equal(per_type_mean(mass, rna.obs["cell_type"]), mean, check_exact=True)
+    pd.testing.assert_frame_equal(sf.deconvolve(model, "rna", "st", "cell_type"), mean, check_exact=True)
+    assert list(mean.index) == list(mass.index) and list(mean.columns) == list(mass.columns)
+    np.testing.assert_allclose(mean.sum(axis=1), 1.0, atol=1e-12)
+    assert (mean.to_numpy() >= 0).all()
+    by_hand = mass / n_cells[mass.columns].to_numpy()
+    np.testing.assert_allclose(mean, by_hand.div(by_hand.sum(axis=1), axis=0), rtol=1e-10, atol=1e-12)
+    # the dominant type loses weight in every spot (n_Ductal is the largest), and on average a lot
+    assert (mean["Ductal"] <= mass["Ductal"] + 1e-12).all()
+    assert mean["Ductal"].mean() < 0.5 * mass["Ductal"].mean()
+    small = n_cells.index[n_cells <= 5]
+    assert mean[small].sum(axis=1).mean() > 2 * mass[small].sum(axis=1).mean()
+
+    for bad in ("balanced", "Mass", None, 1):
+        _fails_cleanly(lambda: sf.deconvolve(model, "rna", "st", "cell_type", readout=bad),
+                       r"readout must be one of 'type_mean', 'mass'; got", rna, st)
+    del st.obsm["scferry_proportions"], st.uns["scferry_proportions_columns"]
+    _fails_cleanly(lambda: sf.deconvolve(model, "rna", "st", "cell_type", readout="per-type"),
+                   "readout must be one of", rna, st)
+    assert "scferry_proportions" not in st.obsm  # nothing written before the check
+
+
+def test_plan_eps_changes_only_the_kept_plan(pdac_small):
+    """plan_eps re-solves the kept plan more diffusely; the training (embedding) is untouched."""
+    rna, st = pdac_small
+    sharp = sf.integrate({"rna": rna, "st": st}, seed=0, **FAST)  # plan_eps None: = ot_eps
+    z_sharp = st.obsm["X_scferry"].copy()
+    diffuse = sf.integrate({"rna": rna, "st": st}, seed=0, **FAST, plan_eps=0.1)
+    np.testing.assert_array_equal(st.obsm["X_scferry"], z_sharp)
+
+    def row_entropy(model):
+        P = model.module.plan(0, 1).to_csr().toarray()  # spots x reference cells
+        P = P[P.sum(1) > 0] / P[P.sum(1) > 0].sum(1, keepdims=True)
+        return float(np.mean(-(P * np.log(np.where(P > 0, P, 1))).sum(1)))
+
+    assert row_entropy(diffuse) > row_entropy(sharp) + 0.1
+    for m in (sharp, diffuse):
+        with pytest.warns(UserWarning, match="fewer than 25 cells"):
+            props = sf.deconvolve(m, "rna", "st", "cell_type")
+        np.testing.assert_allclose(props.sum(axis=1), 1.0, atol=1e-9)
 
 
 def test_deconvolve_cells_changed_after_training(small_model):

@@ -252,6 +252,8 @@ def test_marginal_weights_and_prior_are_validated():
         (dict(ot_marginals={"a": pd.Series(1.0, index=[f"q{i}" for i in range(80)])}), ValueError,
          "index is not the cells"),
         (dict(prior_alpha=0.5), ValueError, "prior_alpha must be a number >= 1"),
+        (dict(plan_eps=0.0), ValueError, r"plan_eps must be None \(= ot_eps\) or a number > 0"),
+        (dict(plan_eps="0.1"), ValueError, "plan_eps must be None"),
         (dict(prior_pairs=[("A", "B")]), ValueError, "prior_pairs needs cell labels"),
         (dict(label_key="cell_type", prior_pairs=[("A", "Z")]), ValueError, r"labels \['Z'\]"),
         (dict(label_key="cell_type", prior_pairs="AB"), TypeError, "list of"),

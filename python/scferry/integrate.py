@@ -76,7 +76,8 @@ def integrate(
         Method hyper-parameters (``get_method(name).defaults``), e.g. ``n_latent=16``. uniPort:
         ``mode=None`` (chosen from the data: the same cells in the same order in every dataset ->
         "vertical"; shared feature names -> "horizontal"; none -> "diagonal"), per-cell OT
-        marginal weights ``ot_marginals={name: weights}``, ``prior_alpha``, ``prior_pairs``.
+        marginal weights ``ot_marginals={name: weights}``, ``prior_alpha``, ``prior_pairs``,
+        ``plan_eps`` (entropic regularisation of the plan kept for transfer and deconvolution).
 
     Returns
     -------

@@ -27,8 +27,8 @@
 #' @param name Name of the new reduction (must differ from \code{reduction}).
 #' @param ... Parameters of \code{scferry.refine()}: \code{max_iter} (15), \code{device}, and the
 #'   algorithm's hyper-parameters by name (e.g. \code{reference = "largest"}, \code{reg = 0.028},
-#'   \code{prealign = "none"}). Whole numbers are sent as Python \code{int}; wrap a value in
-#'   \code{I()} to send it unchanged.
+#'   \code{prealign = "none"}, \code{keep_input = FALSE}). Whole numbers are sent as Python
+#'   \code{int}; wrap a value in \code{I()} to send it unchanged.
 #' @param seed Random seed for Python (the R random stream is not used or changed).
 #' @param progress Show Python's progress bar.
 #' @return \code{object} with the new reduction and the record added.
@@ -101,7 +101,7 @@ ferry_refine <- function(object, reduction = NULL, batch, name = "ferry.refined"
     out <- .ferry_read_obsm(adata, "X_refined")
 
     fields <- c("best_iter", "n_iter", "mix", "overlap", "strain", "J", "mix_start",
-                "prealign_strength", "trustworthiness")
+                "prealign_strength", "start_competed", "trustworthiness")
     record <- c(list(reduction = reduction, batch = batch),
                 lapply(stats::setNames(fields, fields),
                        function(k) reticulate::py_to_r(reticulate::py_get_item(rec, k))),

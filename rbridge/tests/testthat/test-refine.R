@@ -19,7 +19,16 @@ test_that("ferry_refine writes a new Seurat reduction and leaves the input alone
     skip_if_no_seurat()
     obj0 <- pbmc_small_seurat()
     before <- obj0
-    obj <- ferry_refine(obj0, reduction = "pca", batch = "groups", max_iter = 3, seed = 1)
+    # pbmc_small's "groups" are random, so its PCA is already mixed: by default the input competes
+    # with the iterates and is kept; keep_input = FALSE is the paper's selection (always an iterate)
+    kept <- ferry_refine(obj0, reduction = "pca", batch = "groups", max_iter = 3, seed = 1)
+    rec <- kept@misc$ferry_refine[["ferry.refined"]]
+    expect_true(rec$start_competed)
+    expect_identical(rec$best_iter, 0L)
+    expect_equal(unname(SeuratObject::Embeddings(kept, "ferry.refined")),
+                 unname(SeuratObject::Embeddings(obj0, "pca")), tolerance = 1e-6)
+    obj <- ferry_refine(obj0, reduction = "pca", batch = "groups", max_iter = 3, seed = 1,
+                        keep_input = FALSE)
     expect_identical(obj0, before)
     expect_true(all(c("pca", "ferry.refined") %in% SeuratObject::Reductions(obj)))
     e0 <- SeuratObject::Embeddings(obj, "pca")
@@ -33,10 +42,12 @@ test_that("ferry_refine writes a new Seurat reduction and leaves the input alone
     rec <- obj@misc$ferry_refine[["ferry.refined"]]
     expect_identical(rec$reduction, "pca")
     expect_identical(rec$batch, "groups")
+    expect_false(rec$start_competed)
     expect_true(rec$best_iter >= 1L && rec$best_iter <= 3L)
     expect_true(rec$trustworthiness > 0.5 && rec$trustworthiness <= 1)
     # same seed, same numbers
-    again <- ferry_refine(obj0, reduction = "pca", batch = "groups", max_iter = 3, seed = 1)
+    again <- ferry_refine(obj0, reduction = "pca", batch = "groups", max_iter = 3, seed = 1,
+                          keep_input = FALSE)
     expect_identical(SeuratObject::Embeddings(again, "ferry.refined"), e)
     # usable downstream like any reduction
     obj <- suppressWarnings(Seurat::RunUMAP(obj, reduction = "ferry.refined", dims = 1:5,
