@@ -63,23 +63,20 @@ DESIGNS = ("dominant", "random")
 
 
 # ------------------------------------------------------------------------------ pseudo-spots
-def make_inputs(rna_path: Path, design: str, n_spots: int, seed: int, min_cells: int, out: Path) -> None:
-    """Reference half / held-apart half per type, and ``n_spots`` sums of 5-10 held-apart cells."""
-    import anndata as ad
-    rna = ad.read_h5ad(rna_path)
-    labels = rna.obs["cell_type"].astype(str).to_numpy()
-    counts = pd.Series(labels).value_counts()
-    types = sorted(counts.index[counts >= min_cells])
-    rng = np.random.default_rng(seed)  # the same split for both designs
+def split_and_mix(X: sp.csr_matrix, labels: np.ndarray, types: list[str], design: str, n_spots: int,
+                  seed: int):
+    """Each type's cells split in halves (seeded, the same split for both designs): the first half
+    is the reference, the second the pool that ``n_spots`` pseudo-spots (sums of 5-10 cells,
+    ``design`` as in the module docstring) are drawn from. Returns the sorted reference rows, the
+    spots (CSR, spots x genes) and the true fractions (spots x types)."""
+    rng = np.random.default_rng(seed)
     ref_rows, pool = [], {}
     for t in types:
         idx = rng.permutation(np.flatnonzero(labels == t))
         half = len(idx) // 2
         ref_rows += list(idx[:half])
         pool[t] = idx[half:]
-    ref_rows = np.sort(ref_rows)
     rng = np.random.default_rng([seed, DESIGNS.index(design)])
-    X = rna.X.tocsr().astype(np.float32)
     K = len(types)
     truth, rows = np.zeros((n_spots, K)), []
     for s in range(n_spots):
@@ -98,15 +95,32 @@ def make_inputs(rna_path: Path, design: str, n_spots: int, seed: int, min_cells:
             cells += list(rng.choice(pool[types[ti]], size=c, replace=False))
             truth[s, ti] += c / n
         rows.append(sp.csr_matrix(X[cells].sum(axis=0)))
+    return np.sort(ref_rows), sp.vstack(rows).tocsr(), truth
+
+
+def make_inputs(rna_path: Path, design: str, n_spots: int, seed: int, min_cells: int, out: Path) -> None:
+    """Reference half / held-apart half per type, and ``n_spots`` sums of 5-10 held-apart cells."""
+    import anndata as ad
+    rna = ad.read_h5ad(rna_path)
+    labels = rna.obs["cell_type"].astype(str).to_numpy()
+    counts = pd.Series(labels).value_counts()
+    types = sorted(counts.index[counts >= min_cells])
+    X = rna.X.tocsr().astype(np.float32)
+    ref_rows, spots, truth = split_and_mix(X, labels, types, design, n_spots, seed)
     out.mkdir(parents=True, exist_ok=True)
     spot_names = [f"spot{i}" for i in range(n_spots)]
     sp.save_npz(out / "ref.npz", X[ref_rows])
-    sp.save_npz(out / "spots.npz", sp.vstack(rows).tocsr())
+    sp.save_npz(out / "spots.npz", spots)
     (out / "spots.txt").write_text("\n".join(spot_names) + "\n")
     (out / "genes.txt").write_text("\n".join(rna.var_names) + "\n")
     pd.DataFrame({"cell": rna.obs_names[ref_rows], "cell_type": labels[ref_rows]}) \
         .to_csv(out / "ref_obs.tsv", sep="\t", index=False)
     pd.DataFrame(truth, index=spot_names, columns=types).to_csv(out / "truth.tsv", sep="\t", index_label="spot")
+
+
+def integrate_params(items: list[str]) -> dict:
+    """``KEY=VALUE`` strings (VALUE a Python literal) as ``sf.integrate`` parameters."""
+    return {k: ast.literal_eval(v) for k, v in (x.split("=", 1) for x in items)}
 
 
 def load_inputs(d: Path):
@@ -194,7 +208,7 @@ def main() -> int:
     args = p.parse_args()
     if args._child:
         run_ours(args._child, args.iters, args.seed, args.threads,
-                 {k: ast.literal_eval(v) for k, v in (x.split("=", 1) for x in args.param)})
+                 integrate_params(args.param))
         return 0
 
     from bench_integration import markdown

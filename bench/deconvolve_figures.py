@@ -32,7 +32,6 @@ cancer region, ductal cells along the duct epithelium, acinar cells in the norma
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import time
 from pathlib import Path
@@ -48,6 +47,7 @@ import scipy.sparse as sp  # noqa: E402
 
 import scferry as sf  # noqa: E402
 from scferry.tl import per_type_mean  # noqa: E402
+from bench_deconvolve import integrate_params, split_and_mix  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SCFERRY_SHARED_DATA", ROOT.parent / "shared" / "data"))
@@ -99,38 +99,21 @@ def nnls_proportions(ref: ad.AnnData, st: ad.AnnData, types: list[str]) -> pd.Da
 def split_test(name: str, out: Path, max_iter: int, seed: int, n_spots: int = 200) -> pd.DataFrame:
     """Do the reference genes the spots share carry cell-type signal? Each type's reference cells
     are split in two halves (seeded); ``n_spots`` pseudo-spots sum 5-10 cells of the second half
-    (one type 40-100% of the cells, the rest from up to two others, as bench_deconvolve.py's
-    ``dominant`` design), the first half is the labelled reference. Deconvolved (scferry uniPort
-    at ``max_iter`` steps, no early stop, plan mass and per-type mean; and NNLS on the types' mean
+    (one type 40-100% of the cells, the rest from up to two others: the ``dominant`` design of
+    bench_deconvolve.py's ``split_and_mix``), the first half is the labelled reference.
+    Deconvolved (scferry uniPort at ``max_iter`` steps, no early stop, plan mass and per-type mean; and NNLS on the types' mean
     profiles) twice: on the genes the real spots share with the reference, and on all reference
     genes. Writes ``<name>_split_test.tsv`` (per type: Pearson r and RMSE against the truth)."""
     ref_file, st_file, _, _ = CASES[name]
     ref, st = ad.read_h5ad(DATA / ref_file), ad.read_h5ad(DATA / st_file)
     labels = ref.obs["cell_type"].astype(str).to_numpy()
     types = sorted(set(labels))
-    rng = np.random.default_rng(seed)
-    ref_rows, pool = [], {}
-    for t in types:
-        idx = rng.permutation(np.flatnonzero(labels == t))
-        ref_rows += list(idx[:len(idx) // 2])
-        pool[t] = idx[len(idx) // 2:]
-    X = sp.csr_matrix(ref.X, dtype=np.float32)
     K = len(types)
-    truth, rows = np.zeros((n_spots, K)), []
-    for s in range(n_spots):
-        n = int(rng.integers(5, 11))
-        dom = int(rng.integers(K))
-        others = rng.choice([i for i in range(K) if i != dom], size=2, replace=False)
-        n_dom = max(1, int(round(n * rng.uniform(0.4, 1.0))))
-        n_first = int(rng.integers(0, n - n_dom + 1))
-        cells = []
-        for ti, c in ((dom, n_dom), (int(others[0]), n_first), (int(others[1]), n - n_dom - n_first)):
-            cells += list(rng.choice(pool[types[ti]], size=c, replace=c > len(pool[types[ti]])))
-            truth[s, ti] += c / n
-        rows.append(sp.csr_matrix(X[cells].sum(axis=0)))
+    ref_rows, spots, truth = split_and_mix(sp.csr_matrix(ref.X, dtype=np.float32), labels, types,
+                                           "dominant", n_spots, seed)
     names = [f"spot{i}" for i in range(n_spots)]
-    spots_all = ad.AnnData(sp.vstack(rows).tocsr(), obs=pd.DataFrame(index=names), var=ref.var[[]].copy())
-    ref_all = ref[np.sort(ref_rows)].copy()
+    spots_all = ad.AnnData(spots, obs=pd.DataFrame(index=names), var=ref.var[[]].copy())
+    ref_all = ref[ref_rows].copy()
     truth = pd.DataFrame(truth, index=names, columns=types)
     shared = st.var_names.intersection(ref.var_names)
     results = []
@@ -246,10 +229,7 @@ def main() -> None:
     parser.add_argument("--split-iters", type=int, default=500, help="scferry steps of the split test")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "deconvolve")
     args = parser.parse_args()
-    params = {}
-    for item in args.param:
-        key, _, value = item.partition("=")
-        params[key] = ast.literal_eval(value)
+    params = integrate_params(args.param)
     args.out.mkdir(parents=True, exist_ok=True)
     if args.split_test:
         for name in args.only or list(CASES):
