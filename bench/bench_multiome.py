@@ -14,7 +14,7 @@ figures are noisy). ``--max-cells`` subsamples cells (seeded, same cells in both
 Protocol (MinNet's paper): cells are split 80/20 within each cell type (seeded). Every scferry
 method trains on the 80% (MinNet and uniPort-vertical use the pairing of those cells, MinNet their
 labels too) and embeds the held-apart 20% of each modality separately through its own encoder
-(``sf.project``), with no pairing. The CCA baseline (``scferry.cca.seurat_cca``: RNA vs gene
+(``sf.project``), with no pairing. The CCA baseline (``scferry.methods.scmodal_cca.seurat_cca``: RNA vs gene
 activity on shared genes, RNA vs ADT on a gene-protein table) is transductive and unsupervised: fit
 on all cells, unpaired, and scored on the same 20%. Scores on the 20% (``scferry.metrics``), cells
 of unknown type ("Mis", "unknown") left out of the label-based ones:
@@ -115,7 +115,7 @@ def child(method: str, dataset: str, ddir: Path, args) -> None:
     extra = {}
     t1 = time.perf_counter()
     if method == "cca":
-        from scferry.cca import seurat_cca
+        from scferry.methods.scmodal_cca import seurat_cca
         links = linked_table(dataset, rna, oth)
         if len(links) < 2:
             raise SystemExit(f"cca: {dataset} has no shared or linked features (RNA vs peaks)")

@@ -1,11 +1,11 @@
-"""scferry.cca: Seurat CCA without the cells1 x cells2 matrix, and the scMODAL CCA-extension links."""
+"""scferry.methods.scmodal_cca: Seurat CCA without the cells1 x cells2 matrix, and the scMODAL CCA-extension links."""
 import anndata as ad
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from scferry import metrics
-from scferry.cca import cca_feature_links, seurat_cca
+from scferry.methods.scmodal_cca import cca_feature_links, seurat_cca
 from scferry.pp import normalize_log1p
 from conftest import shared_file
 

@@ -7,7 +7,7 @@ import torch
 
 import scferry as sf
 from scferry import metrics
-from scferry.models.davae import DAVAE, _ReverseGradient
+from scferry.methods.davae import DAVAE, _ReverseGradient
 from scferry.train import LossRecord, fit
 from test_integrate import assert_unchanged, snapshot
 

@@ -1,4 +1,4 @@
-"""kNN smoothing, mini-bulks and peak-gene links (scferry.links, exposed as sf.tl.*)."""
+"""kNN smoothing, mini-bulks and peak-gene links (scferry.tl.smooth, scferry.tl.peak_gene)."""
 import anndata as ad
 import numpy as np
 import pandas as pd

@@ -8,7 +8,7 @@ from scipy.sparse.csgraph import dijkstra
 
 import scferry as sf
 from scferry import metrics
-from scferry.models.minnet import feature_stats, knn_path_graph, landmark_distances
+from scferry.methods.minnet import feature_stats, knn_path_graph, landmark_distances
 from conftest import shared_file
 from test_integrate import assert_unchanged, snapshot
 

@@ -8,7 +8,7 @@ import torch
 
 import scferry as sf
 from scferry import metrics
-from scferry.models.scbiot_vae import ScBIOTVAE
+from scferry.methods.scbiot_vae import ScBIOTVAE
 from test_integrate import assert_unchanged, snapshot
 
 GENES = 1000

@@ -9,7 +9,7 @@ import torch
 
 import scferry as sf
 from scferry import metrics
-from scferry.models.scmodal import mnn_mask
+from scferry.methods.scmodal import mnn_mask
 from conftest import shared_file
 from test_integrate import assert_unchanged, snapshot
 

@@ -16,7 +16,7 @@ if "torch" not in _sys.modules:
 from . import metrics, ot, pp  # noqa: E402
 from .integrate import integrate  # noqa: E402
 from .model import Model, load
-from .models import available_methods, get_method
+from .methods import available_methods, get_method
 from .tl import deconvolve, impute, project, transfer_labels
 from .refine import refine
 

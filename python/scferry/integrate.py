@@ -11,7 +11,7 @@ from anndata import AnnData
 from . import pp
 from .data import check_obs_column, check_paired, collect_datasets
 from .model import EMBEDDING_KEY, Model
-from .models import get_method
+from .methods import get_method
 from .train import MinibatchSampler, batch_sizes, fit, resolve_device, seed_everything
 
 

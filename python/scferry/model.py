@@ -13,8 +13,8 @@ import torch
 from anndata import AnnData
 
 from .data import Dataset, check_cell_totals, check_dataset, collect_datasets
-from .models import get_method
-from .models.base import Method
+from .methods import get_method
+from .methods.base import Method
 from .pp import Preprocessing
 from .train import resolve_device
 

@@ -36,10 +36,10 @@ Linked features (``linked=``), computed once at integrate time and used only dur
 - a table: a DataFrame of two columns (feature of dataset 1, feature of dataset 2; columns named
   after the datasets are matched by name) or a list of pairs, e.g. a gene-protein table;
 - ``"cca"``: without a hand-made map. With shared feature names: anchors are searched in the
-  Seurat-CCA space of the shared features (``scferry.cca.seurat_cca``, ``cca_components``
+  Seurat-CCA space of the shared features (``scferry.methods.scmodal_cca.seurat_cca``, ``cca_components``
   canonical vectors, never an n x m matrix). Without shared names: the CCA extension's links,
   one feature pair per canonical component of the cross-covariance of per-cell-type mean profiles
-  (``scferry.cca.cca_feature_links``), which needs ``label_key`` with labels in both datasets.
+  (``scferry.methods.scmodal_cca.cca_feature_links``), which needs ``label_key`` with labels in both datasets.
 Linked values are log-normalised (``normalize_linked=False``: taken as given) and z-scored per
 dataset, clipped at 10.
 """
@@ -53,7 +53,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cca import cca_feature_links, seurat_cca
+from .scmodal_cca import cca_feature_links, seurat_cca
 from ..pp import highly_variable, normalize_log1p
 from ..train import LossRecord
 from .base import Method

@@ -1,0 +1,112 @@
+"""New cells through a fitted model: projection into the latent space (``project``) and
+imputation of another dataset's features (``impute``)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from anndata import AnnData
+
+from ..model import EMBEDDING_KEY, Model
+from ._common import IMPUTE_KEY, _check_names
+
+
+def project(model: Model, new_adata: AnnData, dataset: str, *, layer: str | None = None) -> np.ndarray:
+    """Map new cells into the trained latent space without retraining (online mapping to a
+    reference atlas), through the encoder of training dataset ``dataset``: the one the new cells
+    match (same technology/modality, same gene identifiers).
+
+    The new cells are preprocessed with ``dataset``'s saved parameters: its genes, library-size
+    normalisation (over all genes of ``new_adata``: give the same gene panel as the training data),
+    log1p and scale factors (values above the training maximum are clipped).
+
+    Parameters
+    ----------
+    new_adata
+        Raw counts in ``.X`` (or ``layer``); it must hold every gene the encoder reads (an error
+        says how many and which are missing).
+    dataset
+        Name of the training dataset whose encoder and preprocessing to use.
+
+    Returns
+    -------
+    The embedding, cells x latent (float32), also written to ``new_adata.obsm["X_scferry"]``
+    (nothing else is touched).
+    """
+    _check_names(dataset=dataset)
+    views = model.transform(new_adata, dataset, layer=layer, what="new_adata")
+    z = model.encode(views, dataset)
+    new_adata.obsm[EMBEDDING_KEY] = z
+    return z
+
+
+# ---------------------------------------------------------------------------- impute
+@torch.no_grad()
+def impute(model: Model, adata: AnnData, target: str, *, dataset: str | None = None,
+           layer: str | None = None, chunk: int = 4096) -> AnnData:
+    """Predict the genes specific to dataset ``target`` (its dataset-specific decoder) for cells
+    of another dataset, e.g. unmeasured genes of a scRNA reference for MERFISH cells (uniPort
+    paper: online prediction).
+
+    The cells are encoded as :func:`project` does (through ``dataset``'s encoder and saved
+    preprocessing), then decoded by ``target``'s specific decoder. To impute given genes, make
+    sure they are in ``target``'s specific set: ``scferry.integrate(...,
+    specific_genes={target: [...]})``.
+
+    Parameters
+    ----------
+    adata
+        Raw counts in ``.X`` (or ``layer``) of cells of the kind of training dataset ``dataset``
+        (e.g. the training object itself, or new cells).
+    target
+        Name of the training dataset whose specific genes to predict.
+    dataset
+        Name of the training dataset ``adata`` matches; with a two-dataset model, defaults to the
+        one that is not ``target``.
+
+    Returns
+    -------
+    A new AnnData, cells x ``target``'s specific genes (dense float32), in ``target``'s
+    log-normalised units (log1p of counts per 10,000 when the model normalised; the MaxAbs
+    scaling is undone). ``obs`` is a copy of ``adata.obs``, ``obsm["X_scferry"]`` the cells'
+    embedding, ``uns["scferry_impute"]`` says ``target``, ``dataset`` and the units. ``adata`` is
+    not modified.
+    """
+    _check_names(target=target)
+    if target not in model.dataset_names:
+        raise ValueError(f"target {target!r} is not a dataset of this model; datasets: {model.dataset_names}.")
+    if dataset is None:
+        others = [n for n in model.dataset_names if n != target]
+        if len(others) != 1:
+            raise ValueError(f"the model has {len(model.dataset_names)} datasets; say which one the "
+                             f"cells of adata match: dataset= one of {model.dataset_names}.")
+        dataset = others[0]
+    _check_names(dataset=dataset)
+    decode = getattr(model.module, "decode_specific", None)
+    prep = model.preprocessing
+    if decode is None or not prep.scaled:
+        raise ValueError(f"method {model.method!r} has no dataset-specific decoders to impute from; "
+                         "use method='uniport'.")
+    genes = model.features(target, "specific")
+    if not genes:
+        raise ValueError(
+            f"dataset {target!r} has no specific genes in this model (n_specific_genes=0 or "
+            "preprocess=False); retrain with n_specific_genes > 0 or specific_genes={target: [...]}.")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be a positive integer; got {chunk!r}.")
+
+    views = model.transform(adata, dataset, layer=layer, what="adata")
+    z = model.encode(views, dataset)
+    t, dev = model.index(target), model.device
+    scale = prep.specific_scale[target]
+    inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0).astype(np.float32)
+    model.module.eval()
+    out = np.empty((len(z), len(genes)), np.float32)
+    for start in range(0, len(z), chunk):
+        zc = torch.from_numpy(z[start:start + chunk]).to(dev)
+        out[start:start + chunk] = torch.sigmoid(decode(zc, t)).cpu().numpy() * inv
+    units = "log1p(counts per %g)" % prep.target_sum if prep.normalize else "as given to integrate"
+    result = AnnData(out, obs=adata.obs.copy(), var=pd.DataFrame(index=pd.Index(genes, name=None)))
+    result.obsm[EMBEDDING_KEY] = z
+    result.uns[IMPUTE_KEY] = {"target": target, "dataset": dataset, "units": units}
+    return result

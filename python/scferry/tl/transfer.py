@@ -1,0 +1,44 @@
+"""Label transfer from a labelled dataset to another through the fitted model."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..model import Model
+from ._common import LABEL_KEY, PROBS_KEY, SCORE_KEY, _class_mass, _labelled_pair, _write_rows
+
+
+def transfer_labels(model: Model, source: str, target: str, label_key: str, *,
+                    method: str = "auto", k: int = 30) -> pd.DataFrame:
+    """Transfer cell labels from dataset ``source`` to dataset ``target`` of a fitted model.
+
+    Parameters
+    ----------
+    method
+        ``"plan"``: class mass of the global OT plan kept during training (uniPort);
+        ``"knn"``: distance-weighted kNN vote on the joint embedding (``obsm["X_scferry"]``);
+        ``"auto"``: the plan when the model kept one, else kNN. Target cells the plan never
+        reached get kNN probabilities.
+    k
+        Neighbours for the kNN vote.
+
+    Returns
+    -------
+    DataFrame, target cells x labels (sorted), rows sum to 1. Also writes on the target AnnData:
+    ``obs["scferry_label"]`` (categorical, most probable label), ``obs["scferry_label_score"]``
+    (its probability), ``obsm["scferry_label_probs"]`` (the probabilities; column order in
+    ``uns["scferry_label_probs_columns"]``). With one AnnData + ``batch_key``, rows of other
+    datasets get NaN.
+    """
+    if method not in ("auto", "plan", "knn"):
+        raise ValueError(f"method must be 'auto', 'plan' or 'knn'; got {method!r}.")
+    src, tgt, labels = _labelled_pair(model, ("source", source), ("target", target), label_key, k)
+
+    df, _ = _class_mass(model, src, tgt, labels, method, k)
+    best = df.to_numpy().argmax(axis=1)
+    _write_rows(tgt, LABEL_KEY, pd.Categorical(np.asarray(df.columns)[best], categories=list(df.columns)), "obs")
+    _write_rows(tgt, SCORE_KEY, df.to_numpy().max(axis=1), "obs")
+    _write_rows(tgt, PROBS_KEY, df.to_numpy(np.float32))
+    tgt.adata.uns[PROBS_KEY + "_columns"] = list(df.columns)
+    return df
+
