@@ -82,8 +82,8 @@ def feature_stats(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
 def knn_path_graph(X: sp.csr_matrix, mean: np.ndarray, std: np.ndarray, n_neighbors: int,
                    n_pcs: int, seed: int = 0) -> sp.csr_matrix:
     """Sparse kNN graph with edge lengths 1.01 - UMAP connectivity (paper), on PCA of the
-    standardised features; O(n k) memory (scferry.metrics' UMAP graph: no numba compilation)."""
-    from ..metrics import _umap_connectivities
+    standardised features; O(n k) memory (scferry.neighbors' UMAP graph: no numba compilation)."""
+    from ..neighbors import umap_connectivities
 
     n, p = X.shape
     Z = sp.csr_matrix(X @ sp.diags(1.0 / std.astype(np.float64)), dtype=np.float64)
@@ -94,7 +94,7 @@ def knn_path_graph(X: sp.csr_matrix, mean: np.ndarray, std: np.ndarray, n_neighb
     vecs = vecs[:, ::-1][:, :max(1, min(n_pcs, p, n - 1))]
     vecs *= np.sign(vecs[np.abs(vecs).argmax(axis=0), np.arange(vecs.shape[1])])  # fixed signs
     pcs = np.asarray(Z @ vecs) - mu @ vecs
-    conn = _umap_connectivities(pcs, min(n_neighbors, n - 1), seed=seed)
+    conn = umap_connectivities(pcs, min(n_neighbors, n - 1), seed=seed)
     conn.data = 1.01 - conn.data
     conn.eliminate_zeros()
     return conn

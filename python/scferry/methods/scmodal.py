@@ -55,6 +55,7 @@ from torch import nn
 
 from .scmodal_cca import cca_feature_links, seurat_cca
 from ..pp import highly_variable, normalize_log1p
+from ..neighbors import mutual_knn_mask as mnn_mask
 from ..train import LossRecord
 from .base import Method
 from .davae import _ReverseGradient
@@ -78,15 +79,6 @@ def _kernel(x: torch.Tensor) -> torch.Tensor:
     d = 2 * d / (d.sum() / max(n * (n - 1), 1)).clamp_min(1e-12)
     k = torch.exp(-d / 2)
     return k - k.mean(dim=1, keepdim=True)
-
-
-def mnn_mask(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
-    """Boolean len(a) x len(b) matrix of mutual k nearest neighbours by cosine similarity."""
-    sim = F.normalize(a, dim=1) @ F.normalize(b, dim=1).T
-    ka, kb = min(k, sim.shape[1]), min(k, sim.shape[0])
-    ab = torch.zeros_like(sim, dtype=torch.bool).scatter_(1, sim.topk(ka, dim=1).indices, True)
-    ba = torch.zeros_like(sim, dtype=torch.bool).scatter_(0, sim.topk(kb, dim=0).indices, True)
-    return ab & ba
 
 
 class ScModal(Method):

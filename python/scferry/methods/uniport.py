@@ -32,7 +32,7 @@ Deliberate choices (documented for users and benchmarks):
   at another entropic regularisation than the training loss (``ot_eps``). The loss wants a sharp
   plan to mix (``ot_eps`` 0.01); proportions want a diffuse one, spreading each spot over all the
   cells like it. When they differ, each minibatch is solved twice; the embedding is unchanged.
-  Default None (= ``ot_eps``). Measured (bench/bench_deconvolve.py, 2,000 steps, per-type-mean
+  Default None (= ``ot_eps``). Measured (bench/deconvolution/bench_deconvolve.py, 2,000 steps, per-type-mean
   readout): ``plan_eps=0.1`` raises PDAC pseudo-spot r from 0.66 to 0.72 (dominant design) and
   0.56 to 0.60 (random), RMSE 0.26 -> 0.21 and 0.25 -> 0.21; but plan label transfer between
   symphony's chemistries falls from 0.710 to 0.677. Hence: pass ``plan_eps=0.1`` to deconvolve.

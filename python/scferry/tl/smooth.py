@@ -48,8 +48,8 @@ def knn_smooth(adata: AnnData, *, k: int = 5, basis: str | np.ndarray = EMBEDDIN
     Z = _basis(adata, basis, "adata")
     X = _matrix(adata, layer, "adata")
 
-    from ..metrics import _knn
-    dist, idx = _knn(Z, k)
+    from ..neighbors import knn
+    dist, idx = knn(Z, k)
     keep = dist <= np.quantile(dist, quantile)
     rows = np.concatenate([np.arange(n), np.repeat(np.arange(n), k)[keep.ravel()]])
     cols = np.concatenate([np.arange(n), idx.ravel()[keep.ravel()]])

@@ -1,0 +1,102 @@
+"""The displacement field of one iteration: sparsity-weighted k-means prototypes, unbalanced OT
+between prototypes and their barycentric projection (Eqs. 1-5), cluster sharpening (Eqs. 10-11)
+and the edge-stretch guard (Eq. 15)."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..neighbors import nearest_torch
+from ..ot import unbalanced_sinkhorn
+from ._checks import _MIN_BATCH_PROTOTYPES, _MIN_REF_PROTOTYPES
+from ._geometry import _chunks, _edge_ratio, _sparsity
+
+
+def _kmeans(X: np.ndarray, n_clusters: int, seed: int, weights: np.ndarray | None):
+    """Weighted MiniBatch k-means (the authors' settings): centres (float32)."""
+    from sklearn.cluster import MiniBatchKMeans
+
+    km = MiniBatchKMeans(n_clusters=n_clusters, random_state=seed, n_init=1, max_iter=25,
+                         batch_size=min(4096, max(4 * n_clusters, 256)))
+    km.fit(X, sample_weight=weights)
+    return km.cluster_centers_.astype(np.float32)
+
+
+def _fit_centres(X: torch.Tensor, n_clusters: int, p: dict, seed: int, weighted: bool = True):
+    """k-means centres of the rows of X, sparsity-weighted (Eq. 1), and each row's nearest centre.
+    Above ``kmeans_subsample`` rows the centres (and the weights, from neighbours within the
+    subsample) come from a random subsample: MiniBatch k-means samples anyway, and this keeps
+    the per-iteration kNN off the full data."""
+    fit = X
+    if X.shape[0] > p["kmeans_subsample"]:
+        sub = np.random.default_rng(seed).choice(X.shape[0], p["kmeans_subsample"], replace=False)
+        fit = X[torch.from_numpy(np.sort(sub)).to(X.device)]
+    w = _sparsity(fit, p["k_local"], seed).cpu().numpy() if weighted else None
+    C = torch.from_numpy(_kmeans(fit.cpu().numpy(), min(n_clusters, fit.shape[0]), seed, w))
+    return C.to(X.device)
+
+
+def _prototypes(X: torch.Tensor, members: list[torch.Tensor], ref_idx: int, p: dict, seed: int):
+    """Reference prototypes R and, per batch to move, (cell indices, prototypes, nearest
+    prototype of each cell)."""
+    def n_protos(n, cap, floor):
+        return int(min(cap, max(floor, 2 * math.sqrt(n))))
+
+    packs = []
+    for b, rows in enumerate(members):
+        if b == ref_idx:
+            continue
+        B = _fit_centres(X[rows], n_protos(len(rows), p["k_batch"], _MIN_BATCH_PROTOTYPES), p,
+                         seed + 7)
+        packs.append((rows, B, nearest_torch(X[rows], B)[1][:, 0]))
+    if ref_idx >= 0:
+        rows = members[ref_idx]
+        R = _fit_centres(X[rows], n_protos(len(rows), p["k_ref"], 16), p, seed)
+    else:
+        stack = torch.cat([B for _, B, _ in packs])
+        R = _fit_centres(stack, n_protos(len(stack), p["k_ref"], _MIN_REF_PROTOTYPES), p, seed)
+    return R, packs
+
+
+def _barycentric(B: torch.Tensor, R: torch.Tensor, p: dict, clip_q: float) -> torch.Tensor:
+    """Eqs. 2-5: unbalanced entropic OT from prototypes B to R, then each B's barycentre."""
+    B64, R64 = B.double(), R.double()
+    C = torch.cdist(B64, R64).pow(2)
+    C = C / C.std().clamp_min(1e-12)
+    C = torch.minimum(C, torch.quantile(C, clip_q, dim=1, keepdim=True))  # tame the tails
+    plan = unbalanced_sinkhorn(C, eps=p["reg"], rho=p["reg_m"], reg_type="entropy",
+                               max_iter=1000, tol=1e-6).plan
+    mass = plan.sum(1, keepdim=True)
+    proj = (plan @ R64) / mass.clamp_min(1e-300)
+    # a prototype the plan left with no mass at all stays where it is
+    proj = torch.where(mass > 0, proj, B64)
+    return proj.to(B.dtype)
+
+
+def _sharpen_field(X: torch.Tensor, p: dict, seed: int) -> torch.Tensor:
+    """Eqs. 10-11: pull towards the nearest pseudo-centre, push from the second nearest, the
+    push gated by the margin between them."""
+    k = max(_MIN_BATCH_PROTOTYPES, min(p["k_pseudo"], X.shape[0]))
+    C = _fit_centres(X, k, p, seed, weighted=False)
+    d, c = nearest_torch(X, C, 2)
+    margin = (d[:, 1] - d[:, 0]) / (d[:, 1].median() + 1e-8)
+    g = 1.0 / (1.0 + torch.exp((margin - 1.0) / 0.8))
+    return p["pull"] * (C[c[:, 0]] - X) + (p["push"] * g)[:, None] * (X - C[c[:, 1]])
+
+
+def _guard(X, move, idx0, d0, smin, smax, rounds: int = 2) -> torch.Tensor:
+    """Eq. 15: scale each cell's move so its input-graph edges stay within
+    [smin_i, smax_i] times their input length (two rounds, as the authors' code)."""
+    for _ in range(rounds):
+        f = torch.empty_like(smin)
+        for rows in _chunks(X.shape[0], idx0.shape[1] * X.shape[1]):
+            r = _edge_ratio(X, idx0, d0, rows, move)
+            hi = (smax[rows] / (r.amax(1) + 1e-8)).clamp_max(1.0)
+            lo = ((r.amin(1) + 1e-8) / smin[rows]).clamp_max(1.0)
+            f[rows] = torch.minimum(hi, lo)
+        if bool((f >= 0.999).all()):
+            break
+        move = move * f[:, None]
+    return move
