@@ -2,8 +2,8 @@
 """Multi-batch integration benchmark: scferry (uniport, davae) against Harmony, the published
 DAVAE (scbean 0.5.6) and an unintegrated PCA, on real data, scored with one definition.
 
-    bash bench/setup_integration.sh                  # once: bench/.venvs/harmony and scbean
-    ~/.virtualenvs/r-scferry/bin/python bench/bench_integration.py            # everything
+    bash bench/venvs/setup_integration.sh                  # once: bench/.venvs/harmony and scbean
+    ~/.virtualenvs/r-scferry/bin/python bench/batch_integration/bench_integration.py            # everything
     ... bench_integration.py --datasets symphony --methods pca davae --threads 1
 
 Every method runs in its own process (its interpreter: the main venv for pca/uniport/davae,
@@ -36,12 +36,13 @@ import pandas as pd
 import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+BENCH = HERE.parent  # bench/: shared helpers in common/, venvs in .venvs/, outputs in out/
+sys.path[:0] = [str(HERE), str(BENCH / "common")]
 from procstat import status_mb  # noqa: E402
 
 MAIN_PY = sys.executable
-VENV_PY = {"harmony": HERE / ".venvs" / "harmony" / "bin" / "python",
-           "scbean": HERE / ".venvs" / "scbean" / "bin" / "python"}
+VENV_PY = {"harmony": BENCH / ".venvs" / "harmony" / "bin" / "python",
+           "scbean": BENCH / ".venvs" / "scbean" / "bin" / "python"}
 RUNNERS = {"harmony": HERE / "reference_harmony.py", "scbean": HERE / "reference_davae.py"}
 DEFAULT_STEPS = 3000  # scferry davae's default budget, given to scbean as whole epochs
 METHODS = ["pca", "harmony", "uniport", "davae", "davae_refbudget", "scbean", "scbean_3000"]
@@ -126,7 +127,7 @@ def run_method(method: str, ddir: Path, seed: int, threads: int) -> float:
     tool = method.split("_")[0]
     if tool in RUNNERS:
         if not VENV_PY[tool].exists():
-            raise FileNotFoundError(f"{VENV_PY[tool]} missing: run bash bench/setup_integration.sh")
+            raise FileNotFoundError(f"{VENV_PY[tool]} missing: run bash bench/venvs/setup_integration.sh")
         cmd = [str(VENV_PY[tool]), str(RUNNERS[tool]), str(ddir), "--seed", str(seed),
                "--threads", str(threads), "--name", method]
         if method == "scbean_3000":
@@ -175,10 +176,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["symphony", "pdac"], choices=["symphony", "pdac"])
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    p.add_argument("--data-dir", default=str(HERE.parents[1] / "shared" / "data"))
+    p.add_argument("--data-dir", default=str(BENCH.parents[1] / "shared" / "data"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=HERE / "out" / "integration")
+    p.add_argument("--out", type=Path, default=BENCH / "out" / "integration")
     p.add_argument("--score-only", action="store_true", help="rescore finished runs")
     p.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()

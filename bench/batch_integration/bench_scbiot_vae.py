@@ -3,7 +3,7 @@
 PCA, on the benchmark datasets of ``bench_integration.py`` (same input, same scores), one
 process, one thread.
 
-    ~/.virtualenvs/r-scferry/bin/python bench/bench_scbiot_vae.py [--datasets symphony pdac] [--seed 0]
+    ~/.virtualenvs/r-scferry/bin/python bench/batch_integration/bench_scbiot_vae.py [--datasets symphony pdac] [--seed 0]
 
 Labels (``scbiot_vae + labels``): symphony: ``cell_type`` of 10x_3p_v1 and 10x_3p_v2 only
 (10x_5p unlabelled), so ``transfer_5p`` (kNN, k = 30, from the two labelled chemistries to
@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+BENCH = HERE.parent  # bench/: shared helpers in common/, venvs in .venvs/, outputs in out/
+sys.path[:0] = [str(HERE), str(BENCH / "common")]
 from bench_integration import markdown, prepare, read_input, score  # noqa: E402
 
 LABELLED_SYMPHONY = ("10x_3p_v1", "10x_3p_v2")
@@ -70,9 +71,9 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["symphony", "pdac"], choices=["symphony", "pdac"])
     p.add_argument("--methods", nargs="+", default=["pca", "davae", "scbiot_vae", "scbiot_vae_labels"])
-    p.add_argument("--data-dir", default=str(HERE.parents[1] / "shared" / "data"))
+    p.add_argument("--data-dir", default=str(BENCH.parents[1] / "shared" / "data"))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=HERE / "out" / "scbiot_vae")
+    p.add_argument("--out", type=Path, default=BENCH / "out" / "scbiot_vae")
     args = p.parse_args()
     import torch
     torch.set_num_threads(1)

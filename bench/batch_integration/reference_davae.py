@@ -2,7 +2,7 @@
 """The published DAVAE (scbean 0.5.6, bench/.venvs/scbean, Python 3.8 + TensorFlow 2.4 CPU) on
 the benchmark's input, run as the paper's scripts run it.
 
-    bench/.venvs/scbean/bin/python bench/reference_davae.py DATASET_DIR [--seed 0] [--threads 1]
+    bench/.venvs/scbean/bin/python bench/batch_integration/reference_davae.py DATASET_DIR [--seed 0] [--threads 1]
 
 Reads DATASET_DIR/input/{counts.npz,obs.tsv,genes.txt} (raw counts, written by
 bench_integration.py); writes DATASET_DIR/NAME/{embedding.npy,timing.json} (``--name``, default
@@ -25,10 +25,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
-from procstat import status_mb
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
+from procstat import status_mb  # noqa: E402
 
 t0 = time.perf_counter()
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Harmony (harmonypy, bench/.venvs/harmony) on the benchmark's PCA baseline.
 
-    bench/.venvs/harmony/bin/python bench/reference_harmony.py DATASET_DIR [--seed 0] [--threads 1]
+    bench/.venvs/harmony/bin/python bench/batch_integration/reference_harmony.py DATASET_DIR [--seed 0] [--threads 1]
 
 Reads DATASET_DIR/pca/embedding.npy (50 PCs, written by bench_integration.py's pca run) and
 DATASET_DIR/input/obs.tsv; writes DATASET_DIR/harmony/{embedding.npy,timing.json}. Harmony's
@@ -11,9 +11,11 @@ alone: add the pca run's for the whole pipeline.
 import argparse
 import json
 import time
+import sys
 from pathlib import Path
 
-from procstat import status_mb
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
+from procstat import status_mb  # noqa: E402
 
 t0 = time.perf_counter()
 

@@ -2,7 +2,7 @@
 # and Python, on real data resampled to a given number of cells. Python's own work (training,
 # transfer) is not timed: only what the bridge adds around it.
 #
-#   SCFERRY_THREADS=1 Rscript bench/bench_bridge.R [reps] [cells ...]   (from the repository root;
+#   SCFERRY_THREADS=1 Rscript bench/bridge/bench_bridge.R [reps] [cells ...]   (from the repository root;
 #   default: 3 reps, 10000 cells; needs the installed R package and the scferry Python environment)
 #
 # Datasets (SCFERRY_SHARED_DATA, default /work/shared/data): PDAC-A inDrop scRNA-seq (19,736 genes,

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Quality figures for one saved embedding (standalone; numpy + scikit-learn + pandas only).
 
-    python bench/score_embedding.py DIR [DIR ...]      # scores every embedding_*.npy in DIR
+    python bench/common/score_embedding.py DIR [DIR ...]      # scores every embedding_*.npy in DIR
 
 ``score(embedding, obs)`` is the function the benchmark calls; its definitions are the ones
 ``scferry.metrics`` will carry, so it can be swapped for it later:

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Spot deconvolution on pseudo-spots of known composition: scferry vs uniport 1.3's OT plan.
 
-    bash bench/setup_reference.sh                                   # once: the reference's venv
-    ~/.virtualenvs/r-scferry/bin/python bench/bench_deconvolve.py --threads 1
-    ~/.virtualenvs/r-scferry/bin/python bench/bench_deconvolve.py --designs random --iters 1000
+    bash bench/venvs/setup_reference.sh                                   # once: the reference's venv
+    ~/.virtualenvs/r-scferry/bin/python bench/deconvolution/bench_deconvolve.py --threads 1
+    ~/.virtualenvs/r-scferry/bin/python bench/deconvolution/bench_deconvolve.py --designs random --iters 1000
 
 Data: the PDAC-A inDrop scRNA-seq cells (real counts). Every type with at least 20 cells is split
 in two halves (seeded): one half is the labelled reference, the other half is held apart and only
@@ -19,7 +19,7 @@ with the same torch thread count and seed, on the same files:
   budget as the reference (``--iters``, no early stopping), then ``sf.deconvolve(...,
   readout="mass")`` (the other read-outs follow from it exactly);
 - uniport 1.3: ``uniport.Run(adatas=[spots, ref], mode='h', iteration=N, save_OT=True)`` (its PDAC
-  tutorial: spots first, scRNA the reference) in its own venv (bench/reference_uniport_deconvolve.py),
+  tutorial: spots first, scRNA the reference) in its own venv (bench/deconvolution/reference_uniport_deconvolve.py),
   which returns its dense global plan; the plan summed over each type's cells is the spot's mass.
 Both sides' plan mass is read out three ways (``normalisations``): ``plan mass`` (divided by the
 spot's total: ``sf.deconvolve(readout="mass")``), ``per-type mean`` (first divided by the type's
@@ -57,8 +57,9 @@ import pandas as pd
 import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
-REF_PY = HERE / ".venvs" / "uniport" / "bin" / "python"
-sys.path.insert(0, str(HERE))
+BENCH = HERE.parent  # bench/: shared helpers in common/, venvs in .venvs/, outputs in out/
+REF_PY = BENCH / ".venvs" / "uniport" / "bin" / "python"
+sys.path[:0] = [str(HERE), str(BENCH / "common"), str(BENCH / "batch_integration")]
 DESIGNS = ("dominant", "random")
 
 
@@ -197,13 +198,13 @@ def main() -> int:
     p.add_argument("--iters", type=int, default=2000, help="training steps, both sides (no early stop)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--data-dir", default=str(HERE.parents[1] / "shared" / "data"))
+    p.add_argument("--data-dir", default=str(BENCH.parents[1] / "shared" / "data"))
     p.add_argument("--methods", nargs="+", default=["scferry", "uniport"], choices=["scferry", "uniport"])
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
                    help="an sf.integrate parameter for scferry, e.g. plan_eps=0.1 or plan_k=916 (repeatable)")
     p.add_argument("--reuse", action="store_true", help="score finished runs, do not rerun them")
     p.add_argument("--per-type", action="store_true", help="also print per-type r / RMSE")
-    p.add_argument("--out", type=Path, default=HERE / "out" / "deconvolve_bench")
+    p.add_argument("--out", type=Path, default=BENCH / "out" / "deconvolve_bench")
     p.add_argument("--_child", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._child:
@@ -233,7 +234,7 @@ def main() -> int:
             if args.reuse and (d / m / "result.json").exists():
                 continue
             if m == "uniport" and not REF_PY.exists():
-                raise SystemExit(f"{REF_PY} is missing: run bash bench/setup_reference.sh first.")
+                raise SystemExit(f"{REF_PY} is missing: run bash bench/venvs/setup_reference.sh first.")
             log = open(d / f"{m}.log", "w")
             jobs.append((design, m, log, subprocess.Popen(runs[m], stdout=log, stderr=subprocess.STDOUT, env=env)))
     for design, m, log, job in jobs:  # all runs at once: the shared machine gives each process a share

@@ -14,11 +14,11 @@ MANIFEST.md there), ``sf.integrate`` (uniPort) then ``sf.deconvolve``, and write
                            model-free check (NNLS, below) with its correlation to scferry's
   timing.tsv               training and deconvolution seconds per dataset
 
-    ~/.virtualenvs/r-scferry/bin/python bench/deconvolve_figures.py [--max-iter N] [--only pdac]
-    ~/.virtualenvs/r-scferry/bin/python bench/deconvolve_figures.py --only lymphnode \
+    ~/.virtualenvs/r-scferry/bin/python bench/deconvolution/deconvolve_figures.py [--max-iter N] [--only pdac]
+    ~/.virtualenvs/r-scferry/bin/python bench/deconvolution/deconvolve_figures.py --only lymphnode \
         --param ot_eps=0.005 --param reference="'ref'" --tag eps0005     # any sf.integrate parameter
-    ~/.virtualenvs/r-scferry/bin/python bench/deconvolve_figures.py --reuse --readout mass  # redraw, no training
-    ~/.virtualenvs/r-scferry/bin/python bench/deconvolve_figures.py --only lymphnode --split-test
+    ~/.virtualenvs/r-scferry/bin/python bench/deconvolution/deconvolve_figures.py --reuse --readout mass  # redraw, no training
+    ~/.virtualenvs/r-scferry/bin/python bench/deconvolution/deconvolve_figures.py --only lymphnode --split-test
 
 Moran's I: each spot's 6 nearest spots (row-normalised weights); about 0 for a map without spatial
 structure (noise or uniform), towards 1 for smooth domains. NNLS: each spot's counts per 10,000
@@ -49,7 +49,7 @@ import scferry as sf  # noqa: E402
 from scferry.tl import per_type_mean  # noqa: E402
 from bench_deconvolve import integrate_params, split_and_mix  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("SCFERRY_SHARED_DATA", ROOT.parent / "shared" / "data"))
 if not DATA.is_dir():
     DATA = Path("/work/shared/data")

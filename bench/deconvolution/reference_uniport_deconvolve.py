@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """uniport 1.3's global OT plan on a reference + spots pair, reduced to plan mass per cell type.
 
-Runs INSIDE the venv made by ``bench/setup_reference.sh`` (called by bench_deconvolve.py and
+Runs INSIDE the venv made by ``bench/venvs/setup_reference.sh`` (called by bench_deconvolve.py and
 bench_plan_scale.py)::
 
-    bench/.venvs/uniport/bin/python bench/reference_uniport_deconvolve.py --dir DIR --iters 2000 --seed 0
+    bench/.venvs/uniport/bin/python bench/deconvolution/reference_uniport_deconvolve.py --dir DIR --iters 2000 --seed 0
 
 ``DIR`` holds the input written by bench_deconvolve.py (``ref.npz``, ``spots.npz``, ``genes.txt``,
 ``ref_obs.tsv``, ``spots.txt``). Preprocessing is reference_uniport.py's (uniPort's tutorials);
@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+sys.path[:0] = [str(HERE), str(HERE.parent / "common"), str(HERE.parent / "uniport_reference")]
 import reference_uniport as ru  # noqa: E402  (numpy shim, uniport import, tutorial preprocessing)
 from bench_deconvolve import load_inputs  # noqa: E402
 from procstat import status_mb  # noqa: E402

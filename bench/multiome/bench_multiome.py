@@ -3,7 +3,7 @@
 and a Seurat-CCA baseline on real paired data, scored on held-apart cells; then MinNet's
 downstream peak-gene analysis on SNARE-seq cortex.
 
-    ~/.virtualenvs/r-scferry/bin/python bench/bench_multiome.py --threads 1            # everything
+    ~/.virtualenvs/r-scferry/bin/python bench/multiome/bench_multiome.py --threads 1            # everything
     ... bench_multiome.py --datasets snare --methods cca minnet --max-cells 3000 --max-iter 500
 
 Data (``../shared/data``): ``snare`` = SNARE-seq adult mouse cortex, RNA + ATAC gene activity (the
@@ -27,7 +27,7 @@ of unknown type ("Mis", "unknown") left out of the label-based ones:
 
 Each method runs in its own process. With ``--links`` (SNARE, after MinNet): kNN smoothing (k = 5),
 100 mini-bulks within cell types, Spearman of each gene with the peaks within 150 kb of its TSS
-(``sf.tl.peak_gene_links``), TSSs from ``bench/snare_cortex_tss_mm10.tsv`` (``make_tss_table.py``).
+(``sf.tl.peak_gene_links``), TSSs from ``bench/multiome/snare_cortex_tss_mm10.tsv`` (``make_tss_table.py``).
 Outputs in ``--out`` (default bench/out/multiome): DATASET/METHOD/, scores.tsv, table.md, links_*.
 """
 from __future__ import annotations
@@ -44,7 +44,8 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+BENCH = HERE.parent  # bench/: shared helpers in common/, venvs in .venvs/, outputs in out/
+sys.path[:0] = [str(HERE), str(BENCH / "common"), str(BENCH / "batch_integration")]
 from bench_integration import markdown  # noqa: E402
 from procstat import status_mb  # noqa: E402
 
@@ -242,14 +243,14 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    p.add_argument("--data-dir", default=str(HERE.parents[1] / "shared" / "data"))
+    p.add_argument("--data-dir", default=str(BENCH.parents[1] / "shared" / "data"))
     p.add_argument("--max-cells", type=int, default=0, help="subsample cells (0 = all)")
     p.add_argument("--max-iter", type=int, default=0, help="training steps for every method (0 = defaults)")
     p.add_argument("--test-frac", type=float, default=0.2)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--links", action="store_true", help="SNARE peak-gene analysis from MinNet")
-    p.add_argument("--out", type=Path, default=HERE / "out" / "multiome")
+    p.add_argument("--out", type=Path, default=BENCH / "out" / "multiome")
     p.add_argument("--score-only", action="store_true", help="rescore finished runs")
     p.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -1,6 +1,6 @@
 """uniPort vertical and diagonal modes on real paired and unpaired data (issue 4, items 4-5).
 
-    python bench/bench_uniport_modes.py [--quick] [--only snare_atac,scicar,...]
+    python bench/multiome/bench_uniport_modes.py [--quick] [--only snare_atac,scicar,...]
 
 Rows: SNARE-seq cortex (RNA + ATAC peaks; RNA + ATAC gene activity), sci-CAR A549 (RNA + ATAC
 peaks), Pamona PBMC (RNA + ATAC, 50 unrelated features each; unpaired). For each: vertical mode
@@ -28,7 +28,7 @@ import torch
 import scferry as sf
 from scferry.metrics import foscttm, knn_label_transfer
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 if not DATA.is_dir():
     DATA = Path("/work/shared/data")
 

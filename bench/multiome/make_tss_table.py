@@ -11,8 +11,8 @@ several rows (alternative promoters, split regions) gets its 5'-most TSS, the ge
 Signac's and ArchR's gene activities use; ``tss_spread`` keeps the range.
 
     pip download --no-deps -d /tmp/co celloracle==0.20.0      # the wheel (12 MB), nothing installed
-    python bench/make_tss_table.py /tmp/co/celloracle-0.20.0-py3-none-any.whl \\
-        ../shared/data/snare_cortex_rna.h5ad bench/snare_cortex_tss_mm10.tsv
+    python bench/multiome/make_tss_table.py /tmp/co/celloracle-0.20.0-py3-none-any.whl \\
+        ../shared/data/snare_cortex_rna.h5ad bench/multiome/snare_cortex_tss_mm10.tsv
 
 Limits: one TSS per gene (the 5'-most; 18% of these genes have TSSs > 1 kb apart), HOMER's gene symbols
 (genes under other names are left out) and mm10 coordinates (the SNARE peaks' assembly).

@@ -3,18 +3,18 @@
 (scbiot 1.2.1, its own venv), on unintegrated PCA, Harmony, and scferry's uniport and davae
 embeddings of real data.
 
-    bash bench/setup_integration.sh harmony       # once: bench/.venvs/harmony
-    bash bench/setup_scbiot.sh                    # once: bench/.venvs/scbiot
+    bash bench/venvs/setup_integration.sh harmony       # once: bench/.venvs/harmony
+    bash bench/venvs/setup_scbiot.sh                    # once: bench/.venvs/scbiot
     PY=~/.virtualenvs/r-scferry/bin/python
-    $PY bench/bench_refine.py                             # symphony + PDAC, every row
-    $PY bench/bench_refine.py --datasets symphony --rows pca harmony refine_pca scbiot_pca
-    $PY bench/bench_refine.py --score-only                # rescore finished runs
-    $PY bench/bench_refine.py --keep pca harmony uniport davae   # rerun all but these
-    $PY bench/bench_refine.py --million                   # 10^6-cell timing only
+    $PY bench/refine/bench_refine.py                             # symphony + PDAC, every row
+    $PY bench/refine/bench_refine.py --datasets symphony --rows pca harmony refine_pca scbiot_pca
+    $PY bench/refine/bench_refine.py --score-only                # rescore finished runs
+    $PY bench/refine/bench_refine.py --keep pca harmony uniport davae   # rerun all but these
+    $PY bench/refine/bench_refine.py --million                   # 10^6-cell timing only
 
 Rows: ``pca``, ``harmony``, ``uniport``, ``davae`` (made by bench_integration.py's runners, same
 input, same defaults), ``refine_X`` (``sf.refine`` on X's embedding, defaults) and ``scbiot_X``
-(``scbiot.ot.integrate`` on X's embedding, defaults, no labels: bench/reference_scbiot.py).
+(``scbiot.ot.integrate`` on X's embedding, defaults, no labels: bench/refine/reference_scbiot.py).
 Every row runs in its own process with one thread (torch, BLAS, OpenMP) and writes
 ``embedding.npy`` and ``timing.json`` (``run_seconds`` of the step itself, ``peak_rss_mb`` =
 VmHWM of that process, imports included).
@@ -53,11 +53,12 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+BENCH = HERE.parent  # bench/: shared helpers in common/, venvs in .venvs/, outputs in out/
+sys.path[:0] = [str(HERE), str(BENCH / "common"), str(BENCH / "batch_integration")]
 from procstat import status_mb  # noqa: E402
 import bench_integration as bi  # noqa: E402  (input preparation and the base-embedding runners)
 
-SCBIOT_PY = HERE / ".venvs" / "scbiot" / "bin" / "python"
+SCBIOT_PY = BENCH / ".venvs" / "scbiot" / "bin" / "python"
 BASES = ["pca", "harmony", "uniport", "davae"]
 LEIDEN_SEEDS = 5
 ROWS = ["pca", "harmony", "uniport", "davae", "refine_pca", "scbiot_pca",
@@ -111,7 +112,7 @@ def refine_cmd(tool: str, emb: Path, obs: Path, out: Path, seed: int, threads: i
                progress: bool = False) -> list:
     if tool == "scbiot":
         if not SCBIOT_PY.exists():
-            raise FileNotFoundError(f"{SCBIOT_PY} missing: run bash bench/setup_scbiot.sh")
+            raise FileNotFoundError(f"{SCBIOT_PY} missing: run bash bench/venvs/setup_scbiot.sh")
         return [str(SCBIOT_PY), str(HERE / "reference_scbiot.py"), str(emb), str(obs), str(out),
                 "--seed", str(seed), "--threads", str(threads)]
     return [sys.executable, __file__, "--_child", str(emb), str(obs), str(out),
@@ -248,10 +249,10 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=["symphony", "pdac"], choices=["symphony", "pdac"])
     p.add_argument("--rows", nargs="+", default=ROWS, choices=ROWS)
-    p.add_argument("--data-dir", default=str(HERE.parents[1] / "shared" / "data"))
+    p.add_argument("--data-dir", default=str(BENCH.parents[1] / "shared" / "data"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", type=Path, default=HERE / "out" / "refine")
+    p.add_argument("--out", type=Path, default=BENCH / "out" / "refine")
     p.add_argument("--score-only", action="store_true", help="rescore finished runs")
     p.add_argument("--keep", nargs="*", default=[], choices=ROWS,
                    help="rows not to rerun when their outputs exist (e.g. the slow bases)")

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """The published scBIOT refinement (scbiot 1.2.1, bench/.venvs/scbiot) on a saved embedding.
 
-    bench/.venvs/scbiot/bin/python bench/reference_scbiot.py EMBEDDING OBS_TSV OUT_DIR \
+    bench/.venvs/scbiot/bin/python bench/refine/reference_scbiot.py EMBEDDING OBS_TSV OUT_DIR \
         [--batch-key batch] [--seed 0] [--threads 1]
 
 EMBEDDING is a cells x d ``.npy`` (or an ``.h5ad`` with ``--obsm KEY``), OBS_TSV has one row per
@@ -21,7 +21,7 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
 from procstat import status_mb  # noqa: E402
 
 t0 = time.perf_counter()

@@ -2,8 +2,8 @@
 """Scale of the global OT plan: label transfer and deconvolution up to 10^6 cells per dataset,
 scferry (sparse top-k plan) vs uniport 1.3 (dense n x m plan).
 
-    ~/.virtualenvs/r-scferry/bin/python bench/bench_plan_scale.py --threads 1
-    ~/.virtualenvs/r-scferry/bin/python bench/bench_plan_scale.py --ours 10000 --reference 5000
+    ~/.virtualenvs/r-scferry/bin/python bench/scale/bench_plan_scale.py --threads 1
+    ~/.virtualenvs/r-scferry/bin/python bench/scale/bench_plan_scale.py --ours 10000 --reference 5000
 
 Data: the MERFISH hypothalamus pair (../shared/data: a labelled scRNA-seq reference of 1,308 cells
 and 750 MERFISH cells, the same 134 genes), each resampled with replacement (seeded, counts as
@@ -26,7 +26,7 @@ by the accumulator pass, by transfer and by deconvolution, CPU seconds of each (
 shared: wall times depend on the load), and the process's peak (VmHWM).
 
 uniport 1.3 (``--reference``, default 2,500 / 5,000 / 10,000 / 20,000 / 30,000 / 10^5 / 10^6), in its
-venv (bench/reference_uniport_deconvolve.py on the same resampled data, ``save_OT=True``,
+venv (bench/deconvolution/reference_uniport_deconvolve.py on the same resampled data, ``save_OT=True``,
 ``--ref-iters`` iterations, 20 by default: reference_uniport_deconvolve.py --max-batches cuts
 uniport's epochs, which it otherwise always runs whole): its plan is a dense n x n array,
 created as float64 (8 n^2 bytes) then cast to float32 (4 n^2 more, both alive at once), so it
@@ -53,10 +53,11 @@ import warnings
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+BENCH = HERE.parent  # bench/: shared helpers in common/, venvs in .venvs/, outputs in out/
+sys.path[:0] = [str(HERE), str(BENCH / "common"), str(BENCH / "batch_integration")]
 from procstat import status_mb  # noqa: E402
 
-REF_PY = HERE / ".venvs" / "uniport" / "bin" / "python"
+REF_PY = BENCH / ".venvs" / "uniport" / "bin" / "python"
 FILES = ("merfish_hypothalamus_ref.h5ad", "merfish_hypothalamus_st.h5ad")
 
 
@@ -185,7 +186,7 @@ def reference(n: int, args, base_mb: float | None) -> dict:
     cap = int(args.cap_gib * 2 ** 30)
     t = time.perf_counter()
     res = subprocess.run(
-        [str(REF_PY), str(HERE / "reference_uniport_deconvolve.py"), "--dir", str(d), "--iters", str(iters), "--max-batches", str(iters),
+        [str(REF_PY), str(BENCH / "deconvolution" / "reference_uniport_deconvolve.py"), "--dir", str(d), "--iters", str(iters), "--max-batches", str(iters),
          "--seed", str(args.seed), "--threads", str(args.threads)],
         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)},
         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (cap, cap)))
@@ -214,10 +215,10 @@ def main() -> int:
     p.add_argument("--steps", type=int, default=20, help="scferry's training steps (every size)")
     p.add_argument("--ref-iters", type=int, default=20, help="uniport's training iterations (every size)")
     p.add_argument("--cap-gib", type=float, default=8.0, help="address-space cap of each reference run")
-    p.add_argument("--data-dir", default=str(HERE.parents[1] / "shared" / "data"))
+    p.add_argument("--data-dir", default=str(BENCH.parents[1] / "shared" / "data"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=HERE / "out" / "plan_scale")
+    p.add_argument("--out", type=Path, default=BENCH / "out" / "plan_scale")
     p.add_argument("--_child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._child:
@@ -245,7 +246,7 @@ def main() -> int:
     base = None
     for n in sorted(args.reference):
         if not REF_PY.exists():
-            raise SystemExit(f"{REF_PY} is missing: run bash bench/setup_reference.sh first.")
+            raise SystemExit(f"{REF_PY} is missing: run bash bench/venvs/setup_reference.sh first.")
         rows.append(reference(n, args, base))
         if rows[-1].get("status") == "ok" and base is None:
             base = rows[-1]["rss_before_run_mb"]  # the process without its plan

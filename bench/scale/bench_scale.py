@@ -1,8 +1,8 @@
 #!/usr/bin/env python
 """Scale: scferry davae on 10^4 / 10^5 / 10^6 cells resampled from real data, one epoch each.
 
-    ~/.virtualenvs/r-scferry/bin/python bench/bench_scale.py                  # 1e4 1e5 1e6
-    ~/.virtualenvs/r-scferry/bin/python bench/bench_scale.py --cells 100000 --threads 1
+    ~/.virtualenvs/r-scferry/bin/python bench/scale/bench_scale.py                  # 1e4 1e5 1e6
+    ~/.virtualenvs/r-scferry/bin/python bench/scale/bench_scale.py --cells 100000 --threads 1
 
 Cells are drawn with replacement from symphony_pbmc.h5ad (1,200 real PBMCs, 3 chemistries,
 1,767 genes; sparse counts, ~205 non-zeros per cell), keeping each cell's batch, as one
@@ -30,7 +30,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+BENCH = HERE.parent  # bench/: shared helpers in common/, venvs in .venvs/, outputs in out/
+sys.path[:0] = [str(HERE), str(BENCH / "common"), str(BENCH / "batch_integration")]
 from procstat import status_mb  # noqa: E402
 
 
@@ -106,10 +107,10 @@ def child(n_cells: int, data_dir: str, threads: int, seed: int) -> dict:
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--cells", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
-    p.add_argument("--data-dir", default=str(HERE.parents[1] / "shared" / "data"))
+    p.add_argument("--data-dir", default=str(BENCH.parents[1] / "shared" / "data"))
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=HERE / "out" / "scale.tsv")
+    p.add_argument("--out", type=Path, default=BENCH / "out" / "scale.tsv")
     p.add_argument("--_child", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._child:

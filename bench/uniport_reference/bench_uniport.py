@@ -2,13 +2,13 @@
 """Ours vs the reference uniPort (uniport 1.3 from PyPI, own venv) on the same real data and
 iteration budget; prints one table (wall time, peak RSS, silhouette, batch entropy, transfer).
 
-    bash bench/setup_reference.sh                       # once: the reference's venv
-    python bench/bench_uniport.py --dataset pdac --iters 2000
-    python bench/bench_uniport.py --dataset pdac --iters 2000 --ours-defaults   # + our default budget
-    python bench/bench_uniport.py --dataset symphony --iters 2000 --threads 1
+    bash bench/venvs/setup_reference.sh                       # once: the reference's venv
+    python bench/uniport_reference/bench_uniport.py --dataset pdac --iters 2000
+    python bench/uniport_reference/bench_uniport.py --dataset pdac --iters 2000 --ours-defaults   # + our default budget
+    python bench/uniport_reference/bench_uniport.py --dataset symphony --iters 2000 --threads 1
 
 Each side runs in its own process (peak RSS is that process's ru_maxrss) with the same torch
-thread count; both embeddings are scored by bench/score_embedding.py with one definition.
+thread count; both embeddings are scored by bench/common/score_embedding.py with one definition.
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
-REF_PY = HERE / ".venvs" / "uniport" / "bin" / "python"
-sys.path.insert(0, str(HERE))
+BENCH = HERE.parent  # bench/: shared helpers in common/, venvs in .venvs/, outputs in out/
+REF_PY = BENCH / ".venvs" / "uniport" / "bin" / "python"
+sys.path[:0] = [str(HERE), str(BENCH / "common")]
 
 
 def run_ours(dataset: str, data_dir: str, iters: int | None, seed: int, out: Path, threads: int | None) -> None:
@@ -60,13 +61,13 @@ def run_ours(dataset: str, data_dir: str, iters: int | None, seed: int, out: Pat
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=["pdac", "symphony"], default="pdac")
-    p.add_argument("--data-dir", default=str(HERE.parents[1] / "shared" / "data"))
+    p.add_argument("--data-dir", default=str(BENCH.parents[1] / "shared" / "data"))
     p.add_argument("--iters", type=int, default=2000, help="the shared iteration budget")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None, help="torch threads on both sides")
     p.add_argument("--ours-defaults", action="store_true", help="also run ours with its default budget")
     p.add_argument("--reuse-reference", action="store_true", help="reuse a finished reference run")
-    p.add_argument("--out", type=Path, default=HERE / "out")
+    p.add_argument("--out", type=Path, default=BENCH / "out")
     p.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._child:
@@ -80,7 +81,7 @@ def main() -> int:
     ref_dir = args.out / (f"ref_{args.dataset}_{args.iters}" + (f"_t{args.threads}" if args.threads else ""))
     if not (args.reuse_reference and (ref_dir / "timing.json").exists()):
         if not REF_PY.exists():
-            sys.exit("reference venv missing: run `bash bench/setup_reference.sh` first")
+            sys.exit("reference venv missing: run `bash bench/venvs/setup_reference.sh` first")
         subprocess.run([str(REF_PY), str(HERE / "reference_uniport.py"), "--dataset", args.dataset,
                         "--data-dir", args.data_dir, "--iters", str(args.iters), "--seed", str(args.seed),
                         "--out", str(ref_dir), *threads], check=True)

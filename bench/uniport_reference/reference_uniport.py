@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Run the published uniPort (``uniport==1.3`` from PyPI) on a benchmark dataset.
 
-Runs INSIDE the venv made by ``bench/setup_reference.sh``::
+Runs INSIDE the venv made by ``bench/venvs/setup_reference.sh``::
 
-    bench/.venvs/uniport/bin/python bench/reference_uniport.py \
+    bench/.venvs/uniport/bin/python bench/uniport_reference/reference_uniport.py \
         --dataset pdac --data-dir /work/shared/data --iters 2000 --seed 0 --out bench/out/ref_pdac
 
 Preprocessing is uniPort's own, as in its horizontal-integration tutorials (PDAC_integration,
@@ -61,7 +61,7 @@ from importlib.metadata import version as pkg_version
 
 import uniport as up
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "common"))
 from datasets import load_datasets  # noqa: E402
 from procstat import status_mb  # noqa: E402
 import uniport.function as up_function
@@ -126,7 +126,7 @@ class RecordingVAE(up_function.VAE):
 up_function.VAE = RecordingVAE
 
 
-# ---- data: bench/datasets.py (shared with the scferry side) -------------------------------
+# ---- data: bench/common/datasets.py (shared with the scferry side) -------------------------------
 
 
 def preprocess(datasets: list[tuple[str, AnnData]]):

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
-# Isolated virtual environments for the reference tools of bench/bench_integration.py
+# Isolated virtual environments for the reference tools of bench/batch_integration/bench_integration.py
 # (never dependencies of scferry itself):
 #   bench/.venvs/harmony  harmonypy (Python 3.11)
 #   bench/.venvs/scbean   scbean 0.5.6, the published DAVAE (Python 3.8, TensorFlow 2.4 CPU)
 #
-#   bash bench/setup_integration.sh              # create / verify both
-#   bash bench/setup_integration.sh harmony      # only one of them
-#   FORCE=1 bash bench/setup_integration.sh      # wipe and recreate
+#   bash bench/venvs/setup_integration.sh              # create / verify both
+#   bash bench/venvs/setup_integration.sh harmony      # only one of them
+#   FORCE=1 bash bench/venvs/setup_integration.sh      # wipe and recreate
 #
 # Environment:
 #   PYTHON311, PYTHON38   interpreters (default: pyenv's 3.11.7 and 3.8.18)
@@ -20,7 +20,7 @@
 #   tqdm, psutil. keras 2.3.1 is not installed: scbean uses tf.keras only.
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"  # bench/ (venvs live in bench/.venvs/)
 PYTHON311="${PYTHON311:-/root/.pyenv/versions/3.11.7/bin/python3}"
 PYTHON38="${PYTHON38:-/root/.pyenv/versions/3.8.18/bin/python3}"
 WHICH="${1:-all}"

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Create the isolated virtual environment that runs the published reference
-# implementation, uniport==1.3 (PyPI), for bench/reference_uniport.py.
+# implementation, uniport==1.3 (PyPI), for bench/uniport_reference/reference_uniport.py.
 #
-#   bash bench/setup_reference.sh            # create / verify
-#   FORCE=1 bash bench/setup_reference.sh    # wipe and recreate
+#   bash bench/venvs/setup_reference.sh            # create / verify
+#   FORCE=1 bash bench/venvs/setup_reference.sh    # wipe and recreate
 #
 # Environment:
 #   PYTHON   interpreter used to create the venv
@@ -18,7 +18,7 @@
 #     runner script shims it before importing, site-packages stays untouched.
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"  # bench/ (venvs live in bench/.venvs/)
 VENV="${VENV:-$HERE/.venvs/uniport}"
 if [[ -z "${PYTHON:-}" ]]; then
     if [[ -x /root/.pyenv/versions/3.11.7/bin/python3 ]]; then

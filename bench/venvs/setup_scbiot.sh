@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Isolated virtual environment for the published scBIOT (scbiot==1.2.1, PyPI), the reference of
-# bench/bench_refine.py (never a dependency of scferry):
+# bench/refine/bench_refine.py (never a dependency of scferry):
 #
-#   bash bench/setup_scbiot.sh              # create / verify bench/.venvs/scbiot
-#   FORCE=1 bash bench/setup_scbiot.sh      # wipe and recreate
+#   bash bench/venvs/setup_scbiot.sh              # create / verify bench/.venvs/scbiot
+#   FORCE=1 bash bench/venvs/setup_scbiot.sh      # wipe and recreate
 #
 # Environment:
 #   PYTHON   interpreter (default: pyenv's 3.11.7)
@@ -16,7 +16,7 @@
 # No faiss extra: scbiot falls back to scikit-learn neighbours, as documented.
 set -euo pipefail
 
-HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"  # bench/ (venvs live in bench/.venvs/)
 VENV="${VENV:-$HERE/.venvs/scbiot}"
 PYTHON="${PYTHON:-/root/.pyenv/versions/3.11.7/bin/python3}"
 
