@@ -74,7 +74,7 @@ def test_vertical_snare_is_detected_and_aligns(snare_vertical):
     assert acc > base + 0.03, (acc, base)
     # each modality embedded alone through its own encoder: training nuclei land where
     # integrate put them; held-apart nuclei get finite coordinates (their alignment is much
-    # weaker than the training nuclei's: see bench/bench_uniport_modes.py)
+    # weaker than the training nuclei's: see bench/multiome/bench_uniport_modes.py)
     np.testing.assert_allclose(sf.project(model, atac[:50].copy(), "atac"), atac.obsm["X_scferry"][:50],
                                atol=1e-5)
     z_rna = sf.project(model, rna_new, "rna")

@@ -8,7 +8,7 @@ import os as _os
 import sys as _sys
 
 # Sleeping, not spinning, OpenMP workers: with torch's default busy-wait, any other busy process
-# on a small machine makes each training step 5-20x slower (bench/README.md). Only takes effect
+# on a small machine makes each training step several times slower. Only takes effect
 # when torch is not imported yet; a value the user set is kept.
 if "torch" not in _sys.modules:
     _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

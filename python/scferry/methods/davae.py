@@ -27,10 +27,10 @@ Deliberate differences from scbean's implementation (documented for users and be
   lambda weighs it against a reconstruction term that grows with p, at any gene count.
 - The classifier reads the latent mean, the coordinates users get, not a sample of z: with a
   sample, the encoder fooled it by drowning the dataset signal in posterior noise while the means
-  stayed apart (PDAC: batch entropy 0.04 with samples, 0.30 with means; bench/README.md).
+  stayed apart (on the PDAC pair the datasets barely mixed; bench/batch_integration/RESULTS.md).
 - The classifier has batch norm after its hidden layer, as scbean's does (the paper lists only
   d -> 16 -> k): without it the encoder raised the unbounded cross entropy by inflating the
-  latent scale and KL exploded (to ~4e4 on PDAC). scbean's dropout 0.01 there is left out.
+  latent scale and KL exploded. scbean's dropout 0.01 there is left out.
 - Preprocessing is scferry's shared one (counts per 10,000, log1p, common HVGs ranked across
   datasets) without the per-dataset MaxAbs scaling uniPort uses: the Gaussian decoder models
   log-normalised values directly, as in the paper. scbean normalises to counts per million; the
@@ -79,8 +79,8 @@ class DAVAE(Method):
         domain_hidden=16, dropout=0.1,
     )
     # Adam at the paper's lr; a fixed budget in steps, like scbean's fixed epochs (25-80 of 128
-    # cells): the ELBO levels off before the adversarial alignment does (symphony, seed 1: early
-    # stopping at 1,600 steps left batch entropy at 0.81; 3,000 steps reach 0.98).
+    # cells): the ELBO levels off before the adversarial alignment does, so early stopping on it
+    # stops before the batches are mixed (bench/batch_integration/RESULTS.md).
     train_defaults = dict(max_iter=3000, lr=1e-2, weight_decay=0.0, batch_size=128, patience=None)
 
     @classmethod

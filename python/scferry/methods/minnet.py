@@ -31,10 +31,10 @@ built once, with Dijkstra from L = ``n_landmarks`` random landmark cells (L x n 
 memory, O(L E log n) time once); a sampled pair's d_ij is the landmark bound
 min_l d(i, l) + d(l, j) (an upper bound, exact when a landmark lies on the path), O(L) per pair.
 Why not exact Dijkstra from the minibatch's anchors each step: this graph's paths are short
-(the nearest-neighbour edges have length 0.01), so a bounded search still visits most cells;
-on SNARE-seq cortex (10,309 nuclei) one step's 768 pairs took 35 s. With 64 landmarks the bound
-correlates with the exact length at r = 0.98 on the same data (3 s once). ``n_landmarks`` >= n
-gives exact lengths.
+(the nearest-neighbour edges have length 0.01), so a bounded search still visits most cells and
+every step would cost a near-full search per anchor. With 64 landmarks the bound correlates
+closely with the exact length (bench/multiome/RESULTS.md, "MinNet settings").
+``n_landmarks`` >= n gives exact lengths.
 
 Deliberate differences from the paper / the authors' code (documented for users and benchmarks):
 - Every cell is an anchor with one positive and ``neg_ratio`` negatives each step (the authors
@@ -45,15 +45,13 @@ Deliberate differences from the paper / the authors' code (documented for users 
 - No batch correction before the kNN graph (the paper runs ComBat on the RNA of several
   batches): the graph is built on PCA (50 components) of the standardised features of
   ``graph_dataset`` (default: the first dataset). Correct batches beforehand if needed.
-- Shortest paths are the landmark bound (see above). m0 = 3 (the authors' code uses 10):
-  SNARE-seq cortex, 2,000 nuclei (gene activity), 300 steps, held-apart 20%: FOSCTTM 0.218 /
-  0.200 / 0.214 and RNA->ATAC kNN transfer 0.58 / 0.59 / 0.56 for m0 = 1 / 3 / 10.
+- Shortest paths are the landmark bound (see above). m0 = 3 (the authors' code uses 10): on
+  held-apart SNARE-seq nuclei it aligned at least as well as 1 or 10.
 - Input dropout (``dropout`` = 0.6, not in the paper): without it the encoders memorise the
-  training nuclei (training FOSCTTM 0.000) and generalise poorly; same setting, held-apart
-  FOSCTTM 0.343 / 0.236 / 0.218 / 0.231 and transfer 0.47 / 0.56 / 0.58 / 0.56 for dropout
-  0 / 0.3 / 0.6 / 0.8 (m0 = 1).
-- Adam lr 1e-3 (authors 1e-4: at 300 steps FOSCTTM 0.364 vs 0.343 at 1e-3, dropout 0), 2,000
-  steps of 256 cells, no early stopping.
+  training nuclei and generalise poorly to held-apart ones.
+- Adam lr 1e-3 (authors 1e-4, which is slower to align within a short budget), 2,000 steps of
+  256 cells, no early stopping.
+The measurements behind these three choices: bench/multiome/RESULTS.md, "MinNet settings".
 - Cells whose label is unknown to integrate (-1) get no classification loss and c_ij = 0.
 """
 from __future__ import annotations

@@ -28,14 +28,13 @@ Labels (``integrate(..., label_key=)``, optional): with L cell types there are L
 per type (started at the type's mean z_c in the first prototype step), and the supervised cross
 entropy pulls labelled cells to their type's; unlabelled cells (and datasets without the column)
 train only the self-supervised terms, so they are assigned among the known types (spare
-prototypes took the unlabelled chemistry apart: symphony, labels on two of three chemistries,
-64 prototypes: kNN transfer to the third 0.32; one per type: 0.78). Without labels all
+prototypes took the unlabelled chemistry apart, away from its types). Without labels all
 ``n_prototypes`` are self-supervised.
 
 Defaults are the authors' ``HyperParams`` (proto_tau 0.08, lam_clust 1, lam_center 1, lam_sup 1,
 proto_ema_m 0.95, label_eps 0.1, lam_margin 1.5, cosface_m 0.15, conf_thr 0.8, lam_repulse 1,
-repulse_target 0.1, lam_cons 1.5), except the two below (measured on 600 symphony cells, 500
-steps: bench/README.md).
+repulse_target 0.1, lam_cons 1.5), except the two below (the ablation behind them is in
+bench/batch_integration/RESULTS.md).
 
 Deliberate differences from the authors' code (documented for users and benchmarks):
 - It reads genes, through an MLP (batch norm, ReLU; both views in one pass so batch norm sees
@@ -49,11 +48,10 @@ Deliberate differences from the authors' code (documented for users and benchmar
   dataset-standardised view, carry the cell's whole profile.
 - A VAE-only warm-up (``warmup_steps``, 500 of the 2,000 default steps) before the prototype
   terms: their input is an already integrated embedding with clusters, ours a random network at
-  step 0, and prototypes started there merged cell types (kNN transfer from two chemistries to
-  the third 0.46 without warm-up, 0.86 after 250 warm-up steps; 64 prototypes, 500 steps).
+  step 0, and prototypes started there merged cell types (a short warm-up prevents it).
 - 16 prototypes instead of their 64: their latent is ~200-dimensional (4 per input feature,
   flattened), ours 16, where 64 prototypes cannot keep the repulsion's cosine <= 0.1 and the
-  cell types spread over the sphere (silhouette 0.46 with 64, 0.52 with 16).
+  cell types spread over the sphere (looser types than with 16).
 - Prototype losses read the latent means (the coordinates users get), not samples of z; one
   ``beta`` for both views (theirs: 0.001 and 0.1).
 - Ramps are in optimiser steps (their 5 and 8 epochs of 8,192 cells become 250 and 400 steps);

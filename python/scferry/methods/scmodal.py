@@ -1,5 +1,6 @@
-"""scMODAL: GAN alignment guided by MNN anchors on linked features (Wang et al.; CS690 report with
-its CCA extension, ``seeds/004``).
+"""scMODAL: GAN alignment guided by MNN anchors on linked features (Wang et al.), with
+the CCA extension of Pramod, Kannan & Dash ("Mosaic single-cell data integration using deep
+generative models", CS690 project report, IIT Kanpur).
 
 Two unpaired datasets (modalities), each with its own features:
 - encoders E1, E2: own features -> shared latent z (q = 20); decoders G1, G2 back to the own

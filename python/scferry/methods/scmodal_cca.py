@@ -7,8 +7,8 @@
   and sparse inputs stay sparse. Returns each dataset's canonical vectors, L2-normalised per cell
   (as Seurat's ``FindIntegrationAnchors(l2.norm = TRUE)``), ready for MNN search or as a baseline
   joint embedding.
-- :func:`cca_feature_links`: the feature links of the scMODAL CCA extension (CS690 report,
-  ``seeds/004``): with cell groups present in both datasets, the cross-covariance of the two
+- :func:`cca_feature_links`: the feature links of the scMODAL CCA extension (Pramod, Kannan &
+  Dash, CS690 project report, IIT Kanpur): with cell groups present in both datasets, the cross-covariance of the two
   datasets' per-group mean profiles (p1 x p2, never formed: it is rank <= groups) is decomposed by
   SVD and each canonical component contributes the pair (feature of dataset 1, feature of dataset
   2) with the largest loadings. These pairs stand in for a hand-made gene-protein table.

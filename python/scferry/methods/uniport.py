@@ -32,10 +32,9 @@ Deliberate choices (documented for users and benchmarks):
   at another entropic regularisation than the training loss (``ot_eps``). The loss wants a sharp
   plan to mix (``ot_eps`` 0.01); proportions want a diffuse one, spreading each spot over all the
   cells like it. When they differ, each minibatch is solved twice; the embedding is unchanged.
-  Default None (= ``ot_eps``). Measured (bench/deconvolution/bench_deconvolve.py, 2,000 steps, per-type-mean
-  readout): ``plan_eps=0.1`` raises PDAC pseudo-spot r from 0.66 to 0.72 (dominant design) and
-  0.56 to 0.60 (random), RMSE 0.26 -> 0.21 and 0.25 -> 0.21; but plan label transfer between
-  symphony's chemistries falls from 0.710 to 0.677. Hence: pass ``plan_eps=0.1`` to deconvolve.
+  Default None (= ``ot_eps``): the more diffuse plan of ``plan_eps=0.1`` (the paper's
+  regularisation) deconvolves pseudo-spots better but transfers labels between batches worse
+  (bench/deconvolution/RESULTS.md). Hence: pass ``plan_eps=0.1`` to deconvolve.
 """
 from __future__ import annotations
 
@@ -100,10 +99,11 @@ MODES = ("horizontal", "vertical", "diagonal")
 class UniPort(Method):
     name = "uniport"
     uses_labels = "optional"  # labels only feed the prior cell-type correspondence
-    # Deviations from the paper's defaults, each measured on the PDAC pair (bench/README.md):
-    # - one 256-unit hidden layer, not 1024-128: 30% less time per step, silhouette 0.68 vs 0.63;
+    # Deviations from the paper's defaults, each measured on the PDAC pair
+    # (bench/uniport_reference/RESULTS.md, "How scferry's uniPort defaults were chosen"):
+    # - one 256-unit hidden layer, not 1024-128: less time per step and better kept cell types;
     # - ot_eps 0.01: the reference's 10 proximal rounds at reg 0.1 sharpen its plans to about this
-    #   relative eps; at 0.1 the plans are too diffuse to mix (batch entropy 0.53 vs 0.92);
+    #   relative eps; at 0.1 the plans are too diffuse to mix;
     # - ot_weight 4: 1 mixes too little in 2,000 steps, 10 or more merges cell types;
     # - 2,000 steps, not 30,000: with the data-informed decoder start the reference's 30,000-step
     #   quality is reached in 1,500.

@@ -44,15 +44,14 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
           mass over reference cells, so a type with many reference cells collects mass in
           proportion to its size; dividing by ``n_c`` removes that bias towards the types that
           dominate the reference (on PDAC pseudo-spots with a reference 75% Ductal it gives
-          higher r and lower RMSE than ``"mass"``: bench/README.md).
+          higher r and lower RMSE than ``"mass"``: bench/deconvolution/RESULTS.md).
         - ``"mass"``: ``m[s, c]`` divided by the row's sum (all the mass the spot receives), the
           plan's class mass as :func:`transfer_labels` with ``method="plan"`` reads it.
 
         With the same number of reference cells in every type both give the same values. The
         division also multiplies the mass of a type with only a handful of reference cells
-        by a large factor, noise included (on the real PDAC-A spots a type of 3 reference cells
-        goes from 0.4% to 7% of the mean proportion, RBCs of 15 cells become the most abundant
-        type of 62-82 of 428 spots where NNLS finds none): a warning names the types with fewer
+        by a large factor, noise included (on real sections such a type can become the most
+        abundant one of spots where a model-free check finds none): a warning names the types with fewer
         than 25 reference cells (and under half the largest type's); drop them from the
         reference, or use ``"mass"``. Spots the plan never reached get the kNN vote, divided by ``n_c`` too
         with ``"type_mean"``. For deconvolution, train with ``sf.integrate(...,
