@@ -1,6 +1,7 @@
 """``sf.refine``: scBIOT's batch-aware optimal-transport refinement of any embedding.
 
-The algorithm of the scBIOT Extended Methods ("Batch-aware OT integration with rare-type
+The algorithm of the scBIOT Extended Methods (Zhang & Qin, "Accurate, scalable, and unified
+single-cell atlas integration with scBIOT"; section "Batch-aware OT integration with rare-type
 protection"), with the paper's defaults and annealing schedules. Each iteration ``t``:
 
 1. prototypes: MiniBatch k-means per batch, cells weighted by their sparsity ``w_i`` (Eq. 1,
