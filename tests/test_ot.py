@@ -412,3 +412,35 @@ def test_topk_with_solver_plans():
         tk.update(src, tgt, P)
         dense[tgt[:, None], src[None, :]] += P.t()
     np.testing.assert_allclose(tk.to_csr().toarray(), dense.numpy(), rtol=1e-6, atol=1e-7)
+
+
+# ---------------------------------------------------------------------------- device waits
+@pytest.mark.parametrize("eps", [0.5, 1e-3])
+def test_deferred_underflow_test_matches_immediate(monkeypatch, eps):
+    """The deferred underflow test (used on CUDA, one wait per convergence check) gives the plan
+    of the immediate one: bit-identical where no product underflows (eps 0.5), equal to float
+    precision where blocks are recomputed with the full log-sum-exp (eps 1e-3 underflows)."""
+    g = torch.Generator().manual_seed(0)
+    C = torch.rand(2, 40, 30, generator=g, dtype=torch.float64) * 3
+    ref = sot.unbalanced_sinkhorn(C, eps=eps, rho=1.0, max_iter=300, tol=1e-9)
+    monkeypatch.setattr(sot, "_DEFER_UNDERFLOW_TEST", True)
+    got = sot.unbalanced_sinkhorn(C, eps=eps, rho=1.0, max_iter=300, tol=1e-9)
+    if eps == 0.5:
+        assert torch.equal(ref.plan, got.plan) and ref.n_iter == got.n_iter
+    else:
+        torch.testing.assert_close(got.plan, ref.plan, rtol=1e-6, atol=1e-12)
+        assert abs(got.n_iter - ref.n_iter) <= 10
+
+
+def test_topk_update_without_validation_is_the_same():
+    g = torch.Generator().manual_seed(1)
+    a, b = TopKPlan(50, 40, k=5), TopKPlan(50, 40, k=5)
+    for _ in range(6):
+        src = torch.randperm(50, generator=g)[:12]
+        tgt = torch.randperm(40, generator=g)[:9]
+        w = torch.rand(12, 9, generator=g)
+        a.update(src, tgt, w)
+        b.update(src, tgt, w, validate=False)
+    assert torch.equal(a.indices, b.indices) and torch.equal(a.values, b.values)
+    with pytest.raises(ValueError, match="negative"):
+        a.update(torch.arange(2), torch.arange(2), -torch.ones(2, 2))

@@ -77,7 +77,7 @@ def _rho_pair(rho) -> Tuple[float, float]:
     return r
 
 
-def _check_marginal(x, name, size, batch_shape, C) -> torch.Tensor:
+def _check_marginal(x, name, size, batch_shape, C, validate: bool = True) -> torch.Tensor:
     if x is None:
         return torch.full((*batch_shape, size), 1.0 / size, device=C.device, dtype=C.dtype)
     x = _as_float_tensor(x, name, device=C.device, dtype=C.dtype)
@@ -93,6 +93,8 @@ def _check_marginal(x, name, size, batch_shape, C) -> torch.Tensor:
             f"shape mismatch: {name} has shape {tuple(x.shape)} which does not broadcast "
             f"to the batch shape {tuple(batch_shape)} of C (shape {tuple(C.shape)})"
         ) from None
+    if not validate:  # the value checks below each wait for the device
+        return x
     if not torch.isfinite(x).all():
         raise ValueError(f"{name} contains non-finite values (NaN or inf)")
     if (x < 0).any():
@@ -113,6 +115,10 @@ def _check_warm(w, name, shape, dtype, device) -> torch.Tensor:
     if torch.isnan(w).any() or (w == float("inf")).any():
         raise ValueError(f"warmstart {name} contains NaN or +inf")
     return w.clone()
+
+
+# Tests set this to run the deferred underflow test (as on CUDA) on the CPU.
+_DEFER_UNDERFLOW_TEST = False
 
 
 class _single_thread_if_small:
@@ -145,6 +151,7 @@ def _unbalanced_sinkhorn(
     tol: float = 1e-6,
     check_every: int = 10,
     warmstart: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
+    validate: bool = True,
 ) -> UOTResult:
     r"""Entropic unbalanced optimal transport, log-domain Sinkhorn (batched).
 
@@ -207,6 +214,10 @@ def _unbalanced_sinkhorn(
     warmstart : (torch.Tensor, torch.Tensor), optional
         ``(log_u, log_v)`` of shapes (..., n) and (..., m), e.g. from a
         previous :class:`UOTResult` (or POT's ``log["logu"], log["logv"]``).
+    validate : bool
+        Check the values of ``C``, ``a`` and ``b`` (finite, nonnegative, nonzero totals). Each
+        check waits for the device; a trainer whose inputs are finite by construction may skip
+        them (shapes are always checked).
 
     Returns
     -------
@@ -270,10 +281,10 @@ def _unbalanced_sinkhorn(
     *batch, n, m = C.shape
     if n == 0 or m == 0:
         raise ValueError(f"shape mismatch: C has an empty dimension, shape {tuple(C.shape)}")
-    if not torch.isfinite(C).all():
+    if validate and not torch.isfinite(C).all():
         raise ValueError("C contains non-finite values (NaN or inf)")
-    a = _check_marginal(a, "a", n, batch, C)
-    b = _check_marginal(b, "b", m, batch, C)
+    a = _check_marginal(a, "a", n, batch, C, validate)
+    b = _check_marginal(b, "b", m, batch, C, validate)
     if math.isinf(rho_a) and math.isinf(rho_b):
         sa, sb = a.sum(-1), b.sum(-1)
         if not torch.allclose(sa, sb, rtol=1e-5, atol=0.0):
@@ -283,7 +294,7 @@ def _unbalanced_sinkhorn(
             )
 
     logK = C / (-eps)
-    if not torch.isfinite(logK).all():
+    if validate and not torch.isfinite(logK).all():
         raise ValueError(f"C/eps overflows {work_dtype} (max |C| / eps too large); increase eps")
 
     if warmstart is not None:
@@ -329,10 +340,15 @@ def _unbalanced_sinkhorn(
         else:
             prod = (K_cols.transpose(-1, -2) @ e).squeeze(-1)
             out = torch.log(prod) + c_max + shift
+        if deferred:  # checked with the convergence test, never waiting for the device here
+            underflow[0] = underflow[0] | (prod <= 1e-30).any()
+            return out
         if bool((prod > 1e-30).all()):
             return out
-        full = torch.logsumexp(logK + (x.unsqueeze(-2) if dim == -1 else x.unsqueeze(-1)), dim=dim)
-        return full
+        return _full_lse(x, dim)
+
+    def _full_lse(x, dim):
+        return torch.logsumexp(logK + (x.unsqueeze(-2) if dim == -1 else x.unsqueeze(-1)), dim=dim)
 
     def _lse_rows(x):  # LSE_j(logK_ij + x_j)
         return _lse(x, -1)
@@ -344,22 +360,43 @@ def _unbalanced_sinkhorn(
         # -inf == -inf counts as no change; finite vs -inf as infinite change
         return torch.where(new == old, 0.0, (new - old).abs()).max()
 
+    def _step(log_u, log_v, lse_rows, lse_cols):
+        s = lse_rows(log_v if w_b is None else log_v + w_b)
+        log_u = (-s if num_a is None else num_a - s) * tau_a
+        s = lse_cols(log_u if w_a is None else log_u + w_a)
+        log_v = (-s if num_b is None else num_b - s) * tau_b
+        return log_u, log_v
+
+    # On CUDA the fast products' underflow test is read once per convergence check (one wait for
+    # the device per ``check_every`` iterations instead of two per iteration); a block in which
+    # any product underflowed is recomputed from its start with the full log-sum-exp. On the CPU
+    # every product is tested as it is made (no waiting involved), as before.
+    deferred = C.device.type != "cpu" or _DEFER_UNDERFLOW_TEST
+    underflow = [C.new_zeros((), dtype=torch.bool)]
     prev_u, prev_v = log_u, log_v
+    block_start = it = 0
     err = float("inf")
     converged = False
-    it = 0
     while it < max_iter:
         it += 1
-        s = _lse_rows(log_v if w_b is None else log_v + w_b)
-        log_u = (-s if num_a is None else num_a - s) * tau_a
-        s = _lse_cols(log_u if w_a is None else log_u + w_a)
-        log_v = (-s if num_b is None else num_b - s) * tau_b
+        log_u, log_v = _step(log_u, log_v, _lse_rows, _lse_cols)
         if it % check_every == 0 or it == max_iter:
-            err = float(torch.maximum(_change(log_u, prev_u), _change(log_v, prev_v)))
+            change = torch.maximum(_change(log_u, prev_u), _change(log_v, prev_v))
+            if deferred:
+                change, bad = torch.stack([change, underflow[0].to(change.dtype)]).tolist()
+                if bad:  # redo this block exactly
+                    log_u, log_v = prev_u, prev_v
+                    for _ in range(it - block_start):
+                        log_u, log_v = _step(log_u, log_v, lambda x: _full_lse(x, -1),
+                                             lambda x: _full_lse(x, -2))
+                    change = float(torch.maximum(_change(log_u, prev_u), _change(log_v, prev_v)))
+                    underflow[0] = C.new_zeros((), dtype=torch.bool)
+            err = float(change)
             if err < tol:
                 converged = True
                 break
             prev_u, prev_v = log_u, log_v
+            block_start = it
 
     lu = log_u if w_a is None else log_u + w_a
     lv = log_v if w_b is None else log_v + w_b
@@ -454,7 +491,7 @@ class TopKPlan:
         return idx
 
     @torch.no_grad()
-    def update(self, src_idx, tgt_idx, plan) -> None:
+    def update(self, src_idx, tgt_idx, plan, *, validate: bool = True) -> None:
         """Add a minibatch plan to the global plan.
 
         Parameters
@@ -466,19 +503,30 @@ class TopKPlan:
         plan : torch.Tensor, shape (B_s, B_t)
             Nonnegative minibatch plan; ``plan[i, j]`` is the mass from source
             ``src_idx[i]`` to target ``tgt_idx[j]``.
+        validate : bool
+            Check positions (range, duplicates) and masses (finite, nonnegative). Each check
+            waits for the device; a trainer passing its own sampler's positions may skip them.
+
+        The kept plan moves to the device of ``plan`` on the first update from there.
         """
-        src_idx = self._check_idx(src_idx, "src_idx", self.n_source)
-        tgt_idx = self._check_idx(tgt_idx, "tgt_idx", self.n_target)
         plan = torch.as_tensor(plan)
+        if plan.device != self.device:  # the kept plan lives where the minibatch plans are made
+            self.indices, self.values = self.indices.to(plan.device), self.values.to(plan.device)
+        if validate:
+            src_idx = self._check_idx(src_idx, "src_idx", self.n_source)
+            tgt_idx = self._check_idx(tgt_idx, "tgt_idx", self.n_target)
+        else:  # trusted positions from the trainer's sampler: no value checks (each waits for the device)
+            src_idx = torch.as_tensor(src_idx, device=self.device).long()
+            tgt_idx = torch.as_tensor(tgt_idx, device=self.device).long()
         if plan.shape != (src_idx.numel(), tgt_idx.numel()):
             raise ValueError(
                 f"shape mismatch: plan has shape {tuple(plan.shape)}, expected "
                 f"(len(src_idx), len(tgt_idx)) = ({src_idx.numel()}, {tgt_idx.numel()})"
             )
-        plan = plan.detach().to(device=self.device, dtype=self.dtype)
-        if not torch.isfinite(plan).all():
+        plan = plan.detach().to(dtype=self.dtype)
+        if validate and not torch.isfinite(plan).all():
             raise ValueError("plan contains non-finite values")
-        if (plan < 0).any():
+        if validate and (plan < 0).any():
             raise ValueError("plan contains negative mass")
         if plan.numel() == 0:
             return
@@ -535,8 +583,8 @@ class TopKPlan:
             "n_source": self.n_source,
             "n_target": self.n_target,
             "k": self.k,
-            "indices": self.indices.clone(),
-            "values": self.values.clone(),
+            "indices": self.indices.cpu().clone(),
+            "values": self.values.detach().cpu().clone(),
         }
 
     @classmethod

@@ -109,12 +109,16 @@ def fit(module: torch.nn.Module, sampler: MinibatchSampler, *, max_iter: int, lr
         logged = {"loss": rec.total, **rec.parts}
         if rec.monitor is not None:
             logged["monitor"] = rec.monitor
+        # summed on the device in float64 (the same sums as Python floats would give), read once
+        # per epoch: no wait for the device inside an epoch
         for k, v in logged.items():
-            running[k] = running.get(k, 0.0) + float(v.detach())
+            v = v.detach().to(torch.float64)
+            running[k] = running[k] + v if k in running else v
         bar.update(1)
         if it % iters_per_epoch == 0 or it == max_iter:
             n = iters_per_epoch if it % iters_per_epoch == 0 else it % iters_per_epoch
-            epoch = {k: v / n for k, v in running.items()}
+            sums = torch.stack(list(running.values())).tolist()
+            epoch = {k: v / n for k, v in zip(running, sums)}
             epoch["iteration"] = it
             history.append(epoch)
             running = {}

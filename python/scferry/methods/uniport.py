@@ -368,7 +368,7 @@ class UniPort(Method):
                 continue  # every sampled cell of one side has weight 0: nothing to transport
             plan = unbalanced_sinkhorn(c / c.max().clamp_min(1e-12), a, b, eps=self.params["ot_eps"],
                                        rho=self.params["ot_rho"], max_iter=self.params["ot_iter"],
-                                       tol=1e-4).plan
+                                       tol=1e-4, validate=False).plan
             total = total + (cost * plan).sum()
             if self.plans:
                 plan_eps = self.params.get("plan_eps") or self.params["ot_eps"]
@@ -376,10 +376,10 @@ class UniPort(Method):
                     # the kept plan is solved again, more diffuse: see plan_eps in the docstring
                     plan = unbalanced_sinkhorn(c / c.max().clamp_min(1e-12), a, b,
                                                eps=plan_eps, rho=self.params["ot_rho"],
-                                               max_iter=self.params["ot_iter"], tol=1e-4).plan
+                                               max_iter=self.params["ot_iter"], tol=1e-4, validate=False).plan
                 w = plan * self.step.to(plan.dtype)
-                self.plans[(p, q)].update(batch[p]["idx"], batch[q]["idx"], w)
-                self.plans[(q, p)].update(batch[q]["idx"], batch[p]["idx"], w.T)
+                self.plans[(p, q)].update(batch[p]["idx"], batch[q]["idx"], w, validate=False)
+                self.plans[(q, p)].update(batch[q]["idx"], batch[p]["idx"], w.T, validate=False)
         return total
 
     def _marginal(self, d: int, idx: torch.Tensor) -> torch.Tensor | None:
