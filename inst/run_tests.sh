@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The whole test suite, Python then R. Makes sure the environment is installed first (same
-# script as the README's set-up, without the demo), so a clean clone passes or fails honestly.
+# The whole test suite: Python, then R, then the documentation build (warnings are errors).
+# Makes sure the environment is installed first (same script as the README's set-up, without the
+# demo), so a clean clone passes or fails honestly.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
 venv="${SCFERRY_VENV:-$HOME/.virtualenvs/r-scferry}"
@@ -17,3 +18,5 @@ echo "== Python tests (pytest, slow real-data tests included)"
 "$venv/bin/python" -m pytest tests -q -p no:cacheprovider
 echo "== R tests and vignettes"
 SCFERRY_VENV="$venv" bash "$repo/inst/test_r.sh"
+echo "== documentation (Sphinx, warnings are errors)"
+SCFERRY_VENV="$venv" bash "$repo/inst/build_docs.sh"

@@ -35,10 +35,10 @@ if [ ! -x "$venv/bin/python" ]; then
     "$py" -m venv "$venv"
 fi
 venv=$(cd "$venv" && pwd)  # the record below must be an absolute path
-echo "== pip: scferry and its pinned dependencies (torch==2.13.0 CPU wheel, numpy<2 for reticulate 1.28)"
+echo "== pip: scferry, its pinned dependencies (torch==2.13.0 CPU wheel, numpy<2 for reticulate 1.28) and the test and docs extras"
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
 "$venv/bin/python" -m pip install -q "torch==2.13.0"
-"$venv/bin/python" -m pip install -q -e "$repo[r,test]"
+"$venv/bin/python" -m pip install -q -e "$repo[r,test,docs]"
 
 echo "== R package scferry (rbridge/)"
 log=$(mktemp)
