@@ -115,36 +115,39 @@ def write_r_reference() -> None:
         (gen / f"{name}.rst").write_text("\n".join(page))
 
 
-def rmd_to_myst(text: str) -> str:
-    """An R Markdown vignette as a MyST page: the YAML header and hidden chunks dropped, inline R
-    replaced by its text, chunk headers turned into plain ``r`` code blocks."""
+def rmd_to_myst(text: str, figures: Path) -> str:
+    """An R Markdown vignette as a MyST page body: the YAML header and hidden chunks dropped,
+    inline R replaced by its text, chunk headers turned into plain ``r`` code blocks, sections
+    one level down (the page title is the vignette's). After a chunk named ``label``, the figures
+    knitr drew for it (``figures/label-1.png``, ... made by ``docs/make_figures.py``) are shown."""
     text = re.sub(r"\A---\n.*?\n---\n", "", text, flags=re.S)
-    title = None
-    m = re.search(r'^title:\s*"(.*)"', text, re.M)
     out, lines, i = [], text.splitlines(), 0
     while i < len(lines):
         line = lines[i]
         chunk = re.match(r"^```\{r\b(.*)\}\s*$", line)
-        if chunk:
-            opts = chunk.group(1)
+        fence = re.match(r"^(```+)", line)
+        if chunk or fence:
             j = i + 1
             while j < len(lines) and not lines[j].startswith("```"):
                 j += 1
-            hidden = re.search(r"include\s*=\s*FALSE|echo\s*=\s*FALSE", opts)
-            if not hidden:
+            if not chunk:                       # a plain code block: as it is
+                out += lines[i:j + 1]
+            elif not re.search(r"include\s*=\s*FALSE|echo\s*=\s*FALSE", chunk.group(1)):
                 out += ["```r", *lines[i + 1:j], "```"]
+            if chunk:
+                label = re.match(r"^\s*([A-Za-z][\w.-]*)", chunk.group(1))
+                if label:
+                    for png in sorted(figures.glob(f"{label.group(1)}-[0-9]*.png")):
+                        rel = os.path.relpath(png, DOCS / "tutorials" / "gen")
+                        out += ["", f"![figure of chunk {label.group(1)}]({rel})", ""]
             i = j + 1
             continue
-        line = re.sub(r"`r\s+Githubpkg\(\"([^\"]+)\"\)`", r"*\1*", line)
-        line = re.sub(r"`r\s+Biocpkg\(\"([^\"]+)\"\)`", r"*\1*", line)
-        line = re.sub(r"`r\s+CRANpkg\(\"([^\"]+)\"\)`", r"*\1*", line)
+        for macro in ("Githubpkg", "Biocpkg", "CRANpkg"):
+            line = re.sub(r"`r\s+" + macro + r"\(\"([^\"]+)\"\)`", r"*\1*", line)
         line = re.sub(r"`r\s+[^`]*`", "", line)
-        out.append(line)
+        out.append("#" + line if re.match(r"^#+ ", line) else line)
         i += 1
-    # Rmd uses "#" for sections; the page title comes from the YAML title
-    body = "\n".join(out)
-    body = re.sub(r"^(#+) ", lambda mm: "#" + mm.group(1) + " ", body, flags=re.M)
-    return body, title
+    return "\n".join(out)
 
 
 def write_r_tutorials() -> None:
@@ -155,10 +158,12 @@ def write_r_tutorials() -> None:
         raw = rmd.read_text()
         m = re.search(r'^title:\s*"(.*)"', raw, re.M)
         title = m.group(1) if m else rmd.stem
-        body, _ = rmd_to_myst(raw)
-        note = (f"*This page is `vignettes/{rmd.name}` as text (the code is shown, not run here); "
-                "`bash inst/run_tests.sh` knits it with its results. Figures of the same analysis "
-                "are in the [Python tutorial](../python_tutorial.md).*")
+        figures = DOCS / "_static" / "figures" / "r" / rmd.stem
+        body = rmd_to_myst(raw, figures)
+        shown = ("with the figures of its last knitting by `docs/make_figures.py`"
+                 if any(figures.glob("*.png")) else "without its results")
+        note = (f"*This page is `vignettes/{rmd.name}`, shown from its source at every build, {shown}; "
+                "`bash inst/run_tests.sh` knits it in full.*")
         (gen / f"{rmd.stem}.md").write_text(f"# {title}\n\n{note}\n\n{body}\n")
 
 

@@ -12,6 +12,10 @@ Writes (each PNG under 300 KB; the docs build only reads them, it trains nothing
                            benchmark (those are bench/<study>/RESULTS.md)
   tutorial_umap.png, tutorial_spatial_probabilities.png
                            the figures vignettes/python_tutorial.py draws (skipped with --no-tutorial)
+  r/<vignette>/<chunk>-<n>.png
+                           the figures of the R vignettes (vignettes/*.Rmd knitted with rmarkdown;
+                           needs R and the installed R package; skipped with --no-r), shown by the
+                           docs after the chunk that draws them
 """
 from __future__ import annotations
 
@@ -32,6 +36,8 @@ sys.path.insert(0, str(REPO / "python"))
 import scferry as sf  # noqa: E402
 from scferry import pl  # noqa: E402
 
+KNIT = ("args <- commandArgs(TRUE); rmarkdown::render(args[1], output_format = rmarkdown::md_document("
+        "variant = 'gfm'), output_dir = args[2], intermediates_dir = args[2], quiet = TRUE)")
 METHODS = ["uniport", "davae", "scbiot_vae"]  # the methods for unpaired datasets with shared genes
 
 
@@ -70,6 +76,7 @@ def main() -> int:
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--out", type=Path, default=REPO / "docs" / "_static" / "figures")
     p.add_argument("--no-tutorial", action="store_true")
+    p.add_argument("--no-r", action="store_true")
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -156,9 +163,19 @@ def main() -> int:
                            stdout=subprocess.DEVNULL)
             for name in ["umap.png", "spatial_probabilities.png"]:
                 shutil.copy(Path(tmp) / name, args.out / f"tutorial_{name}")
-    for png in sorted(args.out.glob("*.png")):
+    # 4. the R vignettes' figures, by chunk
+    if not args.no_r:
+        for rmd in sorted((REPO / "vignettes").glob("*.Rmd")):
+            with tempfile.TemporaryDirectory() as tmp:
+                subprocess.run(["Rscript", "-e", KNIT, str(rmd), tmp], check=True)
+                dest = args.out / "r" / rmd.stem
+                shutil.rmtree(dest, ignore_errors=True)
+                dest.mkdir(parents=True)
+                for png in Path(tmp).glob(f"{rmd.stem}_files/figure-gfm/*.png"):
+                    shutil.copy(png, dest / png.name)
+    for png in sorted(args.out.rglob("*.png")):
         shrink(png)
-        print(f"{png.name}: {png.stat().st_size // 1024} KB")
+        print(f"{png.relative_to(args.out)}: {png.stat().st_size // 1024} KB")
     return 0
 
 
