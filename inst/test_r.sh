@@ -60,6 +60,13 @@ res <- test_dir("rbridge/tests/testthat", package = "scferry", load_package = "i
 df <- as.data.frame(res)
 cat(sprintf("\ntestthat summary: %d tests (test_that blocks), %d expectations, %d failed, %d errors, %d skipped, %d warnings\n",
             nrow(df), sum(df$nb), sum(df$failed), sum(df$error), sum(df$skipped), sum(df$warning)))
+skips <- unlist(lapply(res, function(t) vapply(Filter(function(e) inherits(e, "expectation_skip"), t$results),
+                                                function(e) sub("^Reason: ", "", conditionMessage(e)), "")))
+if (length(skips)) {
+    tab <- sort(table(skips), decreasing = TRUE)
+    cat(sprintf("testthat skips by reason (%d in all):\n", length(skips)))
+    for (r in names(tab)) cat(sprintf("  %4d  %s\n", tab[[r]], r))
+} else cat("testthat skips: none\n")
 if (sum(df$failed) > 0 || any(df$error)) quit(status = 1)
 '
 

@@ -1,3 +1,15 @@
+"""Fixtures and data locations for the tests.
+
+Three kinds of data:
+- `inst/extdata` (DEMO): the PDAC demo pair shipped with the package;
+- `tests/data` (FIXTURES): small real subsets of the public datasets, shipped in the repository
+  (provenance and the script that makes them: tests/data/README.md); every quality test runs on
+  these, on any clone;
+- the shared data folder (the full public datasets, MANIFEST.md there): found through the one
+  environment variable ``SCFERRY_SHARED_DATA``, or else the folder ``shared/data`` beside the
+  checkout (``../shared/data``). Tests that need it are marked ``shared_data``; without it they
+  skip, except under CI (``CI`` set), where they fail and name the variable.
+"""
 from pathlib import Path
 
 import os
@@ -13,18 +25,32 @@ torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "inst" / "extdata"
-# The real public datasets (../shared/data beside the checkout, or $SCFERRY_SHARED_DATA; on the
-# development machine /work/shared/data), used when present; tests that need them skip otherwise.
-_SHARED_CANDIDATES = [os.environ.get("SCFERRY_SHARED_DATA", ""), ROOT.parent / "shared" / "data",
-                      "/work/shared/data"]
-SHARED = next((Path(p) for p in _SHARED_CANDIDATES if p and Path(p).is_dir()), None)
+FIXTURES = Path(__file__).resolve().parent / "data"
+SHARED_ENV = "SCFERRY_SHARED_DATA"
+SHARED = Path(os.environ[SHARED_ENV]) if os.environ.get(SHARED_ENV) else ROOT.parent / "shared" / "data"
 
 
 def shared_file(name: str) -> Path:
-    """Path of a file of the shared real data; skips the test when it is not on this machine."""
-    if SHARED is None or not (SHARED / name).exists():
-        pytest.skip(f"shared dataset {name} not found (set SCFERRY_SHARED_DATA to its folder)")
-    return SHARED / name
+    """Path of a file of the full shared data. Missing: the test skips, or fails under CI."""
+    f = SHARED / name
+    if not f.exists():
+        msg = (f"shared dataset {name} not found in {SHARED} (set {SHARED_ENV} to the folder "
+               f"holding the shared data, or put it in ../shared/data beside the checkout)")
+        if os.environ.get("CI"):
+            pytest.fail(msg + "; CI expects it", pytrace=False)
+        pytest.skip(msg)
+    return f
+
+
+def fixture_file(name: str) -> Path:
+    """Path of a shipped fixture (tests/data/<name>); it is in the repository, so it must exist."""
+    f = FIXTURES / name
+    assert f.exists(), f"fixture {f} is missing: it is committed in the repository (tests/data)"
+    return f
+
+
+def read_fixture(name: str) -> ad.AnnData:
+    return ad.read_h5ad(fixture_file(name))
 
 
 @pytest.fixture(scope="session")
@@ -44,7 +70,8 @@ def pdac_small(pdac_full):
 
 @pytest.fixture(scope="session")
 def pbmc_full():
-    return ad.read_h5ad(shared_file("symphony_pbmc.h5ad"))
+    """Symphony PBMC, all 1,200 cells (the fixture holds the whole file)."""
+    return read_fixture("symphony_pbmc.h5ad")
 
 
 @pytest.fixture()

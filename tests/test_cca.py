@@ -7,7 +7,7 @@ import scipy.sparse as sp
 from scferry import metrics
 from scferry.methods.scmodal_cca import cca_feature_links, seurat_cca
 from scferry.pp import normalize_log1p
-from conftest import shared_file
+from conftest import read_fixture
 
 
 def _dense_reference(X, Y, k):
@@ -64,8 +64,8 @@ def test_cca_feature_links_finds_the_planted_pair():
 
 def test_seurat_cca_aligns_real_paired_modalities():
     """SNARE-seq cortex, RNA vs ATAC gene activity of the same nuclei (pairing unused by CCA)."""
-    rna = ad.read_h5ad(shared_file("snare_cortex_rna.h5ad"))
-    act = ad.read_h5ad(shared_file("snare_cortex_atac_gene.h5ad"))
+    rna = read_fixture("snare_cortex_rna.h5ad")
+    act = read_fixture("snare_cortex_atac_gene.h5ad")
     rows = np.sort(np.random.default_rng(0).choice(rna.n_obs, 800, replace=False))
     X, Y = normalize_log1p(rna.X[rows]), normalize_log1p(act.X[rows])
     U, V = seurat_cca(X, Y, n_components=20, seed=0)

@@ -2,42 +2,19 @@
 import numpy as np
 import pandas as pd
 import pytest
-import scanpy as sc
 import torch
 
 import scferry as sf
 from scferry import metrics
 from scferry.methods.davae import DAVAE, _ReverseGradient
 from scferry.train import LossRecord, fit
-from test_integrate import assert_unchanged, snapshot
+from helpers import assert_unchanged, check_integration, pca_embedding, snapshot, split
 
 FAST = dict(max_iter=60, progress=False, n_common_genes=800)
 
 
-def split(adata):
-    return {b: adata[(adata.obs["batch"] == b).to_numpy()].copy()
-            for b in adata.obs["batch"].cat.categories}
-
-
-def leave_one_batch_out(X, obs):
-    """Mean over batches of the kNN label-transfer accuracy from the other two."""
-    acc = []
-    for b in obs["batch"].cat.categories:
-        held = (obs["batch"] == b).to_numpy()
-        labels = obs["cell_type"].astype(str)
-        pred, _ = metrics.knn_label_transfer(X[~held], labels[~held], X[held], k=15)
-        acc.append(np.mean(pred == labels[held].to_numpy()))
-    return float(np.mean(acc))
-
-
 def test_mixes_chemistries_and_keeps_cell_types(pbmc):
-    base = pbmc.copy()
-    sc.pp.normalize_total(base, target_sum=1e4)
-    sc.pp.log1p(base)
-    sc.pp.scale(base)
-    sc.tl.pca(base, n_comps=20, random_state=0)
-    pca = base.obsm["X_pca"]
-
+    pca = pca_embedding(pbmc)
     snap = snapshot(pbmc)
     model = sf.integrate(pbmc, method="davae", batch_key="batch", seed=0, max_iter=600,
                          progress=False, n_common_genes=1000)
@@ -46,16 +23,8 @@ def test_mixes_chemistries_and_keeps_cell_types(pbmc):
     assert X.shape == (pbmc.n_obs, 5) and X.dtype == np.float32 and np.isfinite(X).all()
     assert model.train_params["iterations_run"] == 600
     assert {"recon", "kl", "domain", "noise_var", "monitor"} <= set(model.history[-1])
-
-    batches, types = pbmc.obs["batch"], pbmc.obs["cell_type"]
-    # measured (seed 0; seeds 0-3): batch entropy PCA 0.79, davae 0.97 (0.85-0.98);
-    # scaled iLISI PCA 0.11, davae 0.28 (0.18-0.35); a random embedding scores 0.99 / 0.64
-    assert metrics.batch_entropy(X, batches) > metrics.batch_entropy(pca, batches) + 0.05
-    assert metrics.ilisi(X, batches, scaled=True) > 1.5 * metrics.ilisi(pca, batches, scaled=True)
-    # cell types stay apart: silhouette PCA 0.60, davae 0.65 (0.56-0.69), random 0.39;
-    # leave-one-chemistry-out kNN transfer PCA 0.86, davae 0.84 (0.68-0.87), random 0.27
-    assert metrics.silhouette(X, types) > 0.58
-    assert leave_one_batch_out(X, pbmc.obs) > 0.65
+    # mixing beats PCA; silhouette within 0.03 of PCA, kNN transfer within 0.1 (both far above random)
+    check_integration(X, pbmc.obs, pca)
 
 
 def test_same_seed_same_embedding(pbmc):

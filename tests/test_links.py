@@ -182,6 +182,7 @@ def test_peak_gene_links_bad_input_changes_nothing():
     pd.testing.assert_frame_equal(TSS, snapshot[2])
 
 
+@pytest.mark.shared_data
 def test_peak_gene_links_on_snare_cortex():
     """Real data: SNARE-seq cortex nuclei (paired), mini-bulks within cell types on a PCA of the RNA
     shared by both modalities (true pairs), TSSs from the shipped mm10 table (bench/)."""

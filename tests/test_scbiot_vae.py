@@ -3,13 +3,12 @@ chemistries of the Symphony PBMC set (600 cells)."""
 import anndata as ad
 import numpy as np
 import pytest
-import scanpy as sc
 import torch
 
 import scferry as sf
 from scferry import metrics
 from scferry.methods.scbiot_vae import ScBIOTVAE
-from test_integrate import assert_unchanged, snapshot
+from helpers import assert_unchanged, check_integration, pca_embedding, snapshot, split
 
 GENES = 1000
 # warm-up shortened so that the prototype terms run in these short trainings
@@ -19,17 +18,7 @@ TRAIN = dict(max_iter=500, warmup_steps=250, progress=False, n_common_genes=GENE
 
 @pytest.fixture()
 def pca(pbmc):
-    base = pbmc.copy()
-    sc.pp.normalize_total(base, target_sum=1e4)
-    sc.pp.log1p(base)
-    sc.pp.scale(base)
-    sc.tl.pca(base, n_comps=20, random_state=0)
-    return base.obsm["X_pca"]
-
-
-def split(adata):
-    return {b: adata[(adata.obs["batch"] == b).to_numpy()].copy()
-            for b in adata.obs["batch"].cat.categories}
+    return pca_embedding(pbmc)
 
 
 def transfer(X, obs, source, target):
@@ -51,14 +40,11 @@ def test_mixes_chemistries_and_keeps_cell_types_without_labels(pbmc, pca):
     assert last["sup"] == 0.0  # no labels: the supervised term is off
     assert last["confident"] > 0.3  # the CosFace term has confident self-labels to work on
 
-    batches, types = pbmc.obs["batch"], pbmc.obs["cell_type"]
-    # measured (seed 0): batch entropy PCA 0.79, here 0.94; scaled iLISI PCA 0.11, here 0.47;
-    # silhouette PCA 0.60, here 0.52 (a random embedding: 0.39); kNN transfer from two
-    # chemistries to the third PCA 0.95, here 0.87
-    assert metrics.batch_entropy(X, batches) > metrics.batch_entropy(pca, batches) + 0.05
-    assert metrics.ilisi(X, batches, scaled=True) > 2 * metrics.ilisi(pca, batches, scaled=True)
-    assert metrics.silhouette(X, types) > 0.46
-    assert transfer(X, pbmc.obs, ["10x_3p_v1", "10x_3p_v2"], "10x_5p") > 0.75
+    # unsupervised: mixing beats PCA; cell types less apart than in PCA (silhouette within 0.1,
+    # leave-one-chemistry-out transfer within 0.12: it loses to PCA on both, see the report) but
+    # more than in a random embedding (silhouette +0.05, transfer +0.3)
+    check_integration(X, pbmc.obs, pca, ilisi_factor=2.0, silhouette_tol=0.1, transfer_tol=0.12,
+                      silhouette_gain=0.05)
 
 
 def test_labels_on_two_chemistries_pull_the_third(pbmc, pca):
@@ -74,11 +60,12 @@ def test_labels_on_two_chemistries_pull_the_third(pbmc, pca):
     assert model.history[-1]["sup"] > 0
     X = np.vstack([data[n].obsm["X_scferry"] for n in data])
     obs = ad.concat(list(split(pbmc).values())).obs
-    # measured (seed 0): batch entropy 0.88 (PCA 0.79), silhouette 0.71 (PCA 0.60, unsupervised
-    # 0.52), kNN transfer to the unlabelled chemistry 0.78 (PCA 0.95)
-    assert metrics.batch_entropy(X, obs["batch"]) > metrics.batch_entropy(pca, pbmc.obs["batch"]) + 0.03
-    assert metrics.silhouette(X, obs["cell_type"]) > 0.65
-    assert transfer(X, obs, ["10x_3p_v1", "10x_3p_v2"], "10x_5p") > 0.65
+    # labels on two chemistries: cell types further apart than in PCA (silhouette), the
+    # unlabelled chemistry still found by kNN (within 0.2 of PCA), batches mixed better than PCA
+    rows = obs.index.get_indexer(pbmc.obs_names)
+    s = check_integration(X[rows], pbmc.obs, pca, entropy_gain=0.03, ilisi_factor=1.0,
+                          silhouette_tol=-0.05, transfer_tol=0.2)
+    assert transfer(X, obs, ["10x_3p_v1", "10x_3p_v2"], "10x_5p") > s.loc["random", "transfer"] + 0.3
 
 
 def test_same_seed_same_embedding(pbmc):

@@ -5,13 +5,16 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
+import scipy.sparse as sp
 import torch
 
 import scferry as sf
 from scferry import metrics
 from scferry.methods.scmodal import mnn_mask
-from conftest import shared_file
-from test_integrate import assert_unchanged, snapshot
+from conftest import read_fixture
+from helpers import assert_unchanged, knn_accuracy, random_embedding, snapshot
+from scferry.methods.scmodal_cca import seurat_cca
+from scferry.pp import normalize_log1p
 
 # RNA gene for each of the 14 TotalSeq-B proteins of pbmc10k_cite_small
 GENE_PROTEIN = [("CD3E", "CD3"), ("CD4", "CD4"), ("CD8A", "CD8a"), ("CD14", "CD14"), ("FUT4", "CD15"),
@@ -23,8 +26,7 @@ FAST = dict(max_iter=150, batch_size=400, progress=False, n_specific_genes=1000)
 
 @pytest.fixture(scope="module")
 def cite_full():
-    return (ad.read_h5ad(shared_file("pbmc10k_cite_small_rna.h5ad")),
-            ad.read_h5ad(shared_file("pbmc10k_cite_small_adt.h5ad")))
+    return read_fixture("pbmc10k_cite_small_rna.h5ad"), read_fixture("pbmc10k_cite_small_adt.h5ad")
 
 
 def unpair(a, b, seed=0):
@@ -40,26 +42,61 @@ def cite(cite_full):
     return unpair(*cite_full)
 
 
+def linked_features(rna, adt, perm):
+    """The gene-protein table's features with no training: log1p(counts per 10,000) of each
+    linked gene and of its protein, scaled per feature, rows back in the RNA's cell order."""
+    r = normalize_log1p(sp.csr_matrix(rna.X)).toarray()[:, rna.var_names.get_indexer([g for g, _ in GENE_PROTEIN])]
+    p = np.empty((adt.n_obs, adt.n_vars), np.float32)
+    p[perm] = normalize_log1p(sp.csr_matrix(adt.X)).toarray()
+    p = p[:, adt.var_names.get_indexer([q for _, q in GENE_PROTEIN])]
+    z = lambda M: (M - M.mean(0)) / (M.std(0) + 1e-6)  # noqa: E731
+    return z(r), z(p)
+
+
 def paired_embeddings(a, b, perm):
     zb = np.empty_like(b.obsm["X_scferry"])
     zb[perm] = b.obsm["X_scferry"]
     return a.obsm["X_scferry"], zb
 
 
-def test_scmodal_aligns_cite_seq_with_a_gene_protein_table(cite):
-    rna, adt, perm = cite
+@pytest.fixture(scope="module")
+def cite_run(cite_full):
+    """scMODAL on the unpaired CITE-seq cells with the gene-protein table, and the baselines on
+    the same cells: the linked features alone (log1p counts per 10,000 of the 14 genes and of
+    their proteins, each scaled; the same table, no training), a random embedding (FOSCTTM 0.5)
+    and always answering the most frequent type."""
+    rna, adt, perm = unpair(*cite_full)
     table = pd.DataFrame(GENE_PROTEIN, columns=["rna", "adt"])
     model = sf.integrate({"rna": rna, "adt": adt}, method="scmodal", linked=table, seed=0, **FAST)
     za, zb = paired_embeddings(rna, adt, perm)
-    assert za.shape == (200, 20) and np.isfinite(za).all()
-    assert metrics.foscttm(za, zb) < 0.3
     lab = rna.obs["cell_type"].astype(str).to_numpy()
     ok = lab != "unknown"
-    pred, _ = metrics.knn_label_transfer(za[ok], lab[ok], zb[ok], k=10)
-    chance = pd.Series(lab[ok]).value_counts(normalize=True).max()
-    assert (pred == lab[ok]).mean() > chance + 0.2
+    lin_r, lin_a = linked_features(rna, adt, perm)
+    r = dict(model=model, za=za, f=metrics.foscttm(za, zb), f_lin=metrics.foscttm(lin_r, lin_a),
+             acc=knn_accuracy(za[ok], lab[ok], zb[ok], lab[ok], k=10),
+             acc_lin=knn_accuracy(lin_r[ok], lab[ok], lin_a[ok], lab[ok], k=10),
+             chance=pd.Series(lab[ok]).value_counts(normalize=True).max())
+    print(f"\nCITE-seq 200 cells: FOSCTTM scMODAL {r['f']:.3f}, linked features {r['f_lin']:.3f} "
+          f"(random 0.5); RNA->ADT kNN transfer scMODAL {r['acc']:.3f}, linked features "
+          f"{r['acc_lin']:.3f}, majority {r['chance']:.3f}")
+    return r
+
+
+def test_scmodal_aligns_cite_seq_with_a_gene_protein_table(cite_run):
+    r = cite_run
+    assert r["za"].shape == (200, 20) and np.isfinite(r["za"]).all()
+    assert r["f"] < 0.3, r  # random: 0.5
+    assert r["acc"] > r["chance"] + 0.2, r
+    model = r["model"]
     assert model.params["linked"]["pairs"][0] == ["CD3E", "CD3"]  # plain values, saved with the model
     assert min(h["mnn_pairs"] for h in model.history) > 0
+
+
+@pytest.mark.xfail(strict=True, reason="known weakness: on 200 CITE-seq cells scMODAL aligns and "
+                   "transfers worse than its own linked features used directly")
+def test_scmodal_cite_seq_beats_the_linked_features_alone(cite_run):
+    r = cite_run
+    assert r["f"] < r["f_lin"] and r["acc"] > r["acc_lin"], r
 
 
 def test_scmodal_reproducible_save_load_and_impute(cite, tmp_path):
@@ -129,13 +166,31 @@ def test_mnn_mask_is_mutual():
     assert m.tolist() == [[True, False], [False, True], [False, False]]
 
 
-def test_scmodal_snare_rna_vs_gene_activity_shared_names():
-    """SNARE-seq cortex, RNA vs ATAC gene activity (same gene names), 600 nuclei, CCA anchors."""
-    rna = ad.read_h5ad(shared_file("snare_cortex_rna.h5ad"))
-    act = ad.read_h5ad(shared_file("snare_cortex_atac_gene.h5ad"))
+@pytest.fixture(scope="module")
+def snare_run():
+    """SNARE-seq cortex, RNA vs ATAC gene activity (same gene names), 600 nuclei, CCA anchors;
+    baselines on the same nuclei, told nothing about the pairs either: Seurat CCA of the two
+    log-normalised matrices over their shared genes (the space scMODAL's anchors come from), and
+    a random embedding."""
+    rna = read_fixture("snare_cortex_rna.h5ad")
+    act = read_fixture("snare_cortex_atac_gene.h5ad")
     rows = np.sort(np.random.default_rng(0).choice(rna.n_obs, 600, replace=False))
     a, b, perm = unpair(rna[rows].copy(), act[rows].copy())
     sf.integrate({"rna": a, "atac": b}, method="scmodal", linked="cca", seed=0,
                  **{**FAST, "max_iter": 150, "batch_size": 600})
     za, zb = paired_embeddings(a, b, perm)
-    assert metrics.foscttm(za, zb) < 0.45
+    U, V = seurat_cca(normalize_log1p(rna.X[rows]), normalize_log1p(act.X[rows]), n_components=20, seed=0)
+    r = dict(f=metrics.foscttm(za, zb), f_cca=metrics.foscttm(U, V),
+             f_rand=metrics.foscttm(random_embedding(600, 20, 1), random_embedding(600, 20, 2)))
+    print(f"\nSNARE 600 nuclei FOSCTTM: scMODAL {r['f']:.3f}, Seurat CCA {r['f_cca']:.3f}, random {r['f_rand']:.3f}")
+    return r
+
+
+def test_scmodal_snare_rna_vs_gene_activity_shared_names(snare_run):
+    assert snare_run["f"] < snare_run["f_rand"] - 0.03, snare_run  # barely better than random
+
+
+@pytest.mark.xfail(strict=True, reason="known weakness: on 600 SNARE-seq nuclei scMODAL aligns the two "
+                   "modalities worse than the Seurat CCA its anchors come from")
+def test_scmodal_snare_beats_seurat_cca(snare_run):
+    assert snare_run["f"] < snare_run["f_cca"], snare_run

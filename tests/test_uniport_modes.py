@@ -11,39 +11,31 @@ import pytest
 import scipy.sparse as sp
 
 import scferry as sf
+from helpers import assert_unchanged, snapshot
 from scferry.metrics import foscttm, knn_label_transfer
 from scferry.pp import normalize_log1p
 
-from conftest import shared_file
+from conftest import read_fixture, shared_file
+from helpers import majority_accuracy, paired_cca, random_embedding
 
 SMALL = dict(progress=False, seed=0, n_hidden=(128,), n_specific_genes=500)
 
 
-def snapshot(a):
-    X = a.X.toarray() if sp.issparse(a.X) else np.array(a.X)
-    return dict(X=X, obs=a.obs.copy(), var=a.var.copy(), obsm=set(a.obsm.keys()), uns=set(a.uns.keys()))
-
-
-def assert_unchanged(a, snap):
-    X = a.X.toarray() if sp.issparse(a.X) else np.array(a.X)
-    assert np.array_equal(X, snap["X"])
-    pd.testing.assert_frame_equal(a.obs, snap["obs"])
-    pd.testing.assert_frame_equal(a.var, snap["var"])
-    assert set(a.obsm.keys()) == snap["obsm"] and set(a.uns.keys()) == snap["uns"]
-
-
-def paired(prefix, second, n, seed=0):
-    rna = ad.read_h5ad(shared_file(f"{prefix}_rna.h5ad"))
-    other = ad.read_h5ad(shared_file(f"{prefix}_{second}.h5ad"))
+def paired(prefix, second, n, seed=0, full=False):
+    """n cells of a paired pair: from the shipped fixture, or from the full shared data."""
+    read = (lambda f: ad.read_h5ad(shared_file(f))) if full else read_fixture
+    rna, other = read(f"{prefix}_rna.h5ad"), read(f"{prefix}_{second}.h5ad")
     idx = np.sort(np.random.default_rng(seed).choice(rna.n_obs, n, replace=False))
     return rna[idx].copy(), other[idx].copy()
 
 
-def transfer_accuracy(src, tgt, key="cell_type"):
+def transfer_accuracy(src, tgt, key="cell_type", zs=None, zt=None):
+    """kNN transfer of src's labels onto tgt (in X_scferry, or in the embeddings zs / zt)."""
+    zs = src.obsm["X_scferry"] if zs is None else zs
+    zt = tgt.obsm["X_scferry"] if zt is None else zt
     lab_t = tgt.obs[key].astype(str).to_numpy()
     keep = lab_t != "Mis"  # SNARE-seq: "Mis" = unknown type
-    pred, _ = knn_label_transfer(src.obsm["X_scferry"], src.obs[key].astype(str).to_numpy(),
-                                 tgt.obsm["X_scferry"][keep], k=15)
+    pred, _ = knn_label_transfer(zs, src.obs[key].astype(str).to_numpy(), zt[keep], k=15)
     return (np.asarray(pred) == lab_t[keep]).mean()
 
 
@@ -69,9 +61,14 @@ def test_vertical_snare_is_detected_and_aligns(snare_vertical):
     assert model.params["mode"] == "vertical" and model.module.paired
     assert model.module.encode_inputs == ("specific",) and not model.preprocessing.common_genes
     assert rna.obsm["X_scferry"].shape == (1000, 16) and np.isfinite(atac.obsm["X_scferry"]).all()
-    assert foscttm(rna.obsm["X_scferry"], atac.obsm["X_scferry"]) < 0.1
-    acc, base = transfer_accuracy(rna, atac), chance(rna, atac)
-    assert acc > base + 0.03, (acc, base)
+    # baseline on the same nuclei: CCA of the two modalities' PCAs fitted on the training pairs
+    za, zb = paired_cca(rna.X, atac.X)
+    f, f_cca = foscttm(rna.obsm["X_scferry"], atac.obsm["X_scferry"]), foscttm(za, zb)
+    acc, acc_cca, base = transfer_accuracy(rna, atac), transfer_accuracy(rna, atac, zs=za, zt=zb), chance(rna, atac)
+    print(f"\ntraining nuclei: FOSCTTM uniPort {f:.3f}, CCA {f_cca:.3f}; RNA->ATAC kNN transfer "
+          f"uniPort {acc:.3f}, CCA {acc_cca:.3f}, majority type {base:.3f}")
+    assert f < 0.1 and f < f_cca, (f, f_cca)
+    assert acc > base + 0.03 and acc > acc_cca - 0.05, (acc, acc_cca, base)
     # each modality embedded alone through its own encoder: training nuclei land where
     # integrate put them; held-apart nuclei get finite coordinates (their alignment is much
     # weaker than the training nuclei's: see bench/multiome/bench_uniport_modes.py)
@@ -80,11 +77,25 @@ def test_vertical_snare_is_detected_and_aligns(snare_vertical):
     z_rna = sf.project(model, rna_new, "rna")
     z_atac = sf.project(model, atac_new, "atac")
     assert atac_new.obsm["X_scferry"].shape == (100, 16) and np.isfinite(z_rna).all()
-    assert foscttm(z_rna, z_atac) < 0.5
     # no OT plan in vertical mode (the pairing is the plan): transfer falls back to kNN
     assert model.module.plan(0, 1) is None
     probs = sf.transfer_labels(model, "rna", "atac", "cell_type")
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+@pytest.mark.xfail(strict=True, reason="known weakness: vertical uniPort does not align held-apart "
+                   "nuclei better than CCA fitted on the same training pairs (it is near random)")
+def test_vertical_held_apart_nuclei_align_better_than_cca(snare_vertical):
+    """Held-apart nuclei, each modality through its own encoder, against CCA fitted on the same
+    training pairs (held-apart nuclei through its maps) and a random embedding. Strict xfail: the
+    day the method generalises, this XPASSes and the suite says so."""
+    model, rna, atac, rna_new, atac_new = snare_vertical
+    _, _, za_new, zb_new = paired_cca(rna.X, atac.X, rna_new.X, atac_new.X)
+    z_rna, z_atac = sf.project(model, rna_new.copy(), "rna"), sf.project(model, atac_new.copy(), "atac")
+    f_new, f_cca = foscttm(z_rna, z_atac), foscttm(za_new, zb_new)
+    f_rand = foscttm(random_embedding(100, 16, 1), random_embedding(100, 16, 2))
+    print(f"\nheld-apart nuclei: FOSCTTM uniPort {f_new:.3f}, CCA {f_cca:.3f}, random {f_rand:.3f}")
+    assert f_new < f_cca, (f_new, f_cca, f_rand)
 
 
 def test_vertical_impute_predicts_rna_from_atac(snare_vertical):
@@ -117,13 +128,18 @@ def test_vertical_save_load(snare_vertical, tmp_path):
     np.testing.assert_array_equal(sf.project(loaded, new, "atac"), sf.project(model, atac_new, "atac"))
 
 
-def test_vertical_scicar():
-    rna, atac = paired("scicar_a549", "atac", 1000)
+@pytest.mark.parametrize("n, full", [(600, False), pytest.param(1000, True, marks=pytest.mark.shared_data)])
+def test_vertical_scicar(n, full):
+    rna, atac = paired("scicar_a549", "atac", n, full=full)
     model = sf.integrate({"rna": rna, "atac": atac}, max_iter=200, **SMALL)
     assert model.params["mode"] == "vertical"
-    assert foscttm(rna.obsm["X_scferry"], atac.obsm["X_scferry"]) < 0.1
-    acc, base = transfer_accuracy(rna, atac), chance(rna, atac)
-    assert acc > base, (acc, base)
+    za, zb = paired_cca(rna.X, atac.X)
+    f, f_cca = foscttm(rna.obsm["X_scferry"], atac.obsm["X_scferry"]), foscttm(za, zb)
+    acc, acc_cca, base = transfer_accuracy(rna, atac), transfer_accuracy(rna, atac, zs=za, zt=zb), chance(rna, atac)
+    print(f"\nsci-CAR {n} cells: FOSCTTM uniPort {f:.3f}, CCA {f_cca:.3f}; RNA->ATAC kNN transfer "
+          f"(dex time) uniPort {acc:.3f}, CCA {acc_cca:.3f}, majority {base:.3f}")
+    assert f < 0.1 and f < f_cca, (f, f_cca)
+    assert acc > base and acc > acc_cca, (acc, acc_cca, base)
 
 
 def test_same_seed_same_result_vertical():
@@ -142,7 +158,7 @@ def pamona(n=None):
     (scferry takes non-negative values) and used as given (preprocess=False)."""
     out = []
     for kind in ("rna", "atac"):
-        a = ad.read_h5ad(shared_file(f"pamona_pbmc_{kind}.h5ad"))
+        a = read_fixture(f"pamona_pbmc_{kind}.h5ad")
         X = np.asarray(a.X, np.float32)
         out.append(ad.AnnData(X - X.min(axis=0), obs=a.obs.copy(), var=a.var.copy()))
     return out
@@ -163,7 +179,17 @@ def test_diagonal_pamona_with_prior():
         lab = a.obs["cell_type"].astype(str).to_numpy()
         keep = np.isin(lab, r.obs["cell_type"].astype(str).to_numpy())  # types both datasets have
         accs[label_key] = (probs.idxmax(axis=1).to_numpy()[keep] == lab[keep]).mean()
-    assert accs["cell_type"] > 0.8 and accs["cell_type"] > accs[None] + 0.2, accs
+    # baseline on the same cells: always answering the RNA side's most frequent (shared) type
+    lab = atac.obs["cell_type"].astype(str).to_numpy()
+    shared = np.isin(lab, rna.obs["cell_type"].astype(str).to_numpy())
+    rna_lab = rna.obs["cell_type"].astype(str)
+    majority = majority_accuracy(rna_lab[rna_lab.isin(lab[shared])], lab[shared])
+    print(f"\ndiagonal Pamona PBMC, plan transfer accuracy on shared types: with labels "
+          f"{accs['cell_type']:.3f}, without {accs[None]:.3f}, majority type {majority:.3f}")
+    # unsupervised diagonal alignment of unrelated feature spaces is not asserted to beat the
+    # baseline (it does not, see the report); with the prior it must, by far
+    assert accs["cell_type"] > 0.8 and accs["cell_type"] > majority + 0.3, (accs, majority)
+    assert accs["cell_type"] > accs[None] + 0.2, accs
     # project / impute in diagonal mode
     z = sf.project(model, atac[:50].copy(), "atac")
     np.testing.assert_allclose(z, a.obsm["X_scferry"][:50], atol=1e-5)

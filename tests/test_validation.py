@@ -6,7 +6,8 @@ import pytest
 import scipy.sparse as sp
 
 import scferry as sf
-from test_integrate import FAST, assert_unchanged, snapshot
+from helpers import assert_unchanged, snapshot
+from test_integrate import FAST
 
 
 def expect_error(exc, match, datasets, **kw):

@@ -34,18 +34,78 @@ pbmc_sce_pair <- function() {
     lapply(pbmc_pair(), function(o) suppressWarnings(Seurat::as.SingleCellExperiment(o)))
 }
 
+# The repository this package was installed from (inst/test_r.sh sets SCFERRY_REPO; else the
+# checkout around rbridge/tests/testthat).
+repo_root <- function() {
+    r <- Sys.getenv("SCFERRY_REPO")
+    if (nzchar(r)) return(r)
+    normalizePath(file.path(testthat::test_path(), "..", "..", ".."), mustWork = FALSE)
+}
+
+# A real-data fixture shipped in the repository (tests/data: small subsets of the public datasets,
+# provenance in tests/data/README.md), the same files the Python quality tests use.
+fixture_file <- function(name) {
+    f <- file.path(repo_root(), "tests", "data", name)
+    if (!file.exists(f)) skip(sprintf("fixture %s not found (run the tests from a checkout, or set SCFERRY_REPO)", name))
+    f
+}
+
+# The full shared data folder: SCFERRY_SHARED_DATA, or shared/data beside the checkout.
+shared_data_dir <- function() {
+    d <- Sys.getenv("SCFERRY_SHARED_DATA")
+    if (nzchar(d)) d else file.path(dirname(repo_root()), "shared", "data")
+}
+
 # The PDAC demo pair (scRNA with obs cell_type, ST spots). The shipped demo files when present;
-# otherwise the full PDAC-A files from SCFERRY_SHARED_DATA (default /work/shared/data), with the scRNA
-# cells subsampled (every 3rd cell) to keep the tests quick.
+# otherwise the full PDAC-A files from the shared data folder, with the scRNA cells subsampled
+# (every 3rd cell) to keep the tests quick.
 pdac_files <- function() {
     sc <- scferry::ferry_example_data("scrna", must_exist = FALSE)
     st <- scferry::ferry_example_data("st", must_exist = FALSE)
     if (!is.na(sc) && !is.na(st)) return(list(scrna = sc, st = st, subsample = FALSE))
-    d <- Sys.getenv("SCFERRY_SHARED_DATA", "/work/shared/data")
+    d <- shared_data_dir()
     sc <- file.path(d, "pdac_a_scrna.h5ad")
     st <- file.path(d, "pdac_a_st.h5ad")
-    if (!file.exists(sc) || !file.exists(st)) skip("PDAC demo data not found (set SCFERRY_EXTDATA)")
+    if (!file.exists(sc) || !file.exists(st)) skip("PDAC demo data not found (set SCFERRY_EXTDATA or SCFERRY_SHARED_DATA)")
     list(scrna = sc, st = st, subsample = TRUE)
+}
+
+# ---- baselines for the quality tests (computed in the same test, on the same cells)
+
+# FOSCTTM (fraction of samples closer than the true match; rows of a and b are the same cells):
+# 0 = every cell's own match is its nearest, 0.5 = random.
+foscttm <- function(a, b) {
+    d <- as.matrix(stats::dist(rbind(a, b)))[seq_len(nrow(a)), nrow(a) + seq_len(nrow(b))]
+    n <- nrow(a)
+    (mean(sweep(d, 1, diag(d), "<")) * n / (n - 1) + mean(sweep(d, 2, diag(d), "<")) * n / (n - 1)) / 2
+}
+
+# log1p(counts per 10,000), scaled, first `k` principal components (cells x k); counts genes x cells.
+log_pca <- function(counts, k = 20L) {
+    x <- as.matrix(counts)
+    x <- log1p(t(t(x) / pmax(colSums(x), 1)) * 1e4)
+    x <- x[apply(x, 1L, stats::sd) > 0, , drop = FALSE]
+    stats::prcomp(t(x), center = TRUE, scale. = TRUE, rank. = k)$x
+}
+
+# CCA of two views of the same cells (paired baseline): canonical scores of each view.
+cca_scores <- function(a, b, k = 10L) {
+    cc <- stats::cancor(a, b)
+    k <- min(k, ncol(cc$xcoef), ncol(cc$ycoef))
+    list(a = scale(a, cc$xcenter, FALSE) %*% cc$xcoef[, seq_len(k)],
+         b = scale(b, cc$ycenter, FALSE) %*% cc$ycoef[, seq_len(k)])
+}
+
+# Mean fraction of each cell's k nearest neighbours (in emb) that share its label (NA labels are
+# neither counted nor used as neighbours).
+same_label_fraction <- function(emb, labels, k = 15L) {
+    ok <- !is.na(labels)
+    emb <- emb[ok, , drop = FALSE]
+    labels <- labels[ok]
+    d <- as.matrix(stats::dist(emb))
+    diag(d) <- Inf
+    nn <- t(apply(d, 1L, function(r) order(r)[seq_len(k)]))
+    mean(labels[nn] == labels[row(nn)])
 }
 
 pdac_objects <- function(as = c("Seurat", "SingleCellExperiment")) {

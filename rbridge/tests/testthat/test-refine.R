@@ -81,9 +81,24 @@ test_that("ferry_refine mixes the PDAC scRNA cells and ST spots in a Seurat PCA"
     m <- Seurat::RunPCA(m, npcs = 20, verbose = FALSE)
     out <- ferry_refine(m, reduction = "pca", batch = "dataset")
     b <- out$dataset
-    mixed0 <- other_batch_fraction(SeuratObject::Embeddings(out, "pca"), b)
-    mixed1 <- other_batch_fraction(SeuratObject::Embeddings(out, "ferry.refined"), b)
+    e0 <- SeuratObject::Embeddings(out, "pca")
+    e1 <- SeuratObject::Embeddings(out, "ferry.refined")
+    mixed0 <- other_batch_fraction(e0, b)
+    mixed1 <- other_batch_fraction(e1, b)
+    # baselines on the same cells: the input PCA, and a random embedding (mixed, no cell types).
+    # Mixing goes up, and the scRNA cells' types stay about as together as in the PCA: a
+    # collapsed or scrambled embedding, which also mixes, fails the second check.
+    types <- ifelse(out$dataset == "rna", as.character(out$cell_type), NA)
+    set.seed(1)
+    rand <- matrix(stats::rnorm(length(e1)), nrow(e1))
+    same0 <- same_label_fraction(e0, types)
+    same1 <- same_label_fraction(e1, types)
+    same_rand <- same_label_fraction(rand, types)
+    message(sprintf("PDAC refine: other-dataset neighbours %.3f -> %.3f; same-type neighbours (scRNA) %.3f -> %.3f (random %.3f)",
+                    mixed0, mixed1, same0, same1, same_rand))
     expect_gt(mixed1, mixed0 + 0.02)
+    expect_gt(same1, same0 - 0.05)
+    expect_gt(same1, same_rand + 0.1)
 })
 
 test_that("ferry_refine checks its inputs before Python and names the fix", {
