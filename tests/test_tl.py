@@ -111,11 +111,29 @@ def test_deconvolve_pseudo_spots_follow_truth(pseudo):
     print(pd.DataFrame({"pearson_r": r, "r_nnls": r_nnls, "rmse": rmse, "rmse_nnls": rmse_nnls,
                         "rmse_uniform": rmse_uniform}, index=TYPES).round(3))
     print(f"dominant type recovered in {dominant:.2f} of spots (NNLS {dominant_nnls:.2f})")
-    # Measured (seed 0, plan_eps=0.1): r 0.60-0.89 (mean 0.74), RMSE 0.14-0.22 (uniform guess
-    # 0.26-0.28), dominant type 0.73; the same with plan_eps=ot_eps on this balanced reference. With the reference labels shuffled: r -0.26..0.25, dominant 0.11.
-    assert r.min() > 0.35 and r.mean() > 0.55
-    assert rmse.max() < 0.27 and rmse.mean() < 0.9 * rmse_uniform.mean()
-    assert dominant > 0.6
+    # against the baselines on the same spots: a uniform answer (RMSE), a shuffled or random one
+    # (r ~ 0, dominant type right in ~1/6 of spots); NNLS is compared in the strict xfail below
+    assert r.min() > 0.3 and rmse.mean() < 0.85 * rmse_uniform.mean(), (r, rmse, rmse_uniform)
+    assert dominant > 1 / len(TYPES) + 0.3, dominant
+
+
+@pytest.fixture(scope="module")
+def pseudo_scores(pseudo):
+    model, ref, spots, truth = pseudo
+    props = sf.deconvolve(model, reference="ref", spots="spots", label_key="cell_type")[TYPES].to_numpy()
+    nnls = nnls_proportions(ref, spots, model.preprocessing.common_genes)[TYPES].to_numpy()
+    true = truth.to_numpy()
+    def score(P):
+        r = np.mean([np.corrcoef(P[:, i], true[:, i])[0, 1] for i in range(len(TYPES))])
+        return r, (P.argmax(axis=1) == true.argmax(axis=1)).mean()
+    return score(props), score(nnls)
+
+
+@pytest.mark.xfail(strict=True, reason="known weakness: on PDAC pseudo-spots sf.deconvolve follows the "
+                   "truth less closely than NNLS on the reference type means")
+def test_deconvolve_beats_nnls(pseudo_scores):
+    (r, dominant), (r_nnls, dominant_nnls) = pseudo_scores
+    assert r > r_nnls and dominant >= dominant_nnls, pseudo_scores
 
 
 def test_deconvolve_shares_transfer_labels_plan_and_survives_save_load(pseudo, tmp_path):
