@@ -147,6 +147,7 @@ def test_not_an_anndata():
 def test_refine_after_integrate_on_shipped_demo():
     rna = ad.read_h5ad(DEMO / "pdac_demo_scrna.h5ad")
     st = ad.read_h5ad(DEMO / "pdac_demo_st.h5ad")
+    rna_labels = rna.obs["cell_type"].astype(str).to_numpy()
     both = ad.concat({"rna": rna, "spatial": st}, label="modality_batch", join="inner")
     both.obs_names_make_unique()
     sf.integrate(both, method="davae", batch_key="modality_batch", max_iter=300, seed=0,
@@ -160,7 +161,7 @@ def test_refine_after_integrate_on_shipped_demo():
     # Mixing goes up and the scRNA cells' types stay as apart as in the input: a collapsed or
     # scrambled embedding, which also mixes, fails the second check.
     rna = b == "rna"
-    types = both.obs["cell_type"].astype(str).to_numpy()[rna]
+    types = rna_labels  # the scRNA cells come first in `both`
     rand = random_embedding(*X.shape)
     sil0, sil1, sil_rand = (metrics.silhouette(Z[rna], types) for Z in (X0, X, rand))
     mix0, mix1 = metrics.ilisi(X0, b), metrics.ilisi(X, b)
