@@ -185,7 +185,7 @@ def test_peak_gene_links_bad_input_changes_nothing():
 @pytest.mark.shared_data
 def test_peak_gene_links_on_snare_cortex():
     """Real data: SNARE-seq cortex nuclei (paired), mini-bulks within cell types on a PCA of the RNA
-    shared by both modalities (true pairs), TSSs from the shipped mm10 table (bench/)."""
+    shared by both modalities (true pairs), TSSs from the shipped mm10 table (bench/multiome/)."""
     rna = ad.read_h5ad(shared_file("snare_cortex_rna.h5ad"))
     atac = ad.read_h5ad(shared_file("snare_cortex_atac.h5ad"))
     keep = np.random.default_rng(0).choice(rna.n_obs, 3000, replace=False)
@@ -195,7 +195,7 @@ def test_peak_gene_links_on_snare_cortex():
     from sklearn.decomposition import TruncatedSVD
     rna.obsm["X_scferry"] = TruncatedSVD(20, random_state=0).fit_transform(norm)
     atac.obsm["X_scferry"] = rna.obsm["X_scferry"]
-    tss = pd.read_csv(ROOT / "bench" / "snare_cortex_tss_mm10.tsv", sep="\t", index_col="gene")
+    tss = pd.read_csv(ROOT / "bench" / "multiome" / "snare_cortex_tss_mm10.tsv", sep="\t", index_col="gene")
     bulks = sf.tl.mini_bulk({"rna": rna, "atac": atac}, n_bulks=60, label_key="cell_type")
     tab = sf.tl.peak_gene_links(bulks["rna"], bulks["atac"], tss, window=150_000)
     assert len(tab) > 5000 and tab["gene"].nunique() > 1000 and (tab["n_obs"] == 60).all()
