@@ -5,7 +5,7 @@
 
 `noise`: every embedding written by `sf.integrate`, `sf.refine` and `sf.project` is replaced by
 Gaussian noise (perfectly mixed, no structure), `sf.impute` returns noise in the same units and
-`sf.deconvolve` returns random proportions. `shuffle`: the same outputs keep their values but
+`sf.deconvolve` / `sf.transfer_labels` return random proportions / probabilities. `shuffle`: the same outputs keep their values but
 their rows are permuted within each dataset (cells get another cell's coordinates / profile /
 proportions). Every quality test must FAIL under both; a test that passes cannot tell a working
 method from a broken one. Not loaded unless asked for with ``-p break_methods``.
@@ -93,5 +93,5 @@ def _after_deconvolve(props, args, kwargs):
 def pytest_configure(config):
     for name, after in (("integrate", _after_integrate), ("refine", _after_refine),
                         ("project", _after_project), ("impute", _after_impute),
-                        ("deconvolve", _after_deconvolve)):
+                        ("deconvolve", _after_deconvolve), ("transfer_labels", _after_deconvolve)):
         _wrap(name, after)
