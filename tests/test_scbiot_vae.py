@@ -41,7 +41,7 @@ def test_mixes_chemistries_and_keeps_cell_types_without_labels(pbmc, pca):
     assert last["confident"] > 0.3  # the CosFace term has confident self-labels to work on
 
     # unsupervised: mixing beats PCA; cell types less apart than in PCA (silhouette within 0.1,
-    # leave-one-chemistry-out transfer within 0.12: it loses to PCA on both, see the report) but
+    # leave-one-chemistry-out transfer within 0.12: it trails PCA on both on these cells) but
     # more than in a random embedding (silhouette +0.05, transfer +0.3)
     check_integration(X, pbmc.obs, pca, ilisi_factor=2.0, silhouette_tol=0.1, transfer_tol=0.12,
                       silhouette_gain=0.05)

@@ -187,7 +187,7 @@ def snare_run():
 
 
 def test_scmodal_snare_rna_vs_gene_activity_shared_names(snare_run):
-    assert snare_run["f"] < snare_run["f_rand"] - 0.03, snare_run  # barely better than random (see report)
+    assert snare_run["f"] < snare_run["f_rand"] - 0.03, snare_run  # only a little better than random here
 
 
 @pytest.mark.xfail(strict=True, reason="known weakness: on 600 SNARE-seq nuclei scMODAL aligns the two "
