@@ -151,6 +151,6 @@ def test_demo_cli_end_to_end(tmp_path):
     # implementation: bench/uniport_reference/RESULTS.md)
     assert m["batch_entropy"] > base["pca"]["batch_entropy"] + 0.1, (m, base)
     assert m["silhouette"] > base["random"]["silhouette"] + 0.05, (m, base)
-    assert m["silhouette"] > base["pca"]["silhouette"] - 0.1, (m, base)
+    assert m["silhouette"] > base["pca"]["silhouette"] - 0.05, (m, base)
     labels = pd.read_csv(tmp_path / "transferred_labels.tsv", sep="\t", index_col=0)
     assert labels.shape[0] == 428
