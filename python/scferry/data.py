@@ -64,6 +64,7 @@ def collect_datasets(
     batch_key: str | None = None,
     layer: str | None = None,
     min_datasets: int = 2,
+    allow_negative: bool = False,
 ) -> list[Dataset]:
     """Validate the user's input and return one :class:`Dataset` per dataset.
 
@@ -105,7 +106,7 @@ def collect_datasets(
             "column that has several levels."
         )
     for d in out:
-        check_dataset(d)
+        check_dataset(d, allow_negative=allow_negative)
     return out
 
 
@@ -123,7 +124,7 @@ def _split_by_batch(adata: AnnData, batch_key: str | None, layer: str | None) ->
     ]
 
 
-def check_dataset(d: Dataset) -> None:
+def check_dataset(d: Dataset, allow_negative: bool = False) -> None:
     """Shape, names and values of one dataset; errors name the dataset and the fix."""
     what = _describe(d.name)
     if d.n_obs == 0:
@@ -146,11 +147,12 @@ def check_dataset(d: Dataset) -> None:
             f"{what} has duplicated cell names (e.g. {dup}). Make them unique first: "
             "adata.obs_names_make_unique()."
         )
-    check_values(d.adata.X if d.layer is None else d.adata.layers[d.layer], what, d.rows)
+    check_values(d.adata.X if d.layer is None else d.adata.layers[d.layer], what, d.rows,
+                 allow_negative=allow_negative)
 
 
-def check_values(X, what: str, rows: np.ndarray | None = None) -> None:
-    """Non-finite or negative values are errors (counts are expected)."""
+def check_values(X, what: str, rows: np.ndarray | None = None, allow_negative: bool = False) -> None:
+    """Non-finite or (unless ``allow_negative``) negative values are errors (counts are expected)."""
     if rows is not None:
         X = X[rows]
     values = X.data if sp.issparse(X) else np.asarray(X)
@@ -162,7 +164,7 @@ def check_values(X, what: str, rows: np.ndarray | None = None) -> None:
             f"{what} has {n} non-finite values (NaN or inf). scferry expects raw counts; "
             "replace or drop them first."
         )
-    if values.size and values.min() < 0:
+    if not allow_negative and values.size and values.min() < 0:
         n = int((values < 0).sum())
         raise ValueError(
             f"{what} has {n} negative values. scferry expects raw counts in .X (or layer=...): "

@@ -42,7 +42,10 @@ def integrate(
         ``{"rna": rna, "spatial": st}`` (name -> AnnData with raw counts in ``.X`` or ``layer``),
         a list of AnnData, or one AnnData whose ``obs[batch_key]`` names the datasets.
     method
-        One of :func:`scferry.available_methods`.
+        One of :func:`scferry.available_methods`. ``"gw"``: Gromov-Wasserstein alignment of two
+        unpaired modalities without training (SCOT/Pamona-style, between metacells; see
+        :mod:`scferry.methods.gw`): seconds to a minute, no labels, no shared features needed;
+        parameters ``n_metacells``, ``k``, ``epsilon``, ``kinds``, ``linked``, ... .
     reference
         Name of the reference dataset: the others are aligned to it (uniPort: OT pairs are
         (reference, other) and the reference side of the OT cost gets no gradient; DAVAE takes
@@ -81,15 +84,25 @@ def integrate(
 
     Returns
     -------
-    A :class:`scferry.Model`. Writes ``obsm["X_scferry"]`` (cells x latent, float32) on every input
+    A :class:`scferry.Model` (``method="gw"``: a :class:`scferry.methods.gw.GWModel`, which has
+    no encoder for new cells). Writes ``obsm["X_scferry"]`` (cells x latent, float32) on every input
     AnnData and nothing else (with one AnnData + ``batch_key``: on that object).
     """
+    if isinstance(method, str) and method.lower() == "gw":
+        if label_key is not None or reference is not None or specific_genes is not None:
+            raise ValueError("method='gw' uses no labels, reference or specific genes: drop label_key, "
+                             "reference and specific_genes.")
+        from .methods.gw import integrate_gw
+        return integrate_gw(datasets, batch_key=batch_key, layer=layer, seed=seed, progress=progress,
+                            **params)
     cls = get_method(method)
     unknown = sorted(set(params) - set(cls.defaults))
     if unknown:
         raise TypeError(f"unknown parameter(s) {unknown} for method {cls.name!r}; its parameters: "
                         f"{sorted(cls.defaults)}.")
     hp = {**cls.defaults, **params, "reference": reference}
+    if "gw_prior" in cls.defaults:  # uniPort's GW guidance draws its metacells with this seed
+        hp["seed"] = seed
     cls.check_params(hp)
     tp = dict(cls.train_defaults)
     for key, value in dict(max_iter=max_iter, lr=lr, batch_size=batch_size).items():

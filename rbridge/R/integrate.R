@@ -79,6 +79,13 @@ ferry_integrate <- function(objects, method = "uniport", batch = NULL, assay = N
 
     # one matrix per dataset: paired datasets share cell names but not coordinates
     embs <- lapply(adatas, .ferry_read_obsm, key = "X_scferry")
+    gw <- .ferry_gw_record(model)
+    if (!is.null(gw)) {
+        message("scferry: the datasets share no features and no labels were given, so ", method,
+                " aligned them with a Gromov-Wasserstein match of their geometries (", gw,
+                "); pass gw_prior = FALSE for unguided OT, or label_key = for the cell-type prior")
+        params$gw_record <- gw
+    }
 
     id <- .ferry_new_id()
     path <- file.path(normalizePath(model_dir), paste0("scferry_model_", id, ".scferry"))
@@ -182,4 +189,14 @@ ferry_integrate <- function(objects, method = "uniport", batch = NULL, assay = N
     model <- .ferry_py(.ferry$sf$load(rec$path, adatas = pydict), paste0("scferry.load('", rec$path, "')"))
     .ferry$models[[rec$model_id]] <- list(model = model, datasets = names(pieces))
     model
+}
+
+
+# The Python fit's record of the Gromov-Wasserstein guidance (uniPort, diagonal mode without labels)
+# as one line, or NULL when it was not used.
+.ferry_gw_record <- function(model) {
+    rec <- tryCatch(reticulate::py_to_r(model$params$get("gw_record")), error = function(e) NULL)
+    if (!is.list(rec) || !isTRUE(rec$used)) return(NULL)
+    paste0("metacells: ", paste(unlist(rec$n_metacells), collapse = " / "), ", kinds: ",
+           paste(unlist(rec$kinds), collapse = " / "))
 }

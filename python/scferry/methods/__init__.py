@@ -18,4 +18,4 @@ def get_method(name: str) -> type[Method]:
 
 
 def available_methods() -> list[str]:
-    return sorted(METHODS)
+    return sorted([*METHODS, "gw"])  # "gw": no network, run by scferry.methods.gw

@@ -25,6 +25,15 @@ Deliberate choices (documented for users and benchmarks):
   ``integrate(label_key=...)``, a prior cell-type correspondence: the cost between labelled cells
   of the same (or ``prior_pairs``-linked) type is multiplied by 1/``prior_alpha`` and between
   other labelled cells by ``prior_alpha`` before solving (the reference's ``Get_label_Prior``).
+- Diagonal mode without labels (``gw_prior=True``, the default): the two modalities' geometries
+  are first matched by Gromov-Wasserstein OT between metacells (``scferry.gw``; SCOT, Demetci et
+  al. 2022; Pamona, Cao et al. 2022), which gives every cell coordinates in a joint space (its
+  own modality's and its barycentric projection into the other). The minibatch UOT then solves
+  on ``c / max(c) + gw_weight * G / max(G)``, ``G`` the squared distances between the sampled
+  cells' GW coordinates: cells the GW coupling matches are cheap to transport to each other
+  before the encoders have aligned anything, so the OT loss pulls them together (the role the
+  label prior plays when labels exist). The loss still uses the latent cost. ``gw_prior=False``:
+  plain OT guidance, as in the paper; ``gw_params``: settings passed to ``scferry.gw.align``.
 - The global plan is kept sparse (top-k sources per target cell, ``scferry.ot.TopKPlan``), each
   minibatch plan added with weight equal to its iteration number so that late, better aligned
   plans count more.
@@ -112,6 +121,7 @@ class UniPort(Method):
         kl_weight=0.5, specific_weight=0.5, ot_weight=4.0, ot_eps=0.01, ot_rho=1.0,
         ot_iter=100, keep_plan=True, plan_k=50, plan_eps=None,
         mode=None, cross_weight=1.0, ot_marginals=None, prior_alpha=2.0, prior_pairs=None,
+        gw_prior=True, gw_weight=1.0, gw_params=None,
     )
     train_defaults = dict(max_iter=2000, lr=2e-4, weight_decay=5e-4, batch_size=256, patience=10)
 
@@ -168,6 +178,17 @@ class UniPort(Method):
             for a, b in params.get("prior_pairs") or []:
                 corr[index[a], index[b]] = corr[index[b], index[a]] = True
             self.register_buffer("prior_corr", corr, persistent=False)
+        # GW guidance (diagonal mode without labels): each dataset's cells in the GW joint space.
+        # Training-only (not saved): a loaded model keeps params["gw_prior"] as the record.
+        gw = params.get("gw_prior")
+        self.gw_coords: dict[int, str] = {}
+        if isinstance(gw, dict):
+            for name, coords in gw.items():
+                d = self.dataset_names.index(name)
+                self.register_buffer(f"gw_{d}", torch.as_tensor(np.asarray(coords, np.float32)),
+                                     persistent=False)
+                self.gw_coords[d] = f"gw_{d}"
+            params["gw_prior"] = True
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
@@ -185,6 +206,20 @@ class UniPort(Method):
                                or not np.isfinite(pe) or pe <= 0):
             raise ValueError(f"plan_eps must be None (= ot_eps) or a number > 0 (entropic "
                              f"regularisation of the kept OT plan); got {pe!r}.")
+        if not isinstance(params.get("gw_prior"), bool):
+            raise ValueError(f"gw_prior must be True (diagonal mode without labels: guide the OT by a "
+                             f"Gromov-Wasserstein alignment) or False; got {params.get('gw_prior')!r}.")
+        gw_w = params.get("gw_weight")
+        if not isinstance(gw_w, (int, float)) or isinstance(gw_w, bool) or not np.isfinite(gw_w) \
+                or gw_w < 0:
+            raise ValueError(f"gw_weight must be a number >= 0; got {gw_w!r}.")
+        gwp = params.get("gw_params")
+        if gwp is not None:
+            from . import gw as gw_method
+            if not isinstance(gwp, dict) or set(gwp) - set(gw_method.DEFAULTS):
+                raise ValueError(f"gw_params must be a dict with keys among {sorted(gw_method.DEFAULTS)}; "
+                                 f"got {gwp!r}.")
+            gw_method.check_params({**gw_method.DEFAULTS, **gwp})
         if not isinstance(params.get("cross_weight"), (int, float)) or params["cross_weight"] < 0:
             raise ValueError(f"cross_weight must be a number >= 0; got {params.get('cross_weight')!r}.")
 
@@ -243,6 +278,8 @@ class UniPort(Method):
                     raise ValueError(f"prior_pairs names labels {unknown} that no dataset has in its "
                                      f"label column; labels: {label_names}.")
                 params["prior_pairs"] = [[str(a), str(b)] for a, b in pairs]
+        params["gw_prior"] = _gw_guidance(params, datasets) if (
+            mode == "diagonal" and labels is None and params.get("gw_prior")) else False
         if mode == "horizontal":
             return ("common", "specific"), False
         return ("specific",), mode == "vertical"
@@ -366,7 +403,12 @@ class UniPort(Method):
             a, b = self._marginal(p, batch[p]["idx"]), self._marginal(q, batch[q]["idx"])
             if (a is not None and not a.sum() > 0) or (b is not None and not b.sum() > 0):
                 continue  # every sampled cell of one side has weight 0: nothing to transport
-            plan = unbalanced_sinkhorn(c / c.max().clamp_min(1e-12), a, b, eps=self.params["ot_eps"],
+            c = c / c.max().clamp_min(1e-12)
+            if p in self.gw_coords and q in self.gw_coords:  # GW guidance: see the docstring
+                g = sqdist(getattr(self, self.gw_coords[p])[batch[p]["idx"]],
+                           getattr(self, self.gw_coords[q])[batch[q]["idx"]])
+                c = c + self.params["gw_weight"] * g / g.max().clamp_min(1e-12)
+            plan = unbalanced_sinkhorn(c, a, b, eps=self.params["ot_eps"],
                                        rho=self.params["ot_rho"], max_iter=self.params["ot_iter"],
                                        tol=1e-4, validate=False).plan
             total = total + (cost * plan).sum()
@@ -374,9 +416,9 @@ class UniPort(Method):
                 plan_eps = self.params.get("plan_eps") or self.params["ot_eps"]
                 if plan_eps != self.params["ot_eps"]:
                     # the kept plan is solved again, more diffuse: see plan_eps in the docstring
-                    plan = unbalanced_sinkhorn(c / c.max().clamp_min(1e-12), a, b,
-                                               eps=plan_eps, rho=self.params["ot_rho"],
-                                               max_iter=self.params["ot_iter"], tol=1e-4, validate=False).plan
+                    plan = unbalanced_sinkhorn(c, a, b, eps=plan_eps, rho=self.params["ot_rho"],
+                                               max_iter=self.params["ot_iter"], tol=1e-4,
+                                               validate=False).plan
                 w = plan * self.step.to(plan.dtype)
                 self.plans[(p, q)].update(batch[p]["idx"], batch[q]["idx"], w, validate=False)
                 self.plans[(q, p)].update(batch[q]["idx"], batch[p]["idx"], w.T, validate=False)
@@ -409,6 +451,31 @@ class UniPort(Method):
         for key, d in state.items():
             p, q = (int(s) for s in key.split("->"))
             self.plans[(p, q)] = TopKPlan.from_state_dict(d)
+
+
+def _gw_guidance(params: dict[str, Any], datasets) -> dict[str, np.ndarray] | bool:
+    """Diagonal mode, no labels: GW-align the two datasets (``scferry.methods.gw``) and return
+    each dataset's cells in the GW joint space; the choice is announced and recorded in
+    ``params["gw_record"]``. More than two datasets: no GW guidance (announced)."""
+    if len(datasets) != 2:
+        warnings.warn(f"diagonal mode with {len(datasets)} datasets and no labels: the Gromov-Wasserstein "
+                      "guidance aligns two modalities only, so the OT runs unguided. Integrate the "
+                      "modalities pairwise, or pass label_key=.", UserWarning, stacklevel=4)
+        params["gw_record"] = {"used": False, "reason": "more than two datasets"}
+        return False
+    from . import gw as gw_method
+    hp = {**gw_method.DEFAULTS, **(params.get("gw_params") or {})}
+    al, plain, choices = gw_method.fit(datasets, hp, seed=int(params.get("seed", 0)), progress=False,
+                                       announce=False)
+    warnings.warn(
+        "diagonal mode without labels: the minibatch OT is guided by a Gromov-Wasserstein alignment "
+        f"of the two modalities' geometries (metacells: {plain['n_metacells']}, kinds: {plain['kinds']}"
+        + (f"; {'; '.join(choices)}" if choices else "") + "). Pass gw_prior=False for unguided OT, or "
+        "label_key= for the cell-type prior.", UserWarning, stacklevel=4)
+    params["gw_record"] = {"used": True, **{k: v for k, v in plain.items()
+                                           if isinstance(v, (int, float, str, bool, list)) or v is None},
+                           "choices": choices}
+    return dict(zip([d.name for d in datasets], al.joint()))
 
 
 def _check_marginals(given, datasets) -> dict[str, np.ndarray] | None:

@@ -1,0 +1,62 @@
+"""Datasets and scores of the diagonal (unpaired, unlabelled) alignment study.
+
+Every dataset is a pair (RNA, other modality). The paired sets (SNARE, sci-CAR, CITE-seq) are
+treated as unpaired: their row order is never given to a method, only used to score (FOSCTTM).
+"""
+from __future__ import annotations
+
+import os
+
+import anndata as ad
+import numpy as np
+
+DATA = os.environ.get("SCFERRY_SHARED_DATA", "/work/shared/data")
+# name -> (RNA file, other file, other modality, paired)
+SETS = {
+    "snare_peaks": ("snare_cortex_rna", "snare_cortex_atac", "atac", True),
+    "snare_gene": ("snare_cortex_rna", "snare_cortex_atac_gene", "atac", True),
+    "pamona": ("pamona_pbmc_rna", "pamona_pbmc_atac", "atac", False),
+    "scicar": ("scicar_a549_rna", "scicar_a549_atac", "atac", True),
+    "cite": ("pbmc10k_cite_hvg_rna", "pbmc10k_cite_hvg_adt", "adt", True),
+}
+UNKNOWN = {"Mis", "unknown"}
+
+
+def load(name: str, max_cells: int = 0, seed: int = 0) -> tuple[ad.AnnData, ad.AnnData, str, bool]:
+    """(rna, other, other modality name, paired); paired sets subsampled to the same cells,
+    unpaired ones independently. Pamona's real-valued features are shifted to >= 0 (uniPort's
+    inputs must be non-negative; a shift does not change the geometry)."""
+    f_rna, f_oth, other, paired = SETS[name]
+    rna = ad.read_h5ad(os.path.join(DATA, f_rna + ".h5ad"))
+    oth = ad.read_h5ad(os.path.join(DATA, f_oth + ".h5ad"))
+    rng = np.random.default_rng(seed)
+    if paired:
+        assert (rna.obs_names == oth.obs_names).all()
+        if max_cells and rna.n_obs > max_cells:
+            keep = np.sort(rng.choice(rna.n_obs, max_cells, replace=False))
+            rna, oth = rna[keep].copy(), oth[keep].copy()
+    else:
+        out = []
+        for a in (rna, oth):
+            if max_cells and a.n_obs > max_cells:
+                a = a[np.sort(rng.choice(a.n_obs, max_cells, replace=False))].copy()
+            out.append(a)
+        rna, oth = out
+    if name == "pamona":
+        for a in (rna, oth):
+            X = np.asarray(a.X, np.float32)
+            a.X = X - X.min(axis=0)
+    return rna, oth, other, paired
+
+
+def score(z_rna, z_oth, lab_rna, lab_oth, paired: bool, k: int = 15) -> dict:
+    """FOSCTTM (paired sets only) and kNN label transfer RNA -> other (k=15), accuracy over the
+    other modality's cells of known type that the RNA data has."""
+    from scferry import metrics
+    out = {"foscttm": metrics.foscttm(z_rna, z_oth) if paired else float("nan")}
+    lab_rna, lab_oth = np.asarray(lab_rna, str), np.asarray(lab_oth, str)
+    src = ~np.isin(lab_rna, list(UNKNOWN))
+    tgt = ~np.isin(lab_oth, list(UNKNOWN)) & np.isin(lab_oth, lab_rna[src])
+    pred, _ = metrics.knn_label_transfer(z_rna[src], lab_rna[src], z_oth[tgt], k=k)
+    out["transfer"] = metrics.transfer_accuracy(lab_oth[tgt], pred)
+    return out

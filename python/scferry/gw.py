@@ -1,0 +1,323 @@
+"""Gromov-Wasserstein alignment of unpaired modalities (no shared features, no labels).
+
+Two datasets measured on unrelated features (RNA vs ATAC peaks, RNA vs protein, two processed
+50-d spaces) cannot be compared cell to cell, but each has an intrinsic geometry: which cells are
+near which. Gromov-Wasserstein optimal transport (GW) matches the two geometries: it looks for a
+coupling ``T`` (a joint distribution with marginals ``a`` and ``b``) minimising
+
+    sum_{i,j,k,l} (D1[i, k] - D2[j, l])^2 T[i, j] T[k, l]  -  eps * H(T),
+
+so that cells close in one modality are sent to cells close in the other. ``D1``, ``D2`` are
+geodesic distances on each modality's kNN graph (shortest paths, divided by their maximum), as
+in SCOT (Demetci et al., "SCOT: single-cell multi-omics alignment with optimal transport",
+J Comput Biol 29, 3 (2022); SCOTv2, Demetci et al., RECOMB 2022) and Pamona (Cao et al.,
+"Manifold alignment for heterogeneous single-cell multi-omics data integration using Pamona",
+Bioinformatics 38, 211 (2022)). The problem is solved by POT's entropic GW (projected gradient
+with Sinkhorn steps, Peyre, Cuturi & Solomon, ICML 2016). When some features are linked between
+the modalities (shared gene names, e.g. RNA vs ATAC gene activity), fused GW (Vayer et al., ICML
+2019) adds a feature cost ``M``: ``(1 - alpha) <M, T> + alpha * GW``.
+
+Scaling (where this module departs from SCOT/Pamona, which work on all cells and hold dense n x n
+and n x m matrices): GW runs between METACELLS, the k-means centroids of each modality in its own
+reduced space (``n_metacells`` per modality, a few hundred to ~2,000), with marginals equal to
+the metacells' cell fractions. A cell is then softly assigned to its ``n_soft`` nearest metacells
+(weights ``w``), and everything cell-level is lifted through those assignments: the cell-level
+coupling is ``w_X T w_Y^T`` (never formed), and SCOT's barycentric projection of a cell of X onto
+Y is ``sum_c w[i, c] * bary_Y(c)`` with ``bary_Y(c) = sum_c' T[c, c'] Y_c' / sum_c' T[c, c']``.
+Memory is linear in cells (plus ``n_metacells^2``).
+
+Preprocessing per modality (``kind``, guessed from the data when None):
+
+- ``"counts"`` (RNA, ATAC gene activity): library-size normalisation to 10^4, log1p, the
+  ``n_features`` most variable features, centred PCA;
+- ``"peaks"`` (ATAC peaks, binary or counts): TF-IDF (``log1p(tf * idf * 10^4)``), truncated
+  SVD (LSI), the first component (sequencing depth) dropped;
+- ``"adt"`` (a protein panel, counts): per-cell centred log-ratio (CLR), standardised features,
+  PCA up to the number of proteins;
+- ``"other"`` (real-valued processed features, negatives allowed, e.g. Pamona's 50-d inputs):
+  standardised features, PCA.
+
+Every embedding's rows are then divided by the embedding's root-mean-square norm.
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+KINDS = ("counts", "peaks", "adt", "other")
+# Defaults chosen by measurement across datasets (bench/diagonal/RESULTS.md).
+DEFAULTS = dict(n_metacells=500, k=10, epsilon=5e-3, n_components=30, n_features=2000,
+                n_soft=3, fused_alpha=0.5, max_iter=200)
+_PEAK_NAME = re.compile(r"^(chr)?[0-9A-Za-z_.]+[:_-]\d+[-_]\d+$")
+
+
+# ----------------------------------------------------------------------------- preprocessing
+def guess_kind(X, var: Any = None, var_names: Sequence[str] | None = None) -> str:
+    """The preprocessing a modality needs, from its values and feature names: negative or
+    non-integer values -> "other"; peak coordinates (``var`` columns chrom/start/end or names like
+    ``chr1:100-200``) -> "peaks"; at most 300 features -> "adt"; else "counts"."""
+    data = X.data if sp.issparse(X) else np.asarray(X)
+    sample = np.asarray(data).ravel()[:200_000]
+    if sample.size and ((sample < 0).any() or not np.allclose(sample, np.round(sample))):
+        return "other"
+    if var is not None and {"chrom", "start", "end"} <= set(getattr(var, "columns", [])):
+        return "peaks"
+    names = list(var_names[:50]) if var_names is not None else []
+    if names and sum(bool(_PEAK_NAME.match(str(n))) for n in names) > 0.8 * len(names):
+        return "peaks"
+    if X.shape[1] <= 300:
+        return "adt"
+    return "counts"
+
+
+def _pca(X, n: int, seed: int) -> np.ndarray:
+    """Centred PCA (dense input) to ``n`` components, as float32."""
+    from sklearn.decomposition import PCA
+    X = np.asarray(X, dtype=np.float32)
+    n = max(1, min(n, X.shape[1], X.shape[0] - 1))
+    if n >= X.shape[1]:  # no reduction: centre only (rotation does not change distances)
+        return (X - X.mean(0)).astype(np.float32)
+    solver = "randomized" if min(X.shape) > 4 * n else "full"
+    return PCA(n, svd_solver=solver, random_state=seed).fit_transform(X).astype(np.float32)
+
+
+def embed_modality(X, kind: str, *, n_components: int = 30, n_features: int = 2000,
+                   seed: int = 0) -> np.ndarray:
+    """Cells x ``n_components`` embedding of one modality, preprocessed for its ``kind`` (see the
+    module docstring). ``X``: cells x features (dense or sparse, not modified)."""
+    if kind not in KINDS:
+        raise ValueError(f"kind must be one of {KINDS}; got {kind!r}.")
+    n = X.shape[0]
+    if kind == "peaks":
+        from sklearn.decomposition import TruncatedSVD
+        X = sp.csr_matrix(X, dtype=np.float64)
+        X = X[:, np.asarray(X.getnnz(axis=0)).ravel() > 0]
+        rows = np.maximum(np.asarray(X.sum(axis=1)).ravel(), 1e-12)
+        idf = n / np.maximum(np.asarray(X.sum(axis=0)).ravel(), 1e-12)
+        T = (sp.diags(1.0 / rows) @ X @ sp.diags(idf)).tocsr()
+        T.data = np.log1p(T.data * 1e4)
+        k = max(2, min(n_components + 1, min(T.shape) - 1))
+        Z = TruncatedSVD(k, algorithm="randomized", random_state=seed).fit_transform(T)[:, 1:]
+        Z = (Z - Z.mean(0)) / np.maximum(Z.std(0), 1e-12)  # LSI components on one scale
+    elif kind == "counts":
+        X = sp.csr_matrix(X, dtype=np.float64)
+        rows = np.maximum(np.asarray(X.sum(axis=1)).ravel(), 1e-12)
+        X = (sp.diags(1e4 / rows) @ X).tocsr()
+        X.data = np.log1p(X.data)
+        mean = np.asarray(X.mean(axis=0)).ravel()
+        var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
+        keep = np.argsort(-var)[:min(n_features, X.shape[1])]
+        keep = np.sort(keep[var[keep] > 0])
+        Z = _pca(X[:, keep].toarray(), n_components, seed)
+    else:
+        X = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
+        if kind == "adt":
+            L = np.log1p(np.clip(X, 0, None))
+            X = L - L.mean(axis=1, keepdims=True)  # per-cell CLR
+        sd = X.std(0)
+        X = (X[:, sd > 0] - X[:, sd > 0].mean(0)) / sd[sd > 0]
+        Z = _pca(X, n_components, seed)
+    Z = np.asarray(Z, dtype=np.float32)
+    rms = float(np.sqrt((Z.astype(np.float64) ** 2).sum(1).mean()))
+    return Z / max(rms, 1e-12)
+
+
+# ----------------------------------------------------------------------------- metacells
+@dataclass
+class Metacells:
+    """k-means metacells of one modality: centroids, cell fractions (the GW marginal), each
+    cell's ``n_soft`` nearest metacells and their weights (rows sum to 1)."""
+    centroids: np.ndarray
+    mass: np.ndarray
+    nearest: np.ndarray
+    weights: np.ndarray
+
+    def lift(self, values: np.ndarray) -> np.ndarray:
+        """Cell-level values from metacell-level ones: ``sum_c w[i, c] values[c]``."""
+        return np.einsum("ik,ikd->id", self.weights, values[self.nearest]).astype(np.float32)
+
+
+def metacells(Z: np.ndarray, n_metacells: int, *, n_soft: int = 3, seed: int = 0) -> Metacells:
+    """k-means on the embedding ``Z`` (mini-batch k-means above 20,000 cells), then each cell's
+    soft assignment: its ``n_soft`` nearest centroids weighted by ``exp(-d^2 / h^2)``, ``h`` the
+    cell's distance to its nearest centroid (floored at the median of those distances)."""
+    from sklearn.cluster import KMeans, MiniBatchKMeans
+    from sklearn.neighbors import NearestNeighbors
+    n = Z.shape[0]
+    m = int(min(n_metacells, n))
+    if n > 20_000:
+        km = MiniBatchKMeans(m, batch_size=4096, n_init=3, random_state=seed).fit(Z)
+    else:
+        km = KMeans(m, n_init=1, random_state=seed).fit(Z)
+    centroids = km.cluster_centers_.astype(np.float32)
+    mass = np.bincount(km.labels_, minlength=m).astype(np.float64)
+    used = mass > 0  # empty clusters (rare) are dropped
+    centroids, mass = centroids[used], mass[used] / mass.sum()
+    kk = min(n_soft, len(centroids))
+    dist, nearest = NearestNeighbors(n_neighbors=kk).fit(centroids).kneighbors(Z)
+    h2 = np.maximum(dist[:, :1], np.median(dist[:, 0]) + 1e-12) ** 2
+    w = np.exp(-(dist ** 2 - dist[:, :1] ** 2) / h2)
+    w /= w.sum(1, keepdims=True)
+    return Metacells(centroids, mass, nearest, w.astype(np.float32))
+
+
+def geodesic(points: np.ndarray, k: int) -> np.ndarray:
+    """Shortest-path distances on the symmetrised kNN graph of ``points`` (edge weight: euclidean
+    distance), divided by their maximum (SCOT, Pamona). Pairs in different connected components
+    get the largest finite distance."""
+    from scipy.sparse.csgraph import shortest_path
+    from sklearn.neighbors import kneighbors_graph
+    k = int(min(k, len(points) - 1))
+    G = kneighbors_graph(points, k, mode="distance")
+    G = G.maximum(G.T)
+    D = shortest_path(G, method="D", directed=False)
+    finite = np.isfinite(D)
+    top = D[finite].max() if finite.any() else 1.0
+    D[~finite] = top
+    return (D / max(top, 1e-12)).astype(np.float64)
+
+
+# ----------------------------------------------------------------------------- GW
+def _sinkhorn_log(a: np.ndarray, b: np.ndarray, C: np.ndarray, eps: float, f: np.ndarray,
+                  g: np.ndarray, n_iter: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Balanced entropic OT in the log domain from dual potentials (f, g) (warm start):
+    alternate ``f = eps log a - eps LSE_j((g_j - C_ij) / eps)`` and the same for ``g``."""
+    from scipy.special import logsumexp
+    la, lb = np.log(a), np.log(b)
+    for _ in range(n_iter):
+        f = eps * la - eps * logsumexp((g[None, :] - C) / eps, axis=1)
+        g_new = eps * lb - eps * logsumexp((f[:, None] - C) / eps, axis=0)
+        done = np.abs(g_new - g).max() < tol * eps
+        g = g_new
+        if done:
+            break
+    return f, g
+
+
+def gw_coupling(D1: np.ndarray, D2: np.ndarray, a: np.ndarray, b: np.ndarray, *, epsilon: float,
+                M: np.ndarray | None = None, alpha: float = 0.5, max_iter: int = 200,
+                tol: float = 1e-5) -> np.ndarray:
+    """Entropic (fused when ``M`` is given) GW coupling between two metric spaces, by the
+    projected-gradient scheme of Peyre, Cuturi & Solomon (ICML 2016; as in SCOT and POT's
+    ``entropic_gromov_wasserstein``): starting from ``a b^T``, repeat ``T <- Sinkhorn(a, b, C(T),
+    epsilon)`` with the linearised square-loss cost ``C(T) = D1^2 a 1^T + 1 (D2^2 b)^T - 2 D1 T
+    D2^T`` (fused: ``(1 - alpha) M + alpha C(T)``, Vayer et al.), until ``T`` changes by less
+    than ``tol`` (sum of absolute changes) or ``max_iter`` steps. The Sinkhorn steps run in the
+    log domain, warm-started from the previous step's potentials, so a small ``epsilon`` neither
+    underflows nor costs many iterations. Returns the coupling (len(a) x len(b), sums to 1)."""
+    a = np.asarray(a, np.float64) / np.sum(a)
+    b = np.asarray(b, np.float64) / np.sum(b)
+    const = (D1 ** 2) @ a[:, None] + ((D2 ** 2) @ b)[None, :]
+    T = np.outer(a, b)
+    f, g = np.zeros(len(a)), np.zeros(len(b))
+    # epsilon annealed from 16x down to the target (halving each step): the large-epsilon
+    # couplings steer the non-convex problem away from poor local minima
+    schedule = [epsilon * 2.0 ** i for i in range(4, 0, -1)] + [epsilon] * max(1, max_iter)
+    for eps_now in schedule:
+        epsilon_step = eps_now
+        C = const - 2 * D1 @ T @ D2.T
+        if M is not None:
+            C = (1 - alpha) * M + alpha * C
+        f, g = _sinkhorn_log(a, b, C, epsilon_step, f, g, n_iter=200, tol=1e-4)
+        new = np.exp((f[:, None] + g[None, :] - C) / epsilon_step)
+        if not np.isfinite(new).all() or not new.sum() > 0:
+            raise RuntimeError(f"the GW solver diverged at epsilon={epsilon}; raise epsilon (e.g. 1e-2).")
+        change = float(np.abs(new - T).sum())
+        T = new
+        if change < tol and epsilon_step == epsilon:
+            break
+    return T / T.sum()
+
+
+def _feature_cost(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Correlation distance between metacell profiles of linked features, in [0, 1]."""
+    A = A - A.mean(1, keepdims=True)
+    B = B - B.mean(1, keepdims=True)
+    A /= np.maximum(np.linalg.norm(A, axis=1, keepdims=True), 1e-12)
+    B /= np.maximum(np.linalg.norm(B, axis=1, keepdims=True), 1e-12)
+    return np.clip((1 - A @ B.T) / 2, 0, 1)
+
+
+@dataclass
+class Alignment:
+    """The metacell-level GW solution between two modalities and what lifts it to cells."""
+    coupling: np.ndarray  # metacells of X x metacells of Y, sums to 1
+    meta: tuple[Metacells, Metacells]
+    embeddings: tuple[np.ndarray, np.ndarray]  # each modality's own cells x n_components space
+    params: dict[str, Any] = field(default_factory=dict)
+    gw_distance: float = float("nan")
+
+    def barycentric(self, source: int) -> np.ndarray:
+        """SCOT's barycentric projection of each cell of modality ``source`` onto the other
+        modality's space, lifted through the soft metacell assignment."""
+        T = self.coupling if source == 0 else self.coupling.T
+        other = self.meta[1 - source].centroids
+        bary = (T @ other) / np.maximum(T.sum(1, keepdims=True), 1e-300)
+        return self.meta[source].lift(bary)
+
+    def joint(self) -> tuple[np.ndarray, np.ndarray]:
+        """A joint embedding of both modalities' cells: [X-space coordinates, Y-space
+        coordinates], where a cell's own space holds its metacell-smoothed coordinates and the
+        other space its barycentric projection (symmetric in X and Y)."""
+        own = [m.lift(m.centroids) for m in self.meta]
+        return (np.hstack([own[0], self.barycentric(0)]),
+                np.hstack([self.barycentric(1), own[1]]))
+
+
+def align(X, Y, *, kinds: tuple[str | None, str | None] = (None, None), linked: tuple | None = None,
+          n_metacells: int = DEFAULTS["n_metacells"], k: int = DEFAULTS["k"],
+          epsilon: float = DEFAULTS["epsilon"], n_components: int = DEFAULTS["n_components"],
+          n_features: int = DEFAULTS["n_features"], n_soft: int = DEFAULTS["n_soft"],
+          fused_alpha: float = DEFAULTS["fused_alpha"], max_iter: int = DEFAULTS["max_iter"],
+          var: tuple = (None, None), var_names: tuple = (None, None), seed: int = 0,
+          progress: bool = False) -> Alignment:
+    """GW alignment of two modalities' cells (matrices cells x features, not modified).
+
+    ``kinds``: each modality's preprocessing (None: :func:`guess_kind`). ``linked``: optional
+    ``(X_linked, Y_linked)``, cells x linked features in the same feature order (e.g. the shared
+    genes of RNA and gene activity): fused GW with weight ``fused_alpha`` on the GW term. See the
+    module docstring for the maths; the result's :meth:`Alignment.joint` is the embedding."""
+    from tqdm.auto import tqdm
+    rng = np.random.default_rng(seed)
+    bar = tqdm(total=4, desc="scferry gw", disable=not progress)
+    kinds = tuple(kd or guess_kind(M_, v, vn) for kd, M_, v, vn in zip(kinds, (X, Y), var, var_names))
+    Z = tuple(embed_modality(M_, kd, n_components=n_components, n_features=n_features,
+                             seed=int(rng.integers(2 ** 31))) for M_, kd in zip((X, Y), kinds))
+    bar.update()
+    meta = tuple(metacells(z, n_metacells, n_soft=n_soft, seed=int(rng.integers(2 ** 31))) for z in Z)
+    bar.update()
+    D = tuple(geodesic(m.centroids, k) for m in meta)
+    bar.update()
+    M = None
+    if linked is not None:
+        lk = [_linked_profiles(L, m) for L, m in zip(linked, meta)]
+        M = _feature_cost(*lk)
+    T = gw_coupling(D[0], D[1], meta[0].mass, meta[1].mass, epsilon=epsilon, M=M,
+                    alpha=fused_alpha, max_iter=max_iter)
+    bar.update()
+    bar.close()
+    gwd = float(np.einsum("ij,ij->", (D[0] ** 2) @ T.sum(1)[:, None] + ((D[1] ** 2) @ T.sum(0))[None, :]
+                          - 2 * D[0] @ T @ D[1].T, T))
+    params = dict(kinds=list(kinds), n_metacells=[len(m.mass) for m in meta], k=k, epsilon=epsilon,
+                  n_components=n_components, n_features=n_features, n_soft=n_soft,
+                  fused=M is not None, fused_alpha=fused_alpha if M is not None else None,
+                  max_iter=max_iter, seed=seed)
+    return Alignment(T, meta, Z, params, gwd)
+
+
+def _linked_profiles(L, meta: Metacells) -> np.ndarray:
+    """Metacell means of log-normalised linked features (cells hard-assigned to their nearest)."""
+    L = sp.csr_matrix(L, dtype=np.float64)
+    rows = np.maximum(np.asarray(L.sum(axis=1)).ravel(), 1e-12)
+    L = (sp.diags(1e4 / rows) @ L).tocsr()
+    L.data = np.log1p(L.data)
+    hard = meta.nearest[:, 0]
+    m = len(meta.mass)
+    A = sp.csr_matrix((np.ones(len(hard)), (hard, np.arange(len(hard)))), shape=(m, len(hard)))
+    counts = np.maximum(np.asarray(A.sum(1)).ravel(), 1)
+    return np.asarray((A @ L).toarray() / counts[:, None])
