@@ -91,7 +91,7 @@ def run_one(sf, name, method, seed, rna, oth, other, paired, args) -> dict:
             ir, io, zr, zo = scot(rna, oth, seed, args.scot_cells)
         elif method == "cca":
             from scferry.methods.scmodal_cca import seurat_cca
-            sys.path.insert(0, str(HERE.parent))
+            sys.path.insert(0, str(HERE.parent / "multiome"))
             from bench_multiome import ADT_GENES, lognorm
             if name == "cite":
                 pairs = [(g, p) for p, g in ADT_GENES.items() if p in oth.var_names and g in rna.var_names]
