@@ -1,5 +1,5 @@
 """Gromov-Wasserstein alignment of unpaired modalities (scferry.gw, method="gw", uniPort's GW
-guidance) on small real subsets: SNARE-seq cortex RNA vs ATAC gene activity, treated as unpaired
+guidance) on small real subsets (tests/data): SNARE-seq cortex RNA vs ATAC gene activity, treated as unpaired
 (the pairing is used only to score)."""
 from __future__ import annotations
 
@@ -14,13 +14,14 @@ import scferry as sf
 from scferry import gw
 from scferry.metrics import foscttm
 
-from conftest import shared_file
+from conftest import read_fixture
 
 
 @pytest.fixture(scope="module")
 def snare_gene():
-    rna = ad.read_h5ad(shared_file("snare_cortex_rna.h5ad"))
-    gene = ad.read_h5ad(shared_file("snare_cortex_atac_gene.h5ad"))
+    """The shipped SNARE fixture (tests/data), row-aligned RNA and gene activity, 1,200 cells."""
+    rna, gene = read_fixture("snare_cortex_rna.h5ad"), read_fixture("snare_cortex_atac_gene.h5ad")
+    assert (rna.obs_names == gene.obs_names).all()
     keep = np.sort(np.random.default_rng(0).choice(rna.n_obs, 1200, replace=False))
     return rna[keep].copy(), gene[keep].copy()
 
