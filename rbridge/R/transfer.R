@@ -58,10 +58,11 @@ ferry_transfer <- function(reference, query, label, source = NULL, target = NULL
 #' @inheritParams ferry_transfer
 #' @param spots Integrated object of spatial spots, from the same \code{ferry_integrate} call.
 #' @param label Cell-metadata column of \code{reference} with the cell types (no NA).
-#' @param ... Options of \code{scferry.deconvolve()} in Python: \code{readout = "type_mean"}
-#'   (default: each type's plan mass divided by its number of reference cells, as uniPort's R
-#'   tutorial) or \code{"mass"} (the plan mass as it is, which leans to the reference's largest
-#'   types), \code{k} (neighbours of the kNN vote for spots the plan never reached).
+#' @param ... Options of \code{scferry.deconvolve()} in Python: \code{readout = "counts"}
+#'   (default: a Poisson fit of each spot's counts on the reference's per-type mean counts, with
+#'   gene-wise platform factors), \code{"type_mean"} (each type's plan mass divided by its number
+#'   of reference cells, as uniPort's R tutorial) or \code{"mass"} (the plan mass as it is),
+#'   \code{k} (neighbours of the kNN vote for spots the plan never reached).
 #' @return \code{spots} with the proportions added.
 #' @export
 ferry_deconvolve <- function(reference, spots, label, source = NULL, target = NULL, ...) {

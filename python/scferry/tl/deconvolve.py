@@ -5,12 +5,104 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
+from tqdm.auto import tqdm
 
 from ..model import Model
-from ._common import PROPORTIONS_KEY, _class_mass, _labelled_pair, _plan, _write_rows
+from ._common import PROPORTIONS_KEY, _check_int, _class_mass, _labelled_pair, _plan, _write_rows
 
-DECONVOLVE_READOUTS = ("type_mean", "mass")
-TINY_TYPE = 25  # warn below this many reference cells with readout="type_mean" (RCTD's minimum)
+DECONVOLVE_READOUTS = ("counts", "type_mean", "mass")
+TINY_TYPE = 25  # warn below this many reference cells (RCTD's minimum per type)
+CHUNK = 4096  # spots fitted at once by readout="counts" (fewer where genes are many and dense)
+DENSE_CELLS = 10_000_000  # spot x gene entries of one chunk (dense: ~80 MB a matrix)
+DENSE_FILL = 0.05  # a chunk with more non-zeros than this fraction is fitted dense
+PLATFORM_SPOTS = 5000  # spots (at most, seeded subsample) that estimate the gene factors
+MIN_SHARE = 0.0  # readout="counts": sparsity cut (off by default: it costs AUPR and RMSE, bench/deconvolution)
+PRIOR_COUNTS = 10.0  # Gamma(b, b) prior of the gene factors, in counts
+
+
+# ---------------------------------------------------------------------------- signature fit
+def type_signatures(X: sp.csr_matrix, labels, types: list[str]) -> np.ndarray:
+    """Types x genes mean counts per cell of each type (``X`` cells x genes): a type's size does not
+    change its signature, only how noisy it is."""
+    codes = pd.Categorical(pd.Series(labels).astype(str), categories=types).codes
+    onehot = sp.csr_matrix((np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(types), len(codes)))
+    n = np.asarray(onehot.sum(axis=1)).ravel()
+    return np.asarray((onehot @ X).todense(), dtype=np.float64) / n[:, None]
+
+
+def _poisson_abundance(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_iter: int, tol: float,
+                       min_share: float) -> np.ndarray:
+    """Per-spot Poisson fit ``y_sg ~ Poisson(lambda_g sum_k a_sk S_kg)`` of the spots (rows) of
+    ``Y``, gene factors ``lambda`` (``scale``) fixed: EM (multiplicative) updates of the abundances
+    ``a`` with the signatures fixed (Lee & Seung 2001's KL updates), all spots at once, only at the
+    non-zeros of ``Y``. ``lambda_g`` cancels from the ratio ``y / mu`` and enters through each
+    type's total ``c_k = sum_g lambda_g S_kg``. ``min_share``: in each E-step a type's counts
+    attributed to the spot lose ``min_share`` x the spot's counts (floored at 0), the MAP step of a
+    sparsity prior: a type that explains less than that share of the spot leaves it. Returns spots x
+    types abundances (cells, in the reference's counts per cell)."""
+    K = S.shape[0]
+    y = Y.data.astype(np.float64)
+    dense = Y.nnz > DENSE_FILL * Y.shape[0] * Y.shape[1]
+    if dense:  # BLAS on the chunk's dense counts beats gathering at the non-zeros
+        Yd = Y.toarray().astype(np.float64)
+    else:
+        rows = np.repeat(np.arange(Y.shape[0]), np.diff(Y.indptr))
+        ST = S.T[Y.indices]                   # nnz x K: the signatures at the spots' non-zeros
+    c = (S * scale[None, :]).sum(axis=1)      # K
+    lib = np.asarray(Y.sum(axis=1), dtype=np.float64).ravel()
+    a = np.tile(lib[:, None] / c.sum(), (1, K))  # flat start: the spot's counts spread over the types
+    cut = min_share * lib[:, None]
+    for _ in range(n_iter):
+        if dense:
+            ratio = Yd / np.maximum(a @ S, 1e-300)
+        else:
+            mu = np.einsum("ij,ij->i", a[rows], ST)
+            ratio = sp.csr_matrix((y / np.maximum(mu, 1e-300), Y.indices, Y.indptr), shape=Y.shape)
+        attributed = a * (ratio @ S.T)        # the spot's counts the E-step gives each type
+        new = np.maximum(attributed - cut, 0.0) / c[None, :]
+        empty = new.sum(axis=1) == 0          # every type under the cut: keep the best one
+        if empty.any():
+            best = attributed[empty].argmax(axis=1)
+            new[np.flatnonzero(empty), best] = attributed[empty, best] / c[best]
+        step = np.abs(new - a).sum(axis=1) / np.maximum(a.sum(axis=1), 1e-300)
+        a = new
+        if step.max() < tol:
+            break
+    return a
+
+
+def _abundance_chunks(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_iter: int, tol: float,
+                      min_share: float, progress: bool = False) -> np.ndarray:
+    """:func:`_poisson_abundance` over chunks of spots, each at most ``CHUNK`` spots and
+    ``DENSE_CELLS`` spot x gene entries (its memory stays bounded however many spots there are)."""
+    size = int(max(16, min(CHUNK, DENSE_CELLS // max(S.shape[1], 1))))
+    chunks = range(0, Y.shape[0], size)
+    out = np.empty((Y.shape[0], S.shape[0]))
+    for i in tqdm(chunks, desc="deconvolve", unit="chunk", disable=not progress or len(chunks) < 2):
+        out[i:i + size] = _poisson_abundance(Y[i:i + size], S, scale, n_iter, tol, min_share)
+    return out
+
+
+def _platform_scale(Y: sp.csr_matrix, S: np.ndarray, n_iter: int, tol: float, min_share: float,
+                    prior_counts: float, n_rounds: int = 5) -> np.ndarray:
+    """Gene-wise platform factors ``lambda_g`` shared by all spots of ``Y`` (a subsample of
+    them), alternated with the abundances: ``lambda_g = (sum_s y_sg + b) / (sum_s m_sg + b)``
+    with ``m = a S`` the fit without platform factors and ``b`` = ``prior_counts`` (a Gamma(b, b)
+    prior, mean 1, that pulls genes with little data towards 1). Scaled to a geometric mean of 1."""
+    scale = np.ones(S.shape[1])
+    total = np.asarray(Y.sum(axis=0), dtype=np.float64).ravel()
+    for _ in range(n_rounds):
+        a = _abundance_chunks(Y, S * scale[None, :], np.ones(S.shape[1]), n_iter, tol, min_share)
+        expected = a.sum(axis=0) @ S          # genes: sum over spots of sum_k a_sk S_kg
+        fac = expected.sum() / total.sum()    # counts: spots vs expected (depth of the platform)
+        new = (total + prior_counts) / (expected / fac + prior_counts)
+        new = np.exp(np.log(new) - np.log(new).mean())
+        done = np.abs(np.log(new) - np.log(scale)).max() < 1e-3
+        scale = new
+        if done:
+            break
+    return scale
 
 
 def per_type_mean(mass: pd.DataFrame, labels) -> pd.DataFrame:
@@ -22,54 +114,87 @@ def per_type_mean(mass: pd.DataFrame, labels) -> pd.DataFrame:
 
 
 def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
-               readout: str = "type_mean", k: int = 30) -> pd.DataFrame:
-    """Cell-type proportions of each spot from the global OT plan kept during training (uniPort
-    paper, Supplementary Note 2), read out from ``m[s, c]``, the plan mass spot ``s`` receives from
-    the reference cells labelled ``c``.
+               readout: str = "counts", platform: bool = True, min_share: float = MIN_SHARE,
+               max_iter: int = 500, k: int = 30, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+    """Cell-type proportions of each spot: by default a fit of each spot's counts on the
+    reference's cell-type signatures (a mixture model); the OT plan's readouts stay available.
+
+    ``readout="counts"`` (default). Signatures ``S_kg``: the mean counts per cell of each type
+    ``k`` of the reference, on the genes the reference and the spots share (a mean: the number of
+    reference cells of a type does not change it). Each spot's counts are modelled as
+
+        ``y_sg ~ Poisson(lambda_g * sum_k a_sk S_kg)``
+
+    with ``a_sk >= 0`` the abundance of type ``k`` in spot ``s`` (in cells, up to the spot's
+    depth) and ``lambda_g`` a gene-wise platform factor shared by all spots, as RCTD (Cable et al.,
+    Nat Biotechnol 40, 517 (2022)) and cell2location (Kleshchevnikov et al., Nat Biotechnol 40,
+    661 (2022)) model the technology difference between scRNA-seq and spots. ``lambda`` is
+    estimated jointly across spots (at most 5,000, a seeded subsample), alternating with the
+    abundances, under a Gamma(10, 10) prior (mean 1) that keeps genes with few counts near 1; then
+    every spot's ``a`` is the maximum-likelihood fit by EM (the multiplicative KL updates of Lee &
+    Seung, NIPS 2001, signatures fixed), in chunks of spots, using only the non-zero counts (no
+    spots x cells or dense spots x genes matrix). The maximum-likelihood abundances of types the
+    counts do not support sit on the boundary (0), and the multiplicative updates drive them
+    there; ``min_share`` > 0 adds a hard cut (below). Proportions: ``a_s / sum_k a_sk``
+    (fractions of cells, since signatures are per cell). Types with fewer than 25 reference cells
+    are named in a warning: their signatures are means of few cells, so noisy (RCTD's minimum).
 
     Parameters
     ----------
     reference
-        Name of the labelled single-cell dataset of the model.
+        Name of the labelled single-cell dataset of the model (counts, as given to integrate).
     spots
-        Name of the spot dataset of the model (spatial transcriptomics, or any mixtures).
+        Name of the spot dataset of the model (spatial transcriptomics, or any mixtures; counts).
     label_key
         Column of the reference's ``obs`` with the cell types (no missing values, at least two types).
     readout
-        How plan mass becomes proportions (rows always sum to 1):
+        - ``"counts"``: the signature fit above. It reads the datasets' matrices (the ``layer``
+          given to integrate), not the embedding: the training does not change it.
+        - ``"type_mean"``: from the global OT plan kept during training (uniPort paper,
+          Supplementary Note 2): ``m[s, c] / n_c``, the plan mass spot ``s`` receives from the
+          reference cells of type ``c`` over their number, row-normalised (``mapCluster(balance=F)``
+          of uniPort's R spot tutorial). A type with few reference cells gets its noise multiplied
+          too: a warning names types under 25 cells.
+        - ``"mass"``: ``m[s, c]`` divided by the row's sum (the plan's class mass, as
+          :func:`transfer_labels` with ``method="plan"`` reads it).
 
-        - ``"type_mean"``: ``m[s, c] / n_c``, then divided by the row's sum, where ``n_c`` is the
-          number of reference cells of type ``c``: the mean mass per cell of the type, as
-          ``mapCluster(balance=F)`` of uniPort's R spot tutorial. The plan spreads each spot's
-          mass over reference cells, so a type with many reference cells collects mass in
-          proportion to its size; dividing by ``n_c`` removes that bias towards the types that
-          dominate the reference (on PDAC pseudo-spots with a reference 75% Ductal it gives
-          higher r and lower RMSE than ``"mass"``: bench/deconvolution/RESULTS.md).
-        - ``"mass"``: ``m[s, c]`` divided by the row's sum (all the mass the spot receives), the
-          plan's class mass as :func:`transfer_labels` with ``method="plan"`` reads it.
-
-        With the same number of reference cells in every type both give the same values. The
-        division also multiplies the mass of a type with only a handful of reference cells
-        by a large factor, noise included (on real sections such a type can become the most
-        abundant one of spots where a model-free check finds none): a warning names the types with fewer
-        than 25 reference cells (and under half the largest type's); drop them from the
-        reference, or use ``"mass"``. Spots the plan never reached get the kNN vote, divided by ``n_c`` too
-        with ``"type_mean"``. For deconvolution, train with ``sf.integrate(...,
-        plan_eps=0.1)``: a more diffuse kept plan, measured better on pseudo-spots (uniPort
-        module docstring).
-    k
-        Neighbours of the kNN vote given to spots the plan never reached (a warning says how many;
-        none after a normal training run, which visits every spot).
+        The plan readouts need a model that kept a plan (``sf.integrate(..., method="uniport",
+        keep_plan=True)``); spots the plan never reached get a kNN vote (``k`` neighbours).
+    platform
+        ``readout="counts"``: estimate the gene factors ``lambda`` (True) or fix them at 1 (False).
+    min_share
+        ``readout="counts"``: a sparsity cut in [0, 0.5), off (0) by default: in every E-step each
+        type's counts attributed to a spot lose ``min_share`` x the spot's counts (floored at 0),
+        so a type explaining less than that share of the spot gets exactly 0 (the MAP step of a
+        sparsity prior; it trades ranking of weak types, AUPR, for exact zeros).
+    max_iter
+        ``readout="counts"``: EM iterations at most (stops earlier once abundances change by
+        less than 1e-5 relative).
+    seed
+        ``readout="counts"``: the subsample of spots that estimates ``lambda`` (more than 5,000 spots).
+    progress
+        ``readout="counts"``: a progress bar over chunks of spots.
 
     Returns
     -------
     DataFrame, spots x cell types (sorted), rows sum to 1. Also writes on the spots' AnnData
     ``obsm["scferry_proportions"]`` (float32, the same values) and
     ``uns["scferry_proportions_columns"]`` (the cell types, column order); with one AnnData +
-    ``batch_key``, rows of other datasets get NaN. Nothing else is touched.
+    ``batch_key``, rows of other datasets get NaN. ``readout="counts"`` also records its choices
+    in ``uns["scferry_proportions_params"]`` (genes used, platform, min_share, iterations).
+    Nothing else is touched.
     """
     if not isinstance(readout, str) or readout not in DECONVOLVE_READOUTS:
         raise ValueError(f"readout must be one of {', '.join(map(repr, DECONVOLVE_READOUTS))}; got {readout!r}.")
+    if not isinstance(platform, (bool, np.bool_)):
+        raise TypeError(f"platform must be True or False; got {platform!r}.")
+    if isinstance(min_share, bool) or not isinstance(min_share, (int, float, np.floating)) \
+            or not 0 <= min_share < 0.5:
+        raise ValueError(f"min_share must be a number in [0, 0.5) (a share of each spot's counts); got {min_share!r}.")
+    _check_int(max_iter, "max_iter")
+    _check_int(seed, "seed", minimum=0)
+    if not isinstance(progress, (bool, np.bool_)):
+        raise TypeError(f"progress must be True or False; got {progress!r}.")
     ref, spt, labels = _labelled_pair(model, ("reference", reference), ("spots", spots), label_key, k)
     types = pd.unique(labels.astype(str))
     if len(types) < 2:
@@ -77,18 +202,31 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
             f"the reference {reference!r} has a single cell type in {label_key!r} ({types[0]!r}): "
             "proportions would all be 1. Deconvolution needs a reference annotated with at least "
             "two cell types; check label_key.")
+    if readout == "counts":
+        df, params = _signature_fit(ref, spt, labels, reference, spots, platform=bool(platform),
+                                    min_share=float(min_share), max_iter=int(max_iter), seed=int(seed),
+                                    progress=bool(progress))
+        spt.adata.uns[PROPORTIONS_KEY + "_params"] = params
+    else:
+        df = _plan_readout(model, ref, spt, labels, reference, spots, readout, k)
+    _write_rows(spt, PROPORTIONS_KEY, df.to_numpy(np.float32))
+    spt.adata.uns[PROPORTIONS_KEY + "_columns"] = list(df.columns)
+    return df
+
+
+def _plan_readout(model, ref, spt, labels, reference, spots, readout, k) -> pd.DataFrame:
     if _plan(model, reference, spots) is None:
         raise ValueError(
             f"this {model.method!r} model has no OT plan between {reference!r} and {spots!r} "
             "(trained with keep_plan=False, in uniPort's vertical mode, whose plan is the known "
-            "pairing, with a method that keeps none, or a saved model without one). Retrain with scferry.integrate(..., method='uniport', keep_plan=True); for a "
-            "kNN estimate use scferry.transfer_labels(..., method='knn').")
-
+            "pairing, with a method that keeps none, or a saved model without one). Use "
+            "readout='counts' (the default), or retrain with scferry.integrate(..., "
+            "method='uniport', keep_plan=True).")
     df, n_unreached = _class_mass(model, ref, spt, labels, "plan", k)
     if n_unreached:
         warnings.warn(f"the OT plan never reached {n_unreached} of {spt.n_obs} spots of {spots!r} "
                       "(too few training steps?); their proportions are a kNN vote on the embedding.",
-                      stacklevel=2)
+                      stacklevel=3)
     if readout == "type_mean":
         counts = pd.Series(labels).astype(str).value_counts()
         # only where the division amplifies them: a balanced reference reads out as "mass"
@@ -98,9 +236,63 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
                 f"readout='type_mean' multiplies the plan mass of small reference types by large "
                 f"factors, noise included: {', '.join(f'{t} ({n} cells)' for t, n in tiny.items())} "
                 f"have fewer than {TINY_TYPE} cells. Drop them from the reference, or use "
-                "readout='mass'.", stacklevel=2)
+                "readout='mass' or 'counts'.", stacklevel=3)
         df = per_type_mean(df, labels)
-    _write_rows(spt, PROPORTIONS_KEY, df.to_numpy(np.float32))
-    spt.adata.uns[PROPORTIONS_KEY + "_columns"] = list(df.columns)
     return df
 
+
+def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, max_iter, seed,
+                   progress) -> tuple[pd.DataFrame, dict]:
+    """readout="counts": checks, shared genes, signatures, gene factors, then the fit in chunks."""
+    shared = ref.var_names[ref.var_names.isin(spt.var_names)]
+    if ref.var_names.has_duplicates or spt.var_names.has_duplicates:
+        raise ValueError("gene names of the reference or the spots are not unique; make them unique "
+                         "(adata.var_names_make_unique()) before integrating.")
+    X = ref.counts()
+    Y = spt.counts()
+    Xs = X[:, ref.var_names.get_indexer(shared)]
+    Ys = Y[:, spt.var_names.get_indexer(shared)]
+    types = sorted(pd.unique(labels.astype(str)))
+    S = type_signatures(Xs, labels.to_numpy(), types)
+    expressed = S.sum(axis=0) > 0
+    genes = shared[expressed]
+    if len(genes) < 10:
+        raise ValueError(
+            f"the reference {reference!r} and the spots {spots!r} share only {len(genes)} genes "
+            "expressed in the reference; deconvolution fits the spots' counts on those genes. "
+            "Check that both use the same gene names (symbols vs ids).")
+    S, Ys = S[:, expressed], Ys[:, np.flatnonzero(expressed)].tocsr()
+    for d, M, role in ((ref, X, "reference"), (spt, Y, "spots")):
+        if M.nnz and not np.allclose(M.data, np.round(M.data)):
+            warnings.warn(f"the {role} {d.name!r} does not hold integer counts; readout='counts' fits "
+                          "a count model (it runs, but raw counts fit it best: pass layer= the counts "
+                          "to integrate).", stacklevel=4)
+    n_cells = pd.Series(labels).astype(str).value_counts()
+    small = n_cells[n_cells < TINY_TYPE]
+    if len(small):
+        warnings.warn(
+            f"{', '.join(f'{t} ({n} cells)' for t, n in small.items())} have fewer than {TINY_TYPE} "
+            "reference cells: their signatures (mean counts per cell) are noisy.", stacklevel=4)
+    lost = len(ref.var_names) - len(genes)
+    if len(genes) < 0.5 * min(len(ref.var_names), len(spt.var_names)):
+        warnings.warn(f"deconvolution uses the {len(genes)} genes the reference and the spots share "
+                      f"(and the reference expresses), of {len(ref.var_names)} reference / "
+                      f"{len(spt.var_names)} spot genes.", stacklevel=4)
+    lib = np.asarray(Ys.sum(axis=1)).ravel()
+    empty = lib == 0
+    if empty.any():
+        warnings.warn(f"{int(empty.sum())} spots of {spots!r} have no counts on the {len(genes)} genes "
+                      "used; their proportions are NaN.", stacklevel=4)
+    tol = 1e-5
+    scale = np.ones(len(genes))
+    fit_rows = np.flatnonzero(~empty)
+    if platform and len(fit_rows):
+        rng = np.random.default_rng(seed)
+        sub = fit_rows if len(fit_rows) <= PLATFORM_SPOTS else np.sort(rng.choice(fit_rows, PLATFORM_SPOTS, replace=False))
+        scale = _platform_scale(Ys[sub], S, min(max_iter, 200), 1e-4, min_share, PRIOR_COUNTS)
+    props = np.full((Ys.shape[0], len(types)), np.nan)
+    a = _abundance_chunks(Ys[fit_rows], S, scale, max_iter, tol, min_share, progress)
+    props[fit_rows] = a / a.sum(axis=1, keepdims=True)
+    params = {"readout": "counts", "n_genes": int(len(genes)), "genes_not_used": int(lost),
+              "platform": bool(platform), "min_share": float(min_share), "max_iter": int(max_iter)}
+    return pd.DataFrame(props, index=spt.obs_names.copy(), columns=types), params

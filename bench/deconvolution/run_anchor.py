@@ -1,0 +1,120 @@
+#!/usr/bin/env python
+"""One anchor method on one study input directory, run INSIDE its own venv
+(bench/venvs/setup_cell2location.sh):
+
+    /work/venvs/cell2location/bin/python bench/deconvolution/run_anchor.py cell2location --dir DIR \\
+        --ref-epochs 100 --spatial-epochs 1000 --seed 0
+    /work/venvs/tangram/bin/python bench/deconvolution/run_anchor.py tangram --dir DIR --epochs 500 --seed 0
+
+``DIR`` holds ref.npz, spots.npz, genes.txt, ref_obs.tsv (cell, cell_type), spots.txt (study.py).
+Writes ``DIR/<method>/proportions.tsv`` (spots x types, rows sum to 1) and ``result.json``
+(time s, CPU s, peak resident MiB, the epochs used).
+
+- cell2location (Kleshchevnikov et al. 2022): its tutorial's two steps at reduced epochs (CPU):
+  ``RegressionModel`` on the reference counts (labels = ``cell_type``), signatures = the
+  posterior means of per-cluster mean expression; then ``Cell2location(N_cells_per_location=8,
+  detection_alpha=20)`` on the spots; proportions = posterior mean abundances ``w_sf`` per spot,
+  row-normalised.
+- Tangram (Biancalani et al. 2021): ``map_cells_to_space(mode="cells")`` on the genes both share
+  (its ``pp_adatas`` with all genes as training genes), then ``project_cell_annotations`` on
+  ``cell_type``; proportions = the projected type scores, row-normalised.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+HERE = Path(__file__).resolve().parent
+
+
+def load(d: Path):
+    import anndata as ad
+    genes = pd.Index((d / "genes.txt").read_text().splitlines())
+    obs = pd.read_csv(d / "ref_obs.tsv", sep="\t").set_index("cell")
+    ref = ad.AnnData(sp.load_npz(d / "ref.npz").tocsr(), obs=obs, var=pd.DataFrame(index=genes))
+    spots = ad.AnnData(sp.load_npz(d / "spots.npz").tocsr(),
+                       obs=pd.DataFrame(index=(d / "spots.txt").read_text().splitlines()),
+                       var=pd.DataFrame(index=genes))
+    return ref, spots
+
+
+def peak_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cell2location(ref, spots, args) -> tuple[pd.DataFrame, dict]:
+    import cell2location as c2l
+    from cell2location.models import RegressionModel
+    ref = ref[:, np.asarray(ref.X.sum(axis=0)).ravel() > 0].copy()
+    ref.obs["cell_type"] = ref.obs["cell_type"].astype(str)
+    RegressionModel.setup_anndata(ref, labels_key="cell_type")
+    reg = RegressionModel(ref)
+    reg.train(max_epochs=args.ref_epochs, accelerator="cpu", batch_size=2500)
+    ref = reg.export_posterior(ref, sample_kwargs={"num_samples": 200, "batch_size": 2500})
+    types = list(ref.uns["mod"]["factor_names"])
+    sig = ref.varm["means_per_cluster_mu_fg"][[f"means_per_cluster_mu_fg_{t}" for t in types]].copy()
+    sig.columns = types
+    genes = spots.var_names.intersection(sig.index)
+    spots = spots[:, genes].copy()
+    sig = sig.loc[genes]
+    c2l.models.Cell2location.setup_anndata(spots)
+    mod = c2l.models.Cell2location(spots, cell_state_df=sig, N_cells_per_location=8, detection_alpha=20)
+    mod.train(max_epochs=args.spatial_epochs, batch_size=None, train_size=1, accelerator="cpu")
+    spots = mod.export_posterior(spots, sample_kwargs={"num_samples": 200, "batch_size": mod.adata.n_obs})
+    w = spots.obsm["means_cell_abundance_w_sf"]
+    w.columns = [c.replace("meanscell_abundance_w_sf_", "") for c in w.columns]
+    return w[types], {"ref_epochs": args.ref_epochs, "spatial_epochs": args.spatial_epochs}
+
+
+def tangram(ref, spots, args) -> tuple[pd.DataFrame, dict]:
+    import tangram as tg
+    genes = list(ref.var_names[np.asarray(ref.X.sum(axis=0)).ravel() > 0])
+    tg.pp_adatas(ref, spots, genes=genes)
+    amap = tg.map_cells_to_space(ref, spots, mode="cells", num_epochs=args.epochs, device="cpu",
+                                 random_state=args.seed, verbose=False)
+    tg.project_cell_annotations(amap, spots, annotation="cell_type")
+    pred = spots.obsm["tangram_ct_pred"]
+    return pred, {"epochs": args.epochs}
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("method", choices=["cell2location", "tangram"])
+    p.add_argument("--dir", type=Path, required=True)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--ref-epochs", type=int, default=100)
+    p.add_argument("--spatial-epochs", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=500)
+    args = p.parse_args()
+    import torch
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    np.random.seed(args.seed)
+    ref, spots = load(args.dir)
+    t0, c0 = time.perf_counter(), time.process_time()
+    props, info = (cell2location if args.method == "cell2location" else tangram)(ref, spots, args)
+    t1, c1 = time.perf_counter(), time.process_time()
+    props = props.clip(lower=0)
+    props = props.div(props.sum(axis=1), axis=0)
+    out = args.dir / args.method
+    out.mkdir(exist_ok=True)
+    props.to_csv(out / "proportions.tsv", sep="\t", index_label="spot")
+    json.dump({"time_s": t1 - t0, "cpu_s": c1 - c0, "peak_rss_mb": peak_mb(), **info},
+              open(out / "result.json", "w"), indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,268 @@
+#!/usr/bin/env python
+"""Deconvolution study: synthetic spots from held-apart real cells, scored as Spotless
+(Sang-aram et al., eLife 2024). One command (the venvs first, once):
+
+    bash bench/setup_reference.sh && bash bench/venvs/setup_cell2location.sh
+    OMP_NUM_THREADS=1 nice -n 5 ~/.virtualenvs/r-scferry/bin/python bench/deconvolution/study.py
+
+Data (``--data-dir``): four references (spots.DATASETS): PDAC-A inDrop, DropViz hippocampus, lymph
+node scRNA, MERFISH hypothalamus scRNA, each restricted to the genes it shares with its real spot
+file (so the synthetic spots carry the genes a real section would). Types with fewer than
+``--min-cells`` cells are dropped (listed in the output), as are MERFISH's Ambiguous/Unstable.
+Per seed, each type's cells are split 50/50: one half is the labelled reference, the other is only
+ever seen summed into spots (5-10 cells), in four designs (spots.compose): uniform, dominant, rare,
+platform (uniform + a per-gene log-normal factor, sd 0.5, then Poisson counts).
+
+Methods on the same reference half and spots:
+- ``uniform``: 1/K everywhere; ``NNLS``: scipy.optimize.nnls of each spot's counts on the per-type
+  mean count profiles of the reference half (spots.nnls_proportions);
+- ``sf.deconvolve``: ``sf.integrate({"ref", "spots"}, method="uniport", max_iter=--sf-iters)`` then
+  ``sf.deconvolve`` at its defaults (readout="counts" reads the counts, not the embedding);
+- ``uniport 1.3``: its global OT plan (bench/reference_uniport_deconvolve.py, ``--uniport-iters``
+  steps), read out as the per-type mean (uniPort's R tutorial ``mapCluster(balance=F)``);
+- anchors in their own venvs (run_anchor.py): ``cell2location`` (``--c2l-ref-epochs`` /
+  ``--c2l-epochs``, reduced for CPU) and ``Tangram`` (``--tangram-epochs``).
+A method that fails or is missing is reported, not hidden. Finished runs are reused
+(``--rerun`` redoes them). Writes ``OUT/scores.tsv`` (every dataset x design x seed x method) and
+prints the markdown tables of RESULTS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+HERE = Path(__file__).resolve().parent
+BENCH = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(BENCH))
+from spots import DATASETS, DESIGNS, load_reference, make_spots, metrics, nnls_proportions, split_halves  # noqa: E402
+
+VENVS = {"uniport": Path(os.environ.get("UNIPORT_VENV", "/work/venvs/uniport")),
+         "cell2location": Path(os.environ.get("C2L_VENV", "/work/venvs/cell2location")),
+         "tangram": Path(os.environ.get("TG_VENV", "/work/venvs/tangram"))}
+LABELS = {"uniform": "uniform 1/K", "nnls": "NNLS", "scferry": "sf.deconvolve", "uniport": "uniport 1.3 (plan)",
+          "cell2location": "cell2location", "tangram": "Tangram"}
+METRICS = ["RMSE", "JSD", "AUPR", "r"]
+
+
+def peak_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def write_inputs(d: Path, X_ref, ref_labels, ref_names, Y, truth, types, genes) -> None:
+    d.mkdir(parents=True, exist_ok=True)
+    sp.save_npz(d / "ref.npz", X_ref)
+    sp.save_npz(d / "spots.npz", Y)
+    names = [f"spot{i}" for i in range(Y.shape[0])]
+    (d / "spots.txt").write_text("\n".join(names) + "\n")
+    (d / "genes.txt").write_text("\n".join(genes) + "\n")
+    pd.DataFrame({"cell": ref_names, "cell_type": ref_labels}).to_csv(d / "ref_obs.tsv", sep="\t", index=False)
+    pd.DataFrame(truth, index=names, columns=types).to_csv(d / "truth.tsv", sep="\t", index_label="spot")
+
+
+def run_scferry(dirs: dict[str, Path], sf_iters: int, seed: int) -> None:
+    """sf.integrate once on the reference half + every design's spots (reference="ref", a short
+    run: the default readout reads the counts, not the embedding), then sf.deconvolve at its
+    defaults per design; writes DIR/scferry/proportions.tsv + result.json per design."""
+    import anndata as ad
+    import scferry as sf
+    d0 = next(iter(dirs.values()))
+    genes = pd.Index((d0 / "genes.txt").read_text().splitlines())
+    obs = pd.read_csv(d0 / "ref_obs.tsv", sep="\t").set_index("cell")
+    data = {"ref": ad.AnnData(sp.load_npz(d0 / "ref.npz").tocsr(), obs=obs, var=pd.DataFrame(index=genes))}
+    for design, d in dirs.items():
+        data[design] = ad.AnnData(sp.load_npz(d / "spots.npz").tocsr(),
+                                  obs=pd.DataFrame(index=[f"{design}_{x}" for x in (d / "spots.txt").read_text().splitlines()]),
+                                  var=pd.DataFrame(index=genes))
+    c0 = time.process_time()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = sf.integrate(data, method="uniport", reference="ref", max_iter=sf_iters, patience=None,
+                             seed=seed, keep_plan=False, progress=False,
+                             n_common_genes=min(500, len(genes)), n_specific_genes=min(300, len(genes)))
+    c_int = time.process_time() - c0
+    for design, d in dirs.items():
+        t1, c1 = time.perf_counter(), time.process_time()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            props = sf.deconvolve(model, reference="ref", spots=design, label_key="cell_type", progress=False)
+        t2, c2 = time.perf_counter(), time.process_time()
+        props.index = (d / "spots.txt").read_text().splitlines()
+        out = d / "scferry"
+        out.mkdir(exist_ok=True)
+        props.to_csv(out / "proportions.tsv", sep="\t", index_label="spot")
+        json.dump({"time_s": t2 - t1, "cpu_s": c2 - c1, "integrate_cpu_s": c_int, "peak_rss_mb": peak_mb(),
+                   "warnings": sorted({str(w.message)[:200] for w in caught})},
+                  open(out / "result.json", "w"), indent=1)
+
+
+def external(method: str, d: Path, args) -> list[str]:
+    py = str(VENVS[method] / "bin" / "python")
+    if method == "uniport":
+        return [py, str(BENCH / "reference_uniport_deconvolve.py"), "--dir", str(d), "--iters",
+                str(args.uniport_iters), "--seed", str(args._seed)]
+    if method == "cell2location":
+        return [py, str(HERE / "run_anchor.py"), "cell2location", "--dir", str(d), "--seed", str(args._seed),
+                "--ref-epochs", str(args.c2l_ref_epochs), "--spatial-epochs", str(args.c2l_epochs)]
+    return [py, str(HERE / "run_anchor.py"), "tangram", "--dir", str(d), "--seed", str(args._seed),
+            "--epochs", str(args.tangram_epochs)]
+
+
+def read_result(method: str, d: Path, ref_counts: pd.Series):
+    """(proportions DataFrame, info) of a finished external run, or None."""
+    sub = d / method
+    if not (sub / "result.json").exists():
+        return None
+    info = json.load(open(sub / "result.json"))
+    if method == "uniport":
+        mass = pd.read_csv(sub / "type_mass.tsv", sep="\t", index_col=0)
+        mean = mass / ref_counts[mass.columns].to_numpy()
+        props = mean.div(mean.sum(axis=1), axis=0)
+        info = {"time_s": info["train_s"] + info["deconvolve_s"], "cpu_s": info["cpu_s"],
+                "peak_rss_mb": info["peak_rss_mb"]}
+    else:
+        props = pd.read_csv(sub / "proportions.tsv", sep="\t", index_col=0)
+    return props, info
+
+
+def mean_sd(v: pd.Series) -> str:
+    v = v.dropna()
+    if not len(v):
+        return "n/a"
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else f"{v.mean():.3f}"
+
+
+def tables(scores: pd.DataFrame) -> str:
+    """Markdown: overall (mean over datasets x designs per seed, then mean ± sd over seeds), then
+    per dataset and per design (mean ± sd over seeds)."""
+    from bench_integration import markdown
+    out = []
+    per_seed = scores.groupby(["method", "seed"])[METRICS + ["cpu_s", "peak_rss_mb"]].mean()
+    n_cells = scores.groupby(["method", "seed"]).size()
+    full = n_cells.groupby("method").max() == n_cells.groupby("method").max().max()
+    rows = []
+    for m, g in per_seed.groupby("method"):
+        rows.append({"method": LABELS.get(m, m), **{k: mean_sd(g[k]) for k in METRICS},
+                     "CPU s / run": f"{g['cpu_s'].mean():.1f}" if g["cpu_s"].notna().any() else "",
+                     "peak MiB": f"{scores.loc[scores.method == m, 'peak_rss_mb'].max():.0f}"
+                     if scores.loc[scores.method == m, "peak_rss_mb"].notna().any() else "",
+                     "runs": int(n_cells[m].sum()), "all cells": "yes" if full[m] else "no"})
+    out.append("### Overall (mean over datasets x designs, mean ± sd over seeds)\n")
+    out.append(markdown(pd.DataFrame(rows)))
+    for key in ("dataset", "design"):
+        out.append(f"\n### Per {key} (mean ± sd over seeds)\n")
+        ps = scores.groupby([key, "method", "seed"])[METRICS].mean().reset_index()
+        rows = []
+        for (k, m), g in ps.groupby([key, "method"]):
+            rows.append({key: k, "method": LABELS.get(m, m), **{x: mean_sd(g[x]) for x in METRICS}})
+        out.append(markdown(pd.DataFrame(rows)))
+    return "\n".join(out)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    p.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=DESIGNS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--spots", type=int, default=100, help="spots per design")
+    p.add_argument("--min-cells", type=int, default=20, help="types with fewer cells are dropped")
+    p.add_argument("--methods", nargs="+", default=["uniform", "nnls", "scferry", "uniport", "cell2location", "tangram"],
+                   choices=list(LABELS))
+    p.add_argument("--sf-iters", type=int, default=10, help="sf.integrate steps (the default readout does not use them)")
+    p.add_argument("--uniport-iters", type=int, default=500)
+    p.add_argument("--c2l-ref-epochs", type=int, default=100)
+    p.add_argument("--c2l-epochs", type=int, default=1000)
+    p.add_argument("--tangram-epochs", type=int, default=300)
+    p.add_argument("--timeout", type=int, default=1800, help="seconds per external run")
+    p.add_argument("--rerun", action="store_true")
+    p.add_argument("--score-only", action="store_true", help="score the finished runs, start none")
+    p.add_argument("--data-dir", type=Path, default=Path("/work/shared/data"))
+    p.add_argument("--out", type=Path, default=BENCH / "out" / "deconvolution")
+    args = p.parse_args()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    rows, failures = [], []
+    for ds in args.datasets:
+        X, labels, genes, types, dropped = load_reference(args.data_dir, ds, args.min_cells)
+        print(f"[{ds}] {len(labels)} cells, {len(types)} types, {len(genes)} genes shared with its spots; "
+              f"dropped: {dropped or 'none'}", flush=True)
+        for seed in args.seeds:
+            ref_rows, _ = split_halves(labels, types, seed)
+            ref_counts = pd.Series(labels[ref_rows]).value_counts()
+            dirs = {design: args.out / ds / f"seed{seed}" / design for design in args.designs}
+            for design, d in dirs.items():
+                if args.rerun or not (d / "truth.tsv").exists():
+                    Y, truth, rare = make_spots(X, labels, types, design, args.spots, seed)
+                    write_inputs(d, X[ref_rows], labels[ref_rows], [f"cell{i}" for i in ref_rows], Y, truth, types, genes)
+                    if rare:
+                        (d / "rare.txt").write_text(rare + "\n")
+            if "scferry" in args.methods and not args.score_only and (args.rerun or not all((d / "scferry" / "result.json").exists()
+                                                                 for d in dirs.values())):
+                run_scferry(dirs, args.sf_iters, seed)
+            for design, d in dirs.items():
+                truth = pd.read_csv(d / "truth.tsv", sep="\t", index_col=0)
+                Y = sp.load_npz(d / "spots.npz").tocsr()
+                args._seed = seed
+                for m in args.methods:
+                    t0, c0 = time.perf_counter(), time.process_time()
+                    if m == "uniform":
+                        props, info = pd.DataFrame(1 / len(types), index=truth.index, columns=types), {}
+                    elif m == "nnls":
+                        from scferry.tl.deconvolve import type_signatures
+                        S = type_signatures(X[ref_rows], labels[ref_rows], types)
+                        props = pd.DataFrame(nnls_proportions(Y, S), index=truth.index, columns=types)
+                        info = {"time_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
+                    else:
+                        if m != "scferry" and not (VENVS[m] / "bin" / "python").exists():
+                            failures.append(f"{m}: venv {VENVS[m]} missing")
+                            continue
+                        res = None if (args.rerun and m != "scferry") else read_result(m, d, ref_counts)
+                        if res is None and m != "scferry" and not args.score_only \
+                                and not (d / m / "failed.txt").exists():
+                            log = d / f"{m}.log"
+                            try:
+                                with open(log, "w") as fh:
+                                    rc = subprocess.run(external(m, d, args), stdout=fh, stderr=subprocess.STDOUT,
+                                                        env=env, timeout=args.timeout).returncode
+                            except subprocess.TimeoutExpired:
+                                rc = f"timeout after {args.timeout} s"
+                            if rc != 0:
+                                (d / m).mkdir(exist_ok=True)
+                                (d / m / "failed.txt").write_text(f"{rc}\n" + log.read_text()[-3000:])
+                            res = read_result(m, d, ref_counts)
+                        if res is None:
+                            why = (d / m / "failed.txt")
+                            failures.append(f"{m} on {ds}/seed{seed}/{design}: "
+                                            + (why.read_text().splitlines()[0] if why.exists() else "not run"))
+                            continue
+                        props, info = res
+                    P = props.reindex(index=truth.index, columns=truth.columns).fillna(0.0).to_numpy()
+                    rows.append({"dataset": ds, "design": design, "seed": seed, "method": m,
+                                 **metrics(P, truth.to_numpy()), "cpu_s": info.get("cpu_s", np.nan),
+                                 "time_s": info.get("time_s", np.nan), "peak_rss_mb": info.get("peak_rss_mb", np.nan)})
+                    print(f"  {ds} seed{seed} {design} {m}: " + ", ".join(f"{k} {rows[-1][k]:.3f}" for k in METRICS),
+                          flush=True)
+    scores = pd.DataFrame(rows)
+    args.out.mkdir(parents=True, exist_ok=True)
+    scores.to_csv(args.out / "scores.tsv", sep="\t", index=False)
+    print(tables(scores))
+    if failures:
+        print("\nNot run / failed:\n" + "\n".join(f"- {f}" for f in failures))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
