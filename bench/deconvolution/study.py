@@ -16,8 +16,7 @@ platform (uniform + a per-gene log-normal factor, sd 0.5, then Poisson counts).
 Methods on the same reference half and spots:
 - ``uniform``: 1/K everywhere; ``NNLS``: scipy.optimize.nnls of each spot's counts on the per-type
   mean count profiles of the reference half (spots.nnls_proportions);
-- ``sf.deconvolve``: ``sf.integrate({"ref", "spots"}, method="uniport", max_iter=--sf-iters)`` then
-  ``sf.deconvolve`` at its defaults (readout="counts" reads the counts, not the embedding);
+- ``sf.deconvolve`` at its defaults (readout="counts"; run_scferry says how it is called);
 - ``uniport 1.3``: its global OT plan (bench/reference_uniport_deconvolve.py, ``--uniport-iters``
   steps), read out as the per-type mean (uniPort's R tutorial ``mapCluster(balance=F)``);
 - anchors in their own venvs (run_anchor.py): ``cell2location`` (``--c2l-ref-epochs`` /
@@ -74,38 +73,39 @@ def write_inputs(d: Path, X_ref, ref_labels, ref_names, Y, truth, types, genes) 
     pd.DataFrame(truth, index=names, columns=types).to_csv(d / "truth.tsv", sep="\t", index_label="spot")
 
 
-def run_scferry(dirs: dict[str, Path], sf_iters: int, seed: int) -> None:
-    """sf.integrate once on the reference half + every design's spots (reference="ref", a short
-    run: the default readout reads the counts, not the embedding), then sf.deconvolve at its
-    defaults per design; writes DIR/scferry/proportions.tsv + result.json per design."""
+def run_scferry(dirs: dict[str, Path], seed: int) -> None:
+    """sf.deconvolve's default path (readout="counts", every other argument at its default) on the
+    reference half and each design's spots; writes DIR/scferry/proportions.tsv + result.json.
+
+    The public call needs a fitted model only to find the datasets: readout="counts" reads their
+    counts, never the embedding, so the study calls the function that sf.deconvolve runs for it
+    (``_signature_fit``) on the same ``Dataset`` objects, without training a model it would not
+    use on a shared 2-core machine (tests/test_deconvolve.py runs the public call end to end)."""
+    import inspect
     import anndata as ad
     import scferry as sf
+    from scferry.data import Dataset
+    from scferry.tl.deconvolve import _signature_fit
+    defaults = {k: v.default for k, v in inspect.signature(sf.deconvolve).parameters.items()
+                if k in ("platform", "min_share", "max_iter", "seed")}
     d0 = next(iter(dirs.values()))
     genes = pd.Index((d0 / "genes.txt").read_text().splitlines())
     obs = pd.read_csv(d0 / "ref_obs.tsv", sep="\t").set_index("cell")
-    data = {"ref": ad.AnnData(sp.load_npz(d0 / "ref.npz").tocsr(), obs=obs, var=pd.DataFrame(index=genes))}
+    ref = Dataset("ref", ad.AnnData(sp.load_npz(d0 / "ref.npz").tocsr(), obs=obs, var=pd.DataFrame(index=genes)))
     for design, d in dirs.items():
-        data[design] = ad.AnnData(sp.load_npz(d / "spots.npz").tocsr(),
-                                  obs=pd.DataFrame(index=[f"{design}_{x}" for x in (d / "spots.txt").read_text().splitlines()]),
-                                  var=pd.DataFrame(index=genes))
-    c0 = time.process_time()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        model = sf.integrate(data, method="uniport", reference="ref", max_iter=sf_iters, patience=None,
-                             seed=seed, keep_plan=False, progress=False,
-                             n_common_genes=min(500, len(genes)), n_specific_genes=min(300, len(genes)))
-    c_int = time.process_time() - c0
-    for design, d in dirs.items():
+        spots = Dataset(design, ad.AnnData(sp.load_npz(d / "spots.npz").tocsr(),
+                                           obs=pd.DataFrame(index=(d / "spots.txt").read_text().splitlines()),
+                                           var=pd.DataFrame(index=genes)))
         t1, c1 = time.perf_counter(), time.process_time()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            props = sf.deconvolve(model, reference="ref", spots=design, label_key="cell_type", progress=False)
+            props, params = _signature_fit(ref, spots, obs["cell_type"].astype(str), "ref", design,
+                                           progress=False, **defaults)
         t2, c2 = time.perf_counter(), time.process_time()
-        props.index = (d / "spots.txt").read_text().splitlines()
         out = d / "scferry"
         out.mkdir(exist_ok=True)
         props.to_csv(out / "proportions.tsv", sep="\t", index_label="spot")
-        json.dump({"time_s": t2 - t1, "cpu_s": c2 - c1, "integrate_cpu_s": c_int, "peak_rss_mb": peak_mb(),
+        json.dump({"time_s": t2 - t1, "cpu_s": c2 - c1, "peak_rss_mb": peak_mb(), "params": params,
                    "warnings": sorted({str(w.message)[:200] for w in caught})},
                   open(out / "result.json", "w"), indent=1)
 
@@ -182,7 +182,6 @@ def main() -> int:
     p.add_argument("--min-cells", type=int, default=20, help="types with fewer cells are dropped")
     p.add_argument("--methods", nargs="+", default=["uniform", "nnls", "scferry", "uniport", "cell2location", "tangram"],
                    choices=list(LABELS))
-    p.add_argument("--sf-iters", type=int, default=10, help="sf.integrate steps (the default readout does not use them)")
     p.add_argument("--uniport-iters", type=int, default=500)
     p.add_argument("--c2l-ref-epochs", type=int, default=100)
     p.add_argument("--c2l-epochs", type=int, default=1000)
@@ -211,7 +210,7 @@ def main() -> int:
                         (d / "rare.txt").write_text(rare + "\n")
             if "scferry" in args.methods and not args.score_only and (args.rerun or not all((d / "scferry" / "result.json").exists()
                                                                  for d in dirs.values())):
-                run_scferry(dirs, args.sf_iters, seed)
+                run_scferry(dirs, seed)
             for design, d in dirs.items():
                 truth = pd.read_csv(d / "truth.tsv", sep="\t", index_col=0)
                 Y = sp.load_npz(d / "spots.npz").tocsr()

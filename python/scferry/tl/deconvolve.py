@@ -18,6 +18,7 @@ DENSE_CELLS = 10_000_000  # spot x gene entries of one chunk (dense: ~80 MB a ma
 DENSE_FILL = 0.05  # a chunk with more non-zeros than this fraction is fitted dense
 PLATFORM_SPOTS = 5000  # spots (at most, seeded subsample) that estimate the gene factors
 MIN_SHARE = 0.0  # readout="counts": sparsity cut (off by default: it costs AUPR and RMSE, bench/deconvolution)
+TOL = 1e-4  # readout="counts": EM stops once no spot's abundances change by more (relative L1)
 PRIOR_COUNTS = 10.0  # Gamma(b, b) prior of the gene factors, in counts
 
 
@@ -28,11 +29,13 @@ def type_signatures(X: sp.csr_matrix, labels, types: list[str]) -> np.ndarray:
     codes = pd.Categorical(pd.Series(labels).astype(str), categories=types).codes
     onehot = sp.csr_matrix((np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(types), len(codes)))
     n = np.asarray(onehot.sum(axis=1)).ravel()
-    return np.asarray((onehot @ X).todense(), dtype=np.float64) / n[:, None]
+    sums = onehot @ X
+    sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums)
+    return sums.astype(np.float64) / n[:, None]
 
 
 def _poisson_abundance(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_iter: int, tol: float,
-                       min_share: float) -> np.ndarray:
+                       min_share: float, init: np.ndarray | None = None) -> np.ndarray:
     """Per-spot Poisson fit ``y_sg ~ Poisson(lambda_g sum_k a_sk S_kg)`` of the spots (rows) of
     ``Y``, gene factors ``lambda`` (``scale``) fixed: EM (multiplicative) updates of the abundances
     ``a`` with the signatures fixed (Lee & Seung 2001's KL updates), all spots at once, only at the
@@ -44,22 +47,23 @@ def _poisson_abundance(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_ite
     K = S.shape[0]
     y = Y.data.astype(np.float64)
     dense = Y.nnz > DENSE_FILL * Y.shape[0] * Y.shape[1]
-    if dense:  # BLAS on the chunk's dense counts beats gathering at the non-zeros
-        Yd = Y.toarray().astype(np.float64)
+    if dense:  # BLAS on the chunk's dense counts (float32) beats gathering at the non-zeros
+        Yd, S32 = Y.toarray(), S.astype(np.float32)
     else:
         rows = np.repeat(np.arange(Y.shape[0]), np.diff(Y.indptr))
         ST = S.T[Y.indices]                   # nnz x K: the signatures at the spots' non-zeros
     c = (S * scale[None, :]).sum(axis=1)      # K
     lib = np.asarray(Y.sum(axis=1), dtype=np.float64).ravel()
-    a = np.tile(lib[:, None] / c.sum(), (1, K))  # flat start: the spot's counts spread over the types
+    # flat start (the spot's counts spread over the types), or a warm start
+    a = np.tile(lib[:, None] / c.sum(), (1, K)) if init is None else init.copy()
     cut = min_share * lib[:, None]
     for _ in range(n_iter):
         if dense:
-            ratio = Yd / np.maximum(a @ S, 1e-300)
+            ratio = Yd / np.maximum((a @ S).astype(np.float32), 1e-30)
         else:
             mu = np.einsum("ij,ij->i", a[rows], ST)
             ratio = sp.csr_matrix((y / np.maximum(mu, 1e-300), Y.indices, Y.indptr), shape=Y.shape)
-        attributed = a * (ratio @ S.T)        # the spot's counts the E-step gives each type
+        attributed = a * (ratio @ S32.T if dense else ratio @ S.T)  # counts the E-step gives each type
         new = np.maximum(attributed - cut, 0.0) / c[None, :]
         empty = new.sum(axis=1) == 0          # every type under the cut: keep the best one
         if empty.any():
@@ -73,14 +77,15 @@ def _poisson_abundance(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_ite
 
 
 def _abundance_chunks(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_iter: int, tol: float,
-                      min_share: float, progress: bool = False) -> np.ndarray:
+                      min_share: float, progress: bool = False, init: np.ndarray | None = None) -> np.ndarray:
     """:func:`_poisson_abundance` over chunks of spots, each at most ``CHUNK`` spots and
     ``DENSE_CELLS`` spot x gene entries (its memory stays bounded however many spots there are)."""
     size = int(max(16, min(CHUNK, DENSE_CELLS // max(S.shape[1], 1))))
     chunks = range(0, Y.shape[0], size)
     out = np.empty((Y.shape[0], S.shape[0]))
     for i in tqdm(chunks, desc="deconvolve", unit="chunk", disable=not progress or len(chunks) < 2):
-        out[i:i + size] = _poisson_abundance(Y[i:i + size], S, scale, n_iter, tol, min_share)
+        out[i:i + size] = _poisson_abundance(Y[i:i + size], S, scale, n_iter, tol, min_share,
+                                             None if init is None else init[i:i + size])
     return out
 
 
@@ -92,8 +97,10 @@ def _platform_scale(Y: sp.csr_matrix, S: np.ndarray, n_iter: int, tol: float, mi
     prior, mean 1, that pulls genes with little data towards 1). Scaled to a geometric mean of 1."""
     scale = np.ones(S.shape[1])
     total = np.asarray(Y.sum(axis=0), dtype=np.float64).ravel()
+    a = None
     for _ in range(n_rounds):
-        a = _abundance_chunks(Y, S * scale[None, :], np.ones(S.shape[1]), n_iter, tol, min_share)
+        # abundances in units of the scaled signatures; warm-started from the previous round
+        a = _abundance_chunks(Y, S * scale[None, :], np.ones(S.shape[1]), n_iter, tol, min_share, init=a)
         expected = a.sum(axis=0) @ S          # genes: sum over spots of sum_k a_sk S_kg
         fac = expected.sum() / total.sum()    # counts: spots vs expected (depth of the platform)
         new = (total + prior_counts) / (expected / fac + prior_counts)
@@ -169,7 +176,7 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
         sparsity prior; it trades ranking of weak types, AUPR, for exact zeros).
     max_iter
         ``readout="counts"``: EM iterations at most (stops earlier once abundances change by
-        less than 1e-5 relative).
+        less than 1e-4, relative L1, in every spot).
     seed
         ``readout="counts"``: the subsample of spots that estimates ``lambda`` (more than 5,000 spots).
     progress
@@ -241,6 +248,15 @@ def _plan_readout(model, ref, spt, labels, reference, spots, readout, k) -> pd.D
     return df
 
 
+def _stored_matrix(d):
+    """The dataset's matrix (``X`` or its layer) as stored, its rows only; no copy where the
+    dataset is a whole AnnData."""
+    X = d.adata.X if d.layer is None else d.adata.layers[d.layer]
+    if d.rows is not None:
+        X = X[d.rows]
+    return X if sp.issparse(X) else np.asarray(X)
+
+
 def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, max_iter, seed,
                    progress) -> tuple[pd.DataFrame, dict]:
     """readout="counts": checks, shared genes, signatures, gene factors, then the fit in chunks."""
@@ -248,12 +264,13 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
     if ref.var_names.has_duplicates or spt.var_names.has_duplicates:
         raise ValueError("gene names of the reference or the spots are not unique; make them unique "
                          "(adata.var_names_make_unique()) before integrating.")
-    X = ref.counts()
-    Y = spt.counts()
-    Xs = X[:, ref.var_names.get_indexer(shared)]
-    Ys = Y[:, spt.var_names.get_indexer(shared)]
+    # signatures from the reference's matrix as stored (only per-type sums: no copy of it), on
+    # every gene, then the shared ones; the spots' shared columns are copied (CSR float32)
     types = sorted(pd.unique(labels.astype(str)))
-    S = type_signatures(Xs, labels.to_numpy(), types)
+    X = _stored_matrix(ref)
+    S = type_signatures(X, labels.to_numpy(), types)[:, ref.var_names.get_indexer(shared)]
+    Y = _stored_matrix(spt)
+    Ys = sp.csr_matrix(Y[:, spt.var_names.get_indexer(shared)], dtype=np.float32)
     expressed = S.sum(axis=0) > 0
     genes = shared[expressed]
     if len(genes) < 10:
@@ -262,8 +279,9 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
             "expressed in the reference; deconvolution fits the spots' counts on those genes. "
             "Check that both use the same gene names (symbols vs ids).")
     S, Ys = S[:, expressed], Ys[:, np.flatnonzero(expressed)].tocsr()
-    for d, M, role in ((ref, X, "reference"), (spt, Y, "spots")):
-        if M.nnz and not np.allclose(M.data, np.round(M.data)):
+    for d, M, role in ((ref, X, "reference"), (spt, Ys, "spots")):
+        head = (M.data if sp.issparse(M) else np.asarray(M).ravel())[:1_000_000]  # a sample is enough
+        if head.size and not np.allclose(head, np.round(head)):
             warnings.warn(f"the {role} {d.name!r} does not hold integer counts; readout='counts' fits "
                           "a count model (it runs, but raw counts fit it best: pass layer= the counts "
                           "to integrate).", stacklevel=4)
@@ -283,13 +301,13 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
     if empty.any():
         warnings.warn(f"{int(empty.sum())} spots of {spots!r} have no counts on the {len(genes)} genes "
                       "used; their proportions are NaN.", stacklevel=4)
-    tol = 1e-5
+    tol = TOL
     scale = np.ones(len(genes))
     fit_rows = np.flatnonzero(~empty)
     if platform and len(fit_rows):
         rng = np.random.default_rng(seed)
         sub = fit_rows if len(fit_rows) <= PLATFORM_SPOTS else np.sort(rng.choice(fit_rows, PLATFORM_SPOTS, replace=False))
-        scale = _platform_scale(Ys[sub], S, min(max_iter, 200), 1e-4, min_share, PRIOR_COUNTS)
+        scale = _platform_scale(Ys[sub], S, min(max_iter, 100), TOL, min_share, PRIOR_COUNTS)
     props = np.full((Ys.shape[0], len(types)), np.nan)
     a = _abundance_chunks(Ys[fit_rows], S, scale, max_iter, tol, min_share, progress)
     props[fit_rows] = a / a.sum(axis=1, keepdims=True)
