@@ -163,6 +163,20 @@ def tables(scores: pd.DataFrame) -> str:
                      "runs": int(n_cells[m].sum()), "all cells": "yes" if full[m] else "no"})
     out.append("### Overall (mean over datasets x designs, mean ± sd over seeds)\n")
     out.append(markdown(pd.DataFrame(rows)))
+    keys = ["dataset", "design", "seed"]
+    done = scores.groupby("method").size()
+    partial = [m for m in done.index if done[m] < done.max()]
+    if partial:
+        out.append("\n### Matched: each partly-run method against the others on its own runs only\n")
+        rows = []
+        for m in partial:
+            runs = scores.loc[scores.method == m, keys].drop_duplicates()
+            same = scores.merge(runs, on=keys)
+            for other in [m] + [x for x in ("scferry", "nnls", "uniform") if x != m]:
+                g = same[same.method == other]
+                rows.append({"runs of": LABELS.get(m, m), "n": len(runs), "method": LABELS.get(other, other),
+                             **{k: f"{g[k].mean():.3f}" for k in METRICS}})
+        out.append(markdown(pd.DataFrame(rows)))
     for key in ("dataset", "design"):
         out.append(f"\n### Per {key} (mean ± sd over seeds)\n")
         ps = scores.groupby([key, "method", "seed"])[METRICS].mean().reset_index()
