@@ -129,8 +129,6 @@ def pseudo_scores(pseudo):
     return score(props), score(nnls)
 
 
-@pytest.mark.xfail(strict=True, reason="known weakness: on PDAC pseudo-spots sf.deconvolve follows the "
-                   "truth less closely than NNLS on the reference type means")
 def test_deconvolve_beats_nnls(pseudo_scores):
     (r, dominant), (r_nnls, dominant_nnls) = pseudo_scores
     assert r > r_nnls and dominant >= dominant_nnls, pseudo_scores

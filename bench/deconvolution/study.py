@@ -2,7 +2,7 @@
 """Deconvolution study: synthetic spots from held-apart real cells, scored as Spotless
 (Sang-aram et al., eLife 2024). One command (the venvs first, once):
 
-    bash bench/setup_reference.sh && bash bench/venvs/setup_cell2location.sh
+    bash bench/venvs/setup_reference.sh && bash bench/venvs/setup_cell2location.sh
     OMP_NUM_THREADS=1 nice -n 5 ~/.virtualenvs/r-scferry/bin/python bench/deconvolution/study.py
 
 Data (``--data-dir``): four references (spots.DATASETS): PDAC-A inDrop, DropViz hippocampus, lymph
@@ -17,7 +17,7 @@ Methods on the same reference half and spots:
 - ``uniform``: 1/K everywhere; ``NNLS``: scipy.optimize.nnls of each spot's counts on the per-type
   mean count profiles of the reference half (spots.nnls_proportions);
 - ``sf.deconvolve`` at its defaults (readout="counts"; run_scferry says how it is called);
-- ``uniport 1.3``: its global OT plan (bench/reference_uniport_deconvolve.py, ``--uniport-iters``
+- ``uniport 1.3``: its global OT plan (reference_uniport_deconvolve.py here, ``--uniport-iters``
   steps), read out as the per-type mean (uniPort's R tutorial ``mapCluster(balance=F)``);
 - anchors in their own venvs (run_anchor.py): ``cell2location`` (``--c2l-ref-epochs`` /
   ``--c2l-epochs``, reduced for CPU) and ``Tangram`` (``--tangram-epochs``).
@@ -42,8 +42,7 @@ import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(BENCH))
+sys.path[:0] = [str(HERE), str(BENCH / "batch_integration")]
 from spots import DATASETS, DESIGNS, load_reference, make_spots, metrics, nnls_proportions, split_halves  # noqa: E402
 
 VENVS = {"uniport": Path(os.environ.get("UNIPORT_VENV", "/work/venvs/uniport")),
@@ -113,7 +112,7 @@ def run_scferry(dirs: dict[str, Path], seed: int) -> None:
 def external(method: str, d: Path, args) -> list[str]:
     py = str(VENVS[method] / "bin" / "python")
     if method == "uniport":
-        return [py, str(BENCH / "reference_uniport_deconvolve.py"), "--dir", str(d), "--iters",
+        return [py, str(HERE / "reference_uniport_deconvolve.py"), "--dir", str(d), "--iters",
                 str(args.uniport_iters), "--seed", str(args._seed)]
     if method == "cell2location":
         return [py, str(HERE / "run_anchor.py"), "cell2location", "--dir", str(d), "--seed", str(args._seed),
