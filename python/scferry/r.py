@@ -1,6 +1,10 @@
 """R objects in Python pipelines: read a Seurat / SingleCellExperiment ``.rds`` as AnnData, and write
 scferry results back into the R object.
 
+This is the rpy2 direction of the R bridge (Python drives R). The other direction, the scferry R
+package driving Python through reticulate, calls :mod:`scferry._rbridge`, which needs neither R nor
+rpy2.
+
 Example (not run)::
 
     import scferry as sf

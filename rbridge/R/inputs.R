@@ -17,9 +17,9 @@
     cells
 }
 
-# A metadata column that must exist, be a plain vector and have no NA.
+# A metadata column that must exist, be a plain vector and have no NA (unless allow_na).
 # `keep`: optional logical vector; only those cells must be free of NA (and only they are returned).
-.ferry_check_column <- function(obj, col, what, objname, keep = NULL) {
+.ferry_check_column <- function(obj, col, what, objname, keep = NULL, allow_na = FALSE) {
     if (!is.character(col) || length(col) != 1L || is.na(col) || !nzchar(col)) {
         .ferry_stop(what, " must be one column name (a string)")
     }
@@ -34,6 +34,7 @@
                     "number or logical); it is a ", class(v)[1L])
     }
     if (!is.null(keep)) v <- v[keep]
+    if (allow_na) return(v)
     n_na <- sum(is.na(v))
     if (n_na > 0L) {
         .ferry_stop(what, " column '", col, "' of ", objname, " has ", n_na, " missing value(s) (NA) among ",
@@ -42,13 +43,36 @@
     v
 }
 
-# Normalise `objects` (+ batch) into a description of the input:
-# list(single = logical, cls = class name, objects = named list, batch = column or NULL)
-.ferry_inputs <- function(objects, batch = NULL) {
+# Normalise `objects` (+ batch, assay) into a description of the input:
+# list(single = logical (one object split by batch), one_object = logical (one object, one dataset
+# per assay), cls = class name, objects = named list, batch = column or NULL,
+# assay = named list dataset -> assay name or NULL)
+.ferry_inputs <- function(objects, batch = NULL, assay = NULL) {
+    if (!is.null(assay) && (!is.character(assay) || !length(assay) || anyNA(assay) || any(!nzchar(assay)))) {
+        .ferry_stop("assay must be NULL, one assay name, or one per dataset (e.g. assay = c(rna = 'RNA', ",
+                    "adt = 'ADT')); got ", if (is.character(assay)) "empty or NA names" else class(assay)[1L])
+    }
     if (.ferry_is_seurat(objects) || .ferry_is_sce(objects)) {
+        if (is.null(batch) && length(assay) >= 2L) {
+            # one object, several assays of the same cells (CITE-seq RNA + ADT, multiome RNA + ATAC):
+            # one dataset per assay, paired by cell name
+            nm <- names(assay) %||% rep("", length(assay))
+            nm[!nzchar(nm)] <- assay[!nzchar(nm)]
+            if (anyDuplicated(nm)) .ferry_stop("assay names the same dataset twice: ", .ferry_list(nm[duplicated(nm)]))
+            .ferry_cells(objects)
+            return(list(single = FALSE, one_object = TRUE, cls = .ferry_class(objects),
+                        objects = stats::setNames(rep(list(objects), length(nm)), nm), batch = NULL,
+                        assay = stats::setNames(as.list(unname(assay)), nm)))
+        }
         if (is.null(batch)) {
             .ferry_stop("a single ", .ferry_class(objects), " object needs batch = '<metadata column>' ",
-                        "naming the dataset of each cell; or pass a named list of objects, one per dataset")
+                        "naming the dataset of each cell, or assay = c(<dataset> = '<assay>', ...) naming ",
+                        "one dataset per assay (e.g. CITE-seq: assay = c(rna = 'RNA', adt = 'ADT')); or pass ",
+                        "a named list of objects, one per dataset")
+        }
+        if (length(assay) > 1L) {
+            .ferry_stop("with batch = '", batch, "' every dataset is read from one assay: give one assay name ",
+                        "(got ", length(assay), "), or leave batch = NULL to make one dataset per assay")
         }
         v <- .ferry_check_column(objects, batch, "batch", "the object")
         n <- length(unique(v))
@@ -57,8 +81,10 @@
                         "'); integration needs at least two datasets")
         }
         .ferry_cells(objects)
-        return(list(single = TRUE, cls = .ferry_class(objects), objects = list(.single = objects),
-                    batch = batch))
+        lv <- if (is.factor(v)) intersect(levels(v), as.character(v)) else unique(as.character(v))
+        return(list(single = TRUE, one_object = FALSE, cls = .ferry_class(objects),
+                    objects = list(.single = objects), batch = batch,
+                    assay = stats::setNames(rep(list(assay), length(lv)), lv)))
     }
     if (!is.list(objects) || inherits(objects, "data.frame")) {
         .ferry_stop("objects must be a named list of Seurat or SingleCellExperiment objects (one per ",
@@ -101,7 +127,31 @@
                     "across datasets, e.g. prefix them with the dataset name (Seurat::RenameCells(obj, ",
                     "add.cell.id = 'rna'), or colnames(sce) <- paste0('rna_', colnames(sce)))")
     }
-    list(single = FALSE, cls = cls[[1L]], objects = objects, batch = NULL)
+    list(single = FALSE, one_object = FALSE, cls = cls[[1L]], objects = objects, batch = NULL,
+         assay = .ferry_assay_per_dataset(assay, nm))
+}
+
+# assay = NULL / one name / one per dataset (named by dataset, or in the order of the datasets).
+.ferry_assay_per_dataset <- function(assay, nm) {
+    n <- length(nm)
+    if (is.null(assay)) return(stats::setNames(rep(list(NULL), n), nm))
+    if (length(assay) == 1L && is.null(names(assay))) return(stats::setNames(rep(list(unname(assay)), n), nm))
+    if (!is.null(names(assay)) && all(nzchar(names(assay)))) {
+        miss <- setdiff(nm, names(assay))
+        extra <- setdiff(names(assay), nm)
+        if (length(miss) || length(extra)) {
+            .ferry_stop("the names of assay must be the dataset names (", .ferry_list(nm), ")",
+                        if (length(miss)) paste0("; missing: ", .ferry_list(miss)),
+                        if (length(extra)) paste0("; not datasets: ", .ferry_list(extra)))
+        }
+        return(as.list(assay[nm]))
+    }
+    if (length(assay) != n) {
+        .ferry_stop("assay must be one assay name, or one per dataset: named by dataset (e.g. assay = ",
+                    "c(rna = 'RNA', adt = 'ADT')) or in the order of the objects; got ", length(assay),
+                    " names for ", n, " datasets (", .ferry_list(nm), ")")
+    }
+    stats::setNames(as.list(unname(assay)), nm)
 }
 
 # Counts matrix (genes x cells, dgCMatrix with dimnames) of one object.
@@ -116,7 +166,7 @@
             .ferry_stop("assay '", assay, "' not found in ", objname, "; it has assays: ", .ferry_list(assays))
         }
         a <- obj[[assay]]
-        if (inherits(a, "Assay5")) {
+        if (inherits(a, "Assay5") && .ferry_seurat5()) {
             # Seurat 5 API, looked up at run time (SeuratObject 4 has no Layers/LayerData)
             Layers <- getExportedValue("SeuratObject", "Layers")
             LayerData <- getExportedValue("SeuratObject", "LayerData")
@@ -139,8 +189,12 @@
             }
             m <- SeuratObject::GetAssayData(obj, assay = assay, slot = layer)
             if (!prod(dim(m))) {
-                .ferry_stop("layer '", layer, "' of assay '", assay, "' in ", objname, " is empty; ",
-                            "non-empty layers: ", .ferry_list(filled))
+                .ferry_stop("layer (slot) '", layer, "' of assay '", assay, "' in ", objname, " is empty; ",
+                            "scferry needs the raw (unnormalised) counts, which Seurat keeps in the 'counts' ",
+                            "layer: GetAssayData(obj, assay = '", assay, "', slot = \"counts\"). ",
+                            "Non-empty layers here: ", .ferry_list(filled), ". If the object was built from ",
+                            "normalised data only, rebuild it from the raw count matrix ",
+                            "(CreateSeuratObject(counts = <raw counts>))")
             }
         }
     } else {
@@ -156,7 +210,8 @@
         an <- SummarizedExperiment::assayNames(x)
         if (!layer %in% an) {
             .ferry_stop("assay '", layer, "' (argument layer) not found in ", objname, "; it has assays: ",
-                        .ferry_list(an))
+                        .ferry_list(an), ". scferry needs the raw (unnormalised) counts, usually ",
+                        "counts(sce) (assay 'counts'); pass layer = '<assay holding raw counts>'")
         }
         m <- SummarizedExperiment::assay(x, layer, withDimnames = TRUE)
     }
@@ -167,7 +222,32 @@
                     .ferry_list(unique(rownames(m)[duplicated(rownames(m))]), 5L), ")")
     }
     colnames(m) <- colnames(obj)
+    where <- if (.ferry_is_seurat(obj)) {
+        paste0("layer (slot) '", layer, "' of assay '", assay, "' in ", objname)
+    } else paste0("assay '", layer, "'", if (!is.null(assay)) paste0(" of altExp '", assay, "'"), " in ", objname)
+    bad <- !is.finite(m@x)
+    if (any(bad)) {
+        .ferry_stop(where, " has ", sum(bad), " non-finite value(s) (NA, NaN or Inf); scferry needs raw counts")
+    }
+    if (length(m@x) && min(m@x) < 0) {
+        .ferry_stop(where, " has ", sum(m@x < 0), " negative value(s): it holds scaled or centred data, ",
+                    "but scferry needs the raw counts (Seurat: layer = 'counts', i.e. GetAssayData(obj, ",
+                    "slot = \"counts\"); SingleCellExperiment: layer = 'counts', i.e. counts(sce))")
+    }
     m
+}
+
+# SeuratObject >= 5 (Assay5 objects with layers); the Assay5 code needs its API.
+.ferry_seurat5 <- function() utils::packageVersion("SeuratObject") >= "5.0.0"
+
+# What the R user calls the counts matrix of a dataset (for messages that Python wrote about ".X").
+.ferry_x_name <- function(cls, assay, layer) {
+    a <- unique(unlist(assay))
+    if (identical(cls, "Seurat")) {
+        paste0("layer (slot) '", layer, "'", if (length(a) == 1L) paste0(" of assay '", a, "'"))
+    } else {
+        paste0("assay '", layer, "'", if (length(a) == 1L) paste0(" of altExp '", a, "'"))
+    }
 }
 
 .ferry_as_dgc <- function(m, objname) {
@@ -186,10 +266,10 @@
 }
 
 # Named list (dataset -> dgCMatrix genes x cells) from the normalised input.
-.ferry_dataset_matrices <- function(inp, assay, layer) {
+.ferry_dataset_matrices <- function(inp, layer) {
     if (inp$single) {
         obj <- inp$objects[[1L]]
-        m <- .ferry_counts(obj, assay, layer, "the object")
+        m <- .ferry_counts(obj, inp$assay[[1L]], layer, "the object")
         b <- as.character(.ferry_coldata(obj, inp$batch))
         lv <- if (is.factor(.ferry_coldata(obj, inp$batch))) {
             intersect(levels(.ferry_coldata(obj, inp$batch)), b)
@@ -197,13 +277,21 @@
         mats <- lapply(lv, function(l) m[, b == l, drop = FALSE])
         names(mats) <- lv
     } else {
-        mats <- Map(function(o, n) .ferry_counts(o, assay, layer, paste0("'", n, "'")),
-                    inp$objects, names(inp$objects))
+        mats <- Map(function(o, n) {
+            .ferry_counts(o, inp$assay[[n]], layer,
+                          if (inp$one_object) paste0("the object (dataset '", n, "')") else paste0("'", n, "'"))
+        }, inp$objects, names(inp$objects))
     }
     # Shared feature names are the method's business (uniPort's diagonal mode and MinNet need none):
     # Python checks them and its message comes back.
     empty <- vapply(mats, ncol, 0L) == 0L
     if (any(empty)) .ferry_stop("dataset(s) without cells: ", .ferry_list(names(mats)[empty]))
+    one <- vapply(mats, ncol, 0L) < 2L
+    if (any(one)) {
+        .ferry_stop("dataset(s) ", .ferry_list(names(mats)[one]), " hold a single cell; integration learns ",
+                    "from the spread of cells within each dataset and needs at least 2 cells per dataset ",
+                    "(in practice hundreds): drop such datasets, or merge them into a related one")
+    }
     mats
 }
 
@@ -219,14 +307,25 @@
         .ferry_stop("use the argument of the R function instead of passing ", .ferry_list(nm[nm %in% reserved]),
                     " through ...")
     }
-    lapply(dots, function(v) {
-        if (inherits(v, "AsIs")) return(unclass(v))
-        if (is.double(v) && length(v) >= 1L && !is.null(v) && all(is.finite(v)) &&
-            all(v == round(v)) && all(abs(v) < .Machine$integer.max) && is.null(dim(v))) {
-            return(as.integer(v))
-        }
-        v
-    })
+    lapply(dots, .ferry_py_value)
+}
+
+# One parameter value on its way to Python, its shape kept: whole-number doubles become integers
+# (in nested lists too, e.g. list(rna = 3) -> {"rna": 3}); I(x) is sent as it is. reticulate sends
+# a length-one vector as a scalar and a vector or unnamed list as a Python list, so list("CD3E")
+# gives ["CD3E"].
+.ferry_py_value <- function(v) {
+    if (inherits(v, "AsIs")) return(unclass(v))
+    if (is.list(v) && !is.data.frame(v) && is.null(attr(v, "class"))) {
+        out <- lapply(v, .ferry_py_value)
+        attributes(out) <- attributes(v)
+        return(out)
+    }
+    if (is.double(v) && length(v) >= 1L && all(is.finite(v)) &&
+        all(v == round(v)) && all(abs(v) < .Machine$integer.max) && is.null(dim(v))) {
+        return(stats::setNames(as.integer(v), names(v)))
+    }
+    v
 }
 
 # Cell labels for methods trained with labels (integrate(label_key = ...)): named list dataset ->

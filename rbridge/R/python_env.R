@@ -56,6 +56,18 @@
            "bash inst/setup.sh --no-demo")
 }
 
+# What to do when the chosen interpreter is unusable. reticulate's own variables win over every
+# scferry setting, including the environment ferry_setup() records: advise to unset them first.
+.ferry_fix_hint <- function(source) {
+    if (source %in% c("RETICULATE_PYTHON", "RETICULATE_PYTHON_ENV")) {
+        return(paste0("The environment variable ", source, " takes precedence over every scferry setting, ",
+                      "so ferry_setup() cannot help while it is set: unset it (Sys.unsetenv(\"", source,
+                      "\") in a fresh R session before any scferry call, or remove it from ~/.Renviron or ",
+                      "the shell profile), or point it at a Python that has the scferry package"))
+    }
+    .ferry_setup_hint()
+}
+
 .ferry_not_ok <- function(reason, python = NA_character_) {
     structure(FALSE, reason = reason, python = python)
 }
@@ -104,7 +116,7 @@ ferry_python_ok <- function(recheck = FALSE) {
 .ferry_check_python <- function(py, source, recheck = FALSE) {
     if (!file.exists(py)) {
         return(.ferry_not_ok(paste0("No Python interpreter for scferry: ", py, " (from ", source,
-                                    ") does not exist. ", .ferry_setup_hint()), py))
+                                    ") does not exist. ", .ferry_fix_hint(source)), py))
     }
     if (!recheck && !is.null(.ferry$ok_cache[[py]])) return(.ferry$ok_cache[[py]])
     code <- paste(
@@ -125,7 +137,7 @@ ferry_python_ok <- function(recheck = FALSE) {
         structure(TRUE, reason = "", python = py)
     } else if (status == 3L) {
         .ferry_not_ok(paste0("The Python at ", py, " (from ", source, ") lacks module(s): ",
-                             sub("^MISSING ", "", out[length(out)]), ". ", .ferry_setup_hint()), py)
+                             sub("^MISSING ", "", out[length(out)]), ". ", .ferry_fix_hint(source)), py)
     } else if (status == 4L) {
         .ferry_not_ok(paste0("The Python at ", py, " has NumPy ", sub("^NUMPY ", "", out[length(out)]),
                              ", but reticulate ", utils::packageVersion("reticulate"),
@@ -133,7 +145,7 @@ ferry_python_ok <- function(recheck = FALSE) {
                              py, " -m pip install 'numpy<2'."), py)
     } else {
         .ferry_not_ok(paste0("The Python at ", py, " (from ", source, ") does not run: ",
-                             paste(utils::tail(out, 3), collapse = " "), ". ", .ferry_setup_hint()), py)
+                             paste(utils::tail(out, 3), collapse = " "), ". ", .ferry_fix_hint(source)), py)
     }
     .ferry$ok_cache[[py]] <- res
     res
@@ -154,10 +166,25 @@ ferry_python_ok <- function(recheck = FALSE) {
         .ferry_stop("Python started (", attr(ok, "python"), ") but 'import scferry' failed: ",
                     .ferry_py_message(e), ". ", .ferry_setup_hint())
     }))
-    .ferry$bridge <- reticulate::import_from_path("ferry_bridge", system.file("python", package = "scferry"))
+    .ferry$bridge <- .ferry_muffle_init(tryCatch(reticulate::import("scferry._rbridge", convert = TRUE), error = function(e) {
+        .ferry_stop("the scferry Python package at ", attr(ok, "python"), " has no module scferry._rbridge ",
+                    "(the Python side of this R package; scferry ", .ferry_py_version(sf), " is older than ",
+                    "this R package): ", .ferry_py_message(e), ". ", .ferry_setup_hint())
+    }))
+    .ferry$bridge_raw <- reticulate::import("scferry._rbridge", convert = FALSE)
     .ferry_set_threads()
     .ferry$sf <- sf
     invisible(sf)
+}
+
+# The scferry module, after checking that it has function `fun` (an older Python package may not).
+.ferry_require_fun <- function(fun) {
+    sf <- .ferry_require_python()
+    if (!reticulate::py_has_attr(sf, fun)) {
+        .ferry_stop("scferry.", fun, "() is not in the scferry Python package of this environment (version ",
+                    .ferry_py_version(), "); update it with scferry::ferry_setup() in a fresh R session")
+    }
+    sf
 }
 
 # reticulate 1.28 warns about Poetry whenever the working directory has a pyproject.toml with a
@@ -187,6 +214,44 @@ ferry_python_ok <- function(recheck = FALSE) {
         if (inherits(e, "ferry_error")) stop(e)
         .ferry_stop(what, " failed in Python: ", .ferry_py_message(e))
     })
+}
+
+# Call the scferry Python function `fun` (a Python object, e.g. sf$integrate) with `args` (an R list:
+# unnamed elements positional, named ones keyword arguments) through scferry._rbridge.call, which
+# records the Python warnings: each is re-signalled here as an R warning of class "ferry_warning"
+# (seen by suppressWarnings, withCallingHandlers and knitr). A Python exception becomes an R error as
+# in .ferry_py. `x_name`: what the R user called the matrix sent as AnnData .X (e.g. "layer 'counts'
+# of assay 'RNA'"), substituted where a Python message speaks of ".X". Returns the Python result
+# (not converted).
+.ferry_call <- function(fun, args, what, x_name = NULL) {
+    nm <- names(args) %||% rep("", length(args))
+    pos <- unname(args[!nzchar(nm)])
+    kw <- args[nzchar(nm)]
+    res <- tryCatch(
+        .ferry$bridge_raw$call(fun, reticulate::tuple(pos, convert = FALSE),
+                               reticulate::py_dict(names(kw), unname(kw), convert = FALSE)),
+        error = function(e) {
+            if (inherits(e, "ferry_error")) stop(e)
+            .ferry_stop(what, " failed in Python: ", .ferry_r_terms(.ferry_py_message(e), x_name))
+        })
+    ws <- reticulate::py_to_r(reticulate::py_get_item(res, "warnings"))
+    for (w in ws) {
+        msg <- paste0("scferry (Python ", w$category, "): ", .ferry_r_terms(w$message, x_name))
+        warning(structure(class = c("ferry_warning", "warning", "condition"),
+                          list(message = msg, call = NULL, category = w$category)))
+    }
+    reticulate::py_get_item(res, "value")
+}
+
+# Python messages speak of AnnData (".X", "layer="); say what the R user set instead.
+.ferry_r_terms <- function(msg, x_name) {
+    if (is.null(x_name)) return(msg)
+    msg <- gsub("(adata)?\\.X \\(or layer=\\.\\.\\.\\)", x_name, msg)
+    msg <- gsub("(adata)?\\.X \\(or `?layer`?\\)", x_name, msg)
+    msg <- gsub("Filter them first: sc.pp.filter_cells(adata, min_counts=1)",
+                paste0("Remove those cells first (Seurat: subset(obj, subset = nCount_<assay> > 0); ",
+                       "SingleCellExperiment: sce[, colSums(counts(sce)) > 0])"), msg, fixed = TRUE)
+    gsub("(adata)?\\.X\\b", x_name, msg)
 }
 
 # Path of the scferry repository checkout (holds pyproject.toml), or NULL.
@@ -237,9 +302,9 @@ ferry_python_ok <- function(recheck = FALSE) {
 #' @param dry_run Only return the steps that would be run.
 #' @return Invisibly, the path of the environment's Python (with \code{dry_run}, a list of the steps).
 #' @examples
-#' \dontrun{
-#' ferry_setup()
-#' }
+#' # what ferry_setup() would do here (dry_run: nothing is installed)
+#' steps <- tryCatch(ferry_setup(dry_run = TRUE), ferry_error = conditionMessage)
+#' str(steps)
 #' @export
 ferry_setup <- function(envname = NULL, python = NULL, path = NULL, force = FALSE,
                         editable = FALSE, extras = character(), dry_run = FALSE) {

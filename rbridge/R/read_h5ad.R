@@ -16,8 +16,10 @@
 #' @param project Seurat project name.
 #' @return A Seurat or SingleCellExperiment object.
 #' @examples
-#' \dontrun{
-#' sce <- ferry_read_h5ad(ferry_example_data("scrna"), as = "SingleCellExperiment")
+#' f <- ferry_example_data("st", must_exist = FALSE)
+#' if (!is.na(f) && requireNamespace("SingleCellExperiment", quietly = TRUE) && ferry_python_ok()) {
+#'     sce <- ferry_read_h5ad(f, as = "SingleCellExperiment")
+#'     sce
 #' }
 #' @export
 ferry_read_h5ad <- function(path, as = c("Seurat", "SingleCellExperiment"), layer = NULL,
@@ -61,7 +63,7 @@ ferry_read_h5ad <- function(path, as = c("Seurat", "SingleCellExperiment"), laye
     obj
 }
 
-# obs parts from ferry_bridge.read_h5ad_parts -> data.frame with NA restored.
+# obs parts from scferry._rbridge.read_h5ad_parts -> data.frame with NA restored.
 .ferry_obs_frame <- function(obs, cells) {
     cols <- lapply(obs, function(p) {
         mask <- as.logical(p$mask)
@@ -95,6 +97,8 @@ ferry_read_h5ad <- function(path, as = c("Seurat", "SingleCellExperiment"), laye
 #' @param which \code{"scrna"} or \code{"st"}.
 #' @param must_exist Signal an error when the file is not found (otherwise return \code{NA}).
 #' @return The file path.
+#' @examples
+#' ferry_example_data("scrna", must_exist = FALSE)
 #' @export
 ferry_example_data <- function(which = c("scrna", "st"), must_exist = TRUE) {
     which <- match.arg(which)

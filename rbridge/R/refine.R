@@ -34,11 +34,13 @@
 #' @return \code{object} with the new reduction and the record added.
 #' @seealso \code{\link{ferry_integrate}}
 #' @examples
-#' \dontrun{
-#' library(Seurat)
-#' obj <- RunPCA(ScaleData(FindVariableFeatures(NormalizeData(obj))))
-#' obj <- ferry_refine(obj, reduction = "pca", batch = "batch")
-#' obj <- RunUMAP(obj, reduction = "ferry.refined", dims = 1:30)
+#' if (requireNamespace("SeuratObject", quietly = TRUE) && ferry_python_ok()) {
+#'     data("pbmc_small", package = "SeuratObject")
+#'     pbmc <- suppressWarnings(SeuratObject::UpdateSeuratObject(pbmc_small))
+#'     # pbmc_small has a PCA; with your data: Seurat::RunPCA(...) first
+#'     pbmc <- ferry_refine(pbmc, reduction = "pca", batch = "groups", max_iter = 3)
+#'     dim(SeuratObject::Embeddings(pbmc, "ferry.refined"))
+#'     # then e.g. Seurat::RunUMAP(pbmc, reduction = "ferry.refined", dims = 1:19)
 #' }
 #' @export
 ferry_refine <- function(object, reduction = NULL, batch, name = "ferry.refined", ..., seed = 0L,
@@ -97,7 +99,7 @@ ferry_refine <- function(object, reduction = NULL, batch, name = "ferry.refined"
     .ferry$bridge$set_obs_categorical(adata, "batch", as.integer(f) - 1L, levels(f))
     args <- c(list(adata, basis = "X_input", batch_key = "batch", key_added = "X_refined",
                    seed = as.integer(seed), progress = isTRUE(progress)), params)
-    rec <- .ferry_py(do.call(sf$refine, args), "scferry.refine()")
+    rec <- .ferry_call(sf$refine, args, "scferry.refine()")
     out <- .ferry_read_obsm(adata, "X_refined")
 
     fields <- c("best_iter", "n_iter", "mix", "overlap", "strain", "J", "mix_start",

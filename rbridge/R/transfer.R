@@ -13,11 +13,23 @@
 #'     assay \code{"probabilities"} (labels x cells plus a \code{"max"} row), and colData columns
 #'     \code{predicted.id}, \code{prediction.score.max}.
 #' }
-#' Label columns sum to 1 for every cell.
+#' Label columns sum to 1 for every cell. The label column names follow Seurat's: label
+#' \code{2} gives \code{prediction.score.2}, \code{"B cell"} gives \code{prediction.score.B.cell}
+#' (\code{make.names} of the whole name).
+#'
+#' Subsets of the integrated objects work as \code{reference} and \code{query}. The objects find
+#' their model through a record \code{ferry_integrate()} stored in \code{obj@misc$ferry} and in the
+#' \code{"ferry"} reduction's \code{misc} slot; \code{merge()} drops both: a merged object is then
+#' matched, by its cell names, to the models of this R session (with a message), and otherwise
+#' gets an error that says so.
 #'
 #' @param reference Integrated object holding the labels (as returned by \code{ferry_integrate}).
 #' @param query Integrated object to label, from the same \code{ferry_integrate} call.
-#' @param label Cell-metadata column of \code{reference} with the labels (no NA).
+#' @param label Cell-metadata column of \code{reference} with the labels. Reference cells whose
+#'   label is \code{NA}, and cells of the reference dataset that are not in \code{reference} (a
+#'   subset of the integrated object), are left out of the transfer: the probabilities are
+#'   computed over the labelled cells only (a message gives the count). Query cells that only
+#'   unlabelled cells reach get \code{NA} (with a warning).
 #' @param source,target Dataset names, needed only when an object holds cells of several datasets
 #'   (one object integrated with \code{batch}): the dataset whose labels are used, and the dataset
 #'   to label (\code{query} must then hold only cells of \code{target}; subset it first).
@@ -25,16 +37,36 @@
 #'   \code{k = 30} (whole numbers are sent as \code{int}).
 #' @return \code{query} with the predictions added.
 #' @seealso \code{\link{ferry_integrate}}, \code{\link{ferry_deconvolve}}
+#' @param prediction.name \code{NULL} (default) for the names above, or a name that keeps this
+#'   transfer apart from others on the same object, as Seurat's \code{MapQuery}: assay
+#'   \code{"ferry.predictions.<name>"} and metadata columns \code{predicted.<name>} and
+#'   \code{predicted.<name>.score} (the highest probability). With the default names, the
+#'   \code{prediction.score.*} columns of an earlier transfer are removed first, so that no stale
+#'   label column is left.
 #' @examples
-#' \dontrun{
-#' objs <- ferry_integrate(list(rna = rna, atac = atac))
-#' atac <- ferry_transfer(objs$rna, objs$atac, label = "cell_type")
-#' table(atac$predicted.id)
+#' if (requireNamespace("Seurat", quietly = TRUE) && ferry_python_ok()) {
+#'     data("pbmc_small", package = "SeuratObject")
+#'     pbmc <- suppressWarnings(SeuratObject::UpdateSeuratObject(pbmc_small))
+#'     objs <- ferry_integrate(list(g1 = subset(pbmc, subset = groups == "g1"),
+#'                                  g2 = subset(pbmc, subset = groups == "g2")),
+#'                             max_iter = 20, progress = FALSE)
+#'     ref <- objs$g1
+#'     ref$cluster <- as.character(ref$RNA_snn_res.1)
+#'     ref$cluster[1:3] <- NA        # cells without a label are left out
+#'     g2 <- ferry_transfer(ref, objs$g2, label = "cluster")
+#'     table(g2$predicted.id)
+#'     g2 <- ferry_transfer(ref, g2, label = "letter.idents", prediction.name = "letter")
+#'     head(g2[[c("predicted.id", "predicted.letter", "predicted.letter.score")]])
 #' }
 #' @export
-ferry_transfer <- function(reference, query, label, source = NULL, target = NULL, ...) {
+ferry_transfer <- function(reference, query, label, source = NULL, target = NULL, ...,
+                           prediction.name = NULL) {
+    if (!is.null(prediction.name) && (!is.character(prediction.name) || length(prediction.name) != 1L ||
+                                      is.na(prediction.name) || !nzchar(prediction.name))) {
+        .ferry_stop("prediction.name must be NULL or one non-empty string, e.g. 'celltype'")
+    }
     .ferry_scores_call("transfer_labels", c("source", "target"), "predictions",
-                       reference, query, "query", label, source, target, list(...))
+                       reference, query, "query", label, source, target, list(...), pname = prediction.name)
 }
 
 #' Estimate cell-type proportions of spots from an integrated reference
@@ -57,13 +89,24 @@ ferry_transfer <- function(reference, query, label, source = NULL, target = NULL
 #'
 #' @inheritParams ferry_transfer
 #' @param spots Integrated object of spatial spots, from the same \code{ferry_integrate} call.
-#' @param label Cell-metadata column of \code{reference} with the cell types (no NA).
+#' @param label Cell-metadata column of \code{reference} with the cell types; cells with \code{NA}
+#'   are left out, as in \code{\link{ferry_transfer}}.
 #' @param ... Options of \code{scferry.deconvolve()} in Python: \code{readout = "counts"}
 #'   (default: a Poisson fit of each spot's counts on the reference's per-type mean counts, with
 #'   gene-wise platform factors), \code{"type_mean"} (each type's plan mass divided by its number
 #'   of reference cells, as uniPort's R tutorial) or \code{"mass"} (the plan mass as it is),
 #'   \code{k} (neighbours of the kNN vote for spots the plan never reached).
 #' @return \code{spots} with the proportions added.
+#' @examples
+#' if (requireNamespace("Seurat", quietly = TRUE) && ferry_python_ok()) {
+#'     data("pbmc_small", package = "SeuratObject")
+#'     pbmc <- suppressWarnings(SeuratObject::UpdateSeuratObject(pbmc_small))
+#'     objs <- ferry_integrate(list(g1 = subset(pbmc, subset = groups == "g1"),
+#'                                  g2 = subset(pbmc, subset = groups == "g2")),
+#'                             max_iter = 20, progress = FALSE)
+#'     g2 <- ferry_deconvolve(objs$g1, objs$g2, label = "RNA_snn_res.1")
+#'     summary(colSums(SeuratObject::GetAssayData(g2[["ferry.proportions"]], slot = "data")))
+#' }
 #' @export
 ferry_deconvolve <- function(reference, spots, label, source = NULL, target = NULL, ...) {
     .ferry_scores_call("deconvolve", c("reference", "spots"), "proportions",
@@ -73,22 +116,23 @@ ferry_deconvolve <- function(reference, spots, label, source = NULL, target = NU
 # ferry_transfer / ferry_deconvolve: check the pair (before Python starts), then
 # scferry.<fun>(model, <ds_args[1]> = source dataset, <ds_args[2]> = target dataset, label_key = label,
 # ...) returns a DataFrame (target cells x labels) that is written into `obj` as `kind`.
-.ferry_scores_call <- function(fun, ds_args, kind, reference, obj, objname, label, source, target, dots) {
+.ferry_scores_call <- function(fun, ds_args, kind, reference, obj, objname, label, source, target, dots,
+                               pname = NULL) {
     job <- .ferry_pair(reference, obj, label, source, target, c("reference", objname))
-    params <- .ferry_method_params(dots, reserved = c("model", ds_args, "label_key"))
-    sf <- .ferry_require_python()
-    if (!reticulate::py_has_attr(sf, fun)) {
-        .ferry_stop("scferry.", fun, "() is not in the scferry Python package of this environment (version ",
-                    .ferry_py_version(), "); update it with scferry::ferry_setup() in a fresh R session")
-    }
+    params <- .ferry_method_params(dots, reserved = c("model", ds_args, "label_key", "prediction.name"))
+    sf <- .ferry_require_fun(fun)
     model <- .ferry_model(job$rec, job$pieces)
-    .ferry_set_labels(model, job)
+    .ferry_set_labels(model, job, paste0("ferry_", if (kind == "predictions") "transfer" else "deconvolve"))
     ds <- stats::setNames(list(job$source, job$target), ds_args)
     args <- c(list(model), ds, list(label_key = label), params)
     what <- sprintf("scferry.%s(%s = '%s', %s = '%s')", fun, ds_args[1L], job$source, ds_args[2L], job$target)
-    res <- .ferry_py(do.call(sf[[fun]], args), what)
-    .ferry_add_scores(obj, .ferry_scores_matrix(res, obj, objname), kind)
+    res <- .ferry_call(sf[[fun]], args, what)
+    .ferry_add_scores(obj, .ferry_scores_matrix(res, obj, objname), kind, pname)
 }
+
+# Stands for "no label" in the categorical sent to Python (which refuses missing labels); its
+# column is dropped from the result and the rows renormalised over the labelled reference cells.
+.ferry_unlabelled <- "\u0001scferry-unlabelled"
 
 # All checks for a reference/query pair, before Python runs.
 .ferry_pair <- function(reference, query, label, source, target, argnames) {
@@ -107,10 +151,14 @@ ferry_deconvolve <- function(reference, spots, label, source = NULL, target = NU
                     "labels are transferred from one dataset to another")
     }
     keep <- ds_r == source
-    # only the cells of the source dataset need labels (a merged object may have NA elsewhere)
+    # only the cells of the source dataset matter; NA labels are allowed (those cells are left out)
     labels <- .ferry_check_column(reference, label, "label",
                                   if (all(keep)) argnames[1L] else paste0(argnames[1L], " (dataset '", source, "')"),
-                                  keep = keep)
+                                  keep = keep, allow_na = TRUE)
+    if (all(is.na(labels))) {
+        .ferry_stop("label column '", label, "' of ", argnames[1L], " is NA for all ", length(labels),
+                    " cells of dataset '", source, "'; no cell has a label to transfer")
+    }
     pieces <- list(list(obj = reference, cells = colnames(reference)[keep]),
                    list(obj = query, cells = colnames(query)))
     names(pieces) <- c(source, target)
@@ -140,17 +188,30 @@ ferry_deconvolve <- function(reference, spots, label, source = NULL, target = NU
 }
 
 # Put the reference labels on the bridge-owned AnnData of the source dataset, in its cell order.
-.ferry_set_labels <- function(model, job) {
+# Cells of the dataset with an NA label, or missing from the reference (a subset), are marked
+# unlabelled and left out of the transfer; a message gives their count.
+.ferry_set_labels <- function(model, job, fname = "ferry_transfer") {
     ad <- .ferry_py(.ferry$bridge$model_adata(model, job$source), "model.adatas")
     names_py <- unlist(.ferry$bridge$obs_names(ad))
     idx <- match(names_py, job$ref_cells)
-    if (anyNA(idx)) {
-        .ferry_stop("the reference lacks ", sum(is.na(idx)), " of the ", length(idx), " cells of dataset '",
-                    job$source, "' in the model (e.g. ", .ferry_list(names_py[is.na(idx)], 3L), "); pass the ",
-                    "object ferry_integrate() returned, not a subset of its cells")
+    v <- job$ref_labels
+    lv <- if (is.factor(v)) levels(droplevels(v)) else sort(unique(as.character(v[!is.na(v)])))
+    lab <- as.character(v)[idx]
+    n_na <- sum(!is.na(idx) & is.na(lab))
+    n_out <- sum(is.na(idx))
+    if (n_na + n_out == length(names_py)) {
+        .ferry_stop("none of the ", length(names_py), " cells of dataset '", job$source, "' in the model has ",
+                    "a label in the reference (", n_na, " NA, ", n_out, " not in the reference object)")
     }
-    v <- job$ref_labels[idx]
-    f <- if (is.factor(v)) droplevels(v) else factor(as.character(v))
+    if (n_na + n_out > 0L) {
+        message(fname, ": ", n_na + n_out, " of the ", length(names_py), " cells of reference dataset '",
+                job$source, "' have no label and are left out of the transfer (",
+                paste(c(if (n_na) paste0(n_na, " with NA in '", job$label, "'"),
+                        if (n_out) paste0(n_out, " not in the reference object")), collapse = ", "), ")")
+        lab[is.na(lab)] <- .ferry_unlabelled
+        lv <- c(lv, .ferry_unlabelled)
+    }
+    f <- factor(lab, levels = lv)
     .ferry$bridge$set_obs_categorical(ad, job$label, as.integer(f) - 1L, levels(f))
 }
 
@@ -166,5 +227,16 @@ ferry_deconvolve <- function(reference, spots, label, source = NULL, target = NU
         .ferry_stop("the Python result has no row for ", length(miss), " cell(s) of ", objname,
                     " (e.g. ", .ferry_list(miss, 3L), ")")
     }
-    P[, colnames(obj), drop = FALSE]
+    P <- P[, colnames(obj), drop = FALSE]
+    if (.ferry_unlabelled %in% rownames(P)) {
+        P <- P[rownames(P) != .ferry_unlabelled, , drop = FALSE]
+        tot <- colSums(P)
+        lost <- !(tot > 0)
+        P <- sweep(P, 2L, ifelse(lost, NA_real_, tot), "/")
+        if (any(lost)) {
+            .ferry_warn(sum(lost), " of ", ncol(P), " cell(s) of ", objname, " were reached only by ",
+                        "unlabelled reference cells; their predictions are NA")
+        }
+    }
+    P
 }

@@ -3,7 +3,7 @@
 .ferry <- new.env(parent = emptyenv())
 .ferry$models <- list()      # model id -> list(model = <python model>, datasets = <names>)
 .ferry$sf <- NULL            # the scferry Python module, once imported
-.ferry$bridge <- NULL        # inst/python/ferry_bridge.py, once imported
+.ferry$bridge <- NULL        # the Python module scferry._rbridge, once imported
 .ferry$ok_cache <- list()    # python path -> result of the subprocess check in ferry_python_ok()
 
 # Delay-loaded module: reticulate's own discovery (if something else starts Python first) then

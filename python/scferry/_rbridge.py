@@ -1,13 +1,69 @@
-"""Conversion helpers for the scferry R package (called through reticulate).
+"""The Python side of the scferry R package (``rbridge/``), called through reticulate.
+
+The R package imports this module (``reticulate::import("scferry._rbridge")``); Python users who
+want R objects in Python pipelines use :mod:`scferry.r` (rpy2) instead. Both are the two directions
+of one bridge: this module needs neither R nor rpy2, only NumPy, pandas, SciPy and anndata.
 
 This module holds no algorithm. It exists because reticulate 1.28 (Debian bookworm) cannot convert
 SciPy >= 1.11 sparse matrices to R and corrupts NA in data frames: every function here takes or
 returns plain NumPy arrays, lists of strings or dicts of those, never sparse matrices or pandas
-objects, so the R side always receives well-defined types.
+objects, so the R side always receives well-defined types. :func:`call` runs a scferry function
+and returns the warnings it raised as data, so that R re-signals them as R warnings (Python's own
+``sys:1: UserWarning: ...`` text on stderr is invisible to ``suppressWarnings`` and knitr).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+
+
+def call(fun, args=(), kwargs=None):
+    """Run ``fun(*args, **kwargs)`` recording the warnings it raises.
+
+    Returns ``{"value": result, "warnings": [{"category": name, "message": text}, ...]}`` (each
+    distinct warning once, in the order raised). The warning filters are restored on return;
+    exceptions propagate unchanged.
+    """
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = fun(*tuple(args), **dict(kwargs or {}))
+    seen, out = set(), []
+    for w in caught:
+        key = (w.category.__name__, str(w.message))
+        if key in seen:
+            continue
+        seen.add(key)
+        out.append({"category": key[0], "message": key[1]})
+    return {"value": value, "warnings": out}
+
+
+def model_summary(model):
+    """What the fit chose, for the R message: ``{"method", "choices", "n_common_genes",
+    "datasets"}``. ``choices`` is ``model.choices`` when the model records them (``{name:
+    {"value", "reason"}}``), else the mode from ``model.params`` (without a reason)."""
+    params = getattr(model, "params", None) or {}
+    choices = {}
+    recorded = getattr(model, "choices", None)
+    if isinstance(recorded, dict):
+        for k, v in recorded.items():
+            if isinstance(v, dict):
+                choices[str(k)] = {"value": _plain_str(v.get("value")), "reason": str(v.get("reason") or "")}
+            else:
+                choices[str(k)] = {"value": _plain_str(v), "reason": ""}
+    if "mode" not in choices and params.get("mode") is not None:
+        choices["mode"] = {"value": str(params["mode"]), "reason": ""}
+    prep = getattr(model, "preprocessing", None)
+    common = getattr(prep, "common_genes", None) if prep is not None else None
+    n_common = -1 if common is None else int(len(common))
+    return {"method": str(getattr(model, "method", "")), "choices": choices, "n_common_genes": n_common,
+            "datasets": [str(n) for n in (getattr(model, "dataset_names", None) or [])]}
+
+
+def _plain_str(v):
+    if isinstance(v, (list, tuple)):
+        return ", ".join(str(x) for x in v)
+    return str(v)
 
 
 def make_anndata(x, i, p, n_genes, n_cells, cells, genes):
@@ -63,6 +119,18 @@ def get_obsm(adata, key):
     return {"values": np.ascontiguousarray(m), "obs_names": [str(s) for s in adata.obs_names]}
 
 
+def matrix_parts(adata):
+    """An AnnData's ``X`` as {values: float64 dense array (cells x features), obs_names, var_names}."""
+    X = adata.X
+    if hasattr(X, "toarray"):
+        X = X.toarray()
+    return {
+        "values": np.ascontiguousarray(np.asarray(X, dtype=np.float64)),
+        "obs_names": [str(s) for s in adata.obs_names],
+        "var_names": [str(s) for s in adata.var_names],
+    }
+
+
 def frame_parts(df):
     """A pandas DataFrame as {values: float64 array, index: [str], columns: [str]}."""
     return {
@@ -73,6 +141,7 @@ def frame_parts(df):
 
 
 def obs_names(adata):
+    """Cell names of an AnnData as a list of str."""
     return [str(s) for s in adata.obs_names]
 
 
@@ -83,6 +152,7 @@ def model_datasets(model):
 
 
 def model_adata(model, name):
+    """The AnnData of dataset ``name`` attached to a fitted model."""
     adatas = getattr(model, "adatas", None) or {}
     if name not in adatas:
         raise KeyError(f"the model has no dataset {name!r}; it has {sorted(adatas)}")
