@@ -40,6 +40,11 @@ def test_call_returns_warnings_as_data_and_restores_filters():
         warnings.warn("second", RuntimeWarning)
         return x + y
 
+    def noisy():
+        warnings.warn("old api", DeprecationWarning)   # raised here, inside tests: not scferry's
+        return 1
+
+    assert rb.call(noisy)["warnings"] == []
     before = list(warnings.filters)
     res = rb.call(f, (2,), {"y": 3})
     assert res["value"] == 5

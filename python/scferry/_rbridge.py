@@ -13,23 +13,31 @@ and returns the warnings it raised as data, so that R re-signals them as R warni
 """
 from __future__ import annotations
 
+import os
 import warnings
 
 import numpy as np
+
+# warnings other libraries raise about their own future that R users cannot act on
+_QUIET = (DeprecationWarning, PendingDeprecationWarning, FutureWarning, ImportWarning, ResourceWarning)
+_PKG_DIR = os.path.dirname(os.path.abspath(__file__))
 
 
 def call(fun, args=(), kwargs=None):
     """Run ``fun(*args, **kwargs)`` recording the warnings it raises.
 
     Returns ``{"value": result, "warnings": [{"category": name, "message": text}, ...]}`` (each
-    distinct warning once, in the order raised). The warning filters are restored on return;
-    exceptions propagate unchanged.
+    distinct warning once, in the order raised, every call: not only the first time a line warns).
+    Deprecation-type warnings of other libraries are left out (Python hides them by default too).
+    The warning filters are restored on return; exceptions propagate unchanged.
     """
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         value = fun(*tuple(args), **dict(kwargs or {}))
     seen, out = set(), []
     for w in caught:
+        if issubclass(w.category, _QUIET) and _PKG_DIR not in os.path.abspath(str(w.filename)):
+            continue
         key = (w.category.__name__, str(w.message))
         if key in seen:
             continue

@@ -189,7 +189,7 @@
             }
             m <- SeuratObject::GetAssayData(obj, assay = assay, slot = layer)
             if (!prod(dim(m))) {
-                .ferry_stop("layer (slot) '", layer, "' of assay '", assay, "' in ", objname, " is empty; ",
+                .ferry_stop("layer '", layer, "' of assay '", assay, "' in ", objname, " is empty; ",
                             "scferry needs the raw (unnormalised) counts, which Seurat keeps in the 'counts' ",
                             "layer: GetAssayData(obj, assay = '", assay, "', slot = \"counts\"). ",
                             "Non-empty layers here: ", .ferry_list(filled), ". If the object was built from ",
@@ -222,9 +222,17 @@
                     .ferry_list(unique(rownames(m)[duplicated(rownames(m))]), 5L), ")")
     }
     colnames(m) <- colnames(obj)
-    where <- if (.ferry_is_seurat(obj)) {
+    attr(m, "ferry_where") <- if (.ferry_is_seurat(obj)) {
         paste0("layer (slot) '", layer, "' of assay '", assay, "' in ", objname)
     } else paste0("assay '", layer, "'", if (!is.null(assay)) paste0(" of altExp '", assay, "'"), " in ", objname)
+    m
+}
+
+# Counts must be finite and non-negative (checked after every dataset's matrix was found, so that a
+# missing or empty layer is reported first). Returns m without the description attribute.
+.ferry_check_counts <- function(m) {
+    where <- attr(m, "ferry_where")
+    attr(m, "ferry_where") <- NULL
     bad <- !is.finite(m@x)
     if (any(bad)) {
         .ferry_stop(where, " has ", sum(bad), " non-finite value(s) (NA, NaN or Inf); scferry needs raw counts")
@@ -269,7 +277,7 @@
 .ferry_dataset_matrices <- function(inp, layer) {
     if (inp$single) {
         obj <- inp$objects[[1L]]
-        m <- .ferry_counts(obj, inp$assay[[1L]], layer, "the object")
+        m <- .ferry_check_counts(.ferry_counts(obj, inp$assay[[1L]], layer, "the object"))
         b <- as.character(.ferry_coldata(obj, inp$batch))
         lv <- if (is.factor(.ferry_coldata(obj, inp$batch))) {
             intersect(levels(.ferry_coldata(obj, inp$batch)), b)
@@ -284,6 +292,7 @@
     }
     # Shared feature names are the method's business (uniPort's diagonal mode and MinNet need none):
     # Python checks them and its message comes back.
+    mats <- lapply(mats, .ferry_check_counts)
     empty <- vapply(mats, ncol, 0L) == 0L
     if (any(empty)) .ferry_stop("dataset(s) without cells: ", .ferry_list(names(mats)[empty]))
     one <- vapply(mats, ncol, 0L) < 2L

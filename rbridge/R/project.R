@@ -42,7 +42,7 @@ ferry_project <- function(query, reference, dataset = NULL, assay = NULL, layer 
         .ferry_stop("reduction.name must be one non-empty string")
     }
     job <- .ferry_model_job(reference, dataset, assay, query)
-    m <- .ferry_counts(query, job$assay, layer, "query")
+    m <- .ferry_check_counts(.ferry_counts(query, job$assay, layer, "query"))
     .ferry_cells(query)
     sf <- .ferry_require_fun("project")
     model <- .ferry_model_any(job$rec)
@@ -117,7 +117,7 @@ ferry_impute <- function(object, target, reference = object, dataset = NULL, ass
         dataset <- setdiff(rec$datasets, target)
     }
     job <- .ferry_model_job(reference, dataset, assay, object)
-    m <- .ferry_counts(object, job$assay, layer, "object")
+    m <- .ferry_check_counts(.ferry_counts(object, job$assay, layer, "object"))
     sf <- .ferry_require_fun("impute")
     model <- .ferry_model_any(job$rec)
     a <- .ferry_anndata(m)

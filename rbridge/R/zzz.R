@@ -1,7 +1,7 @@
 # Package state: live Python models and the imported Python modules.
 # Python is never started when the package loads; .ferry_require_python() starts it on first use.
 .ferry <- new.env(parent = emptyenv())
-.ferry$models <- list()      # model id -> list(model = <python model>, datasets = <names>)
+.ferry$models <- list()      # model id -> list(model = <python model>, datasets, cells (per dataset), record)
 .ferry$sf <- NULL            # the scferry Python module, once imported
 .ferry$bridge <- NULL        # the Python module scferry._rbridge, once imported
 .ferry$ok_cache <- list()    # python path -> result of the subprocess check in ferry_python_ok()
