@@ -214,7 +214,7 @@ ferry_integrate <- function(objects, method = "uniport", batch = NULL, assay = N
         rec <- tryCatch(obj[["ferry"]]@misc$ferry, error = function(e) NULL)
         if (!is.null(rec$model_id)) return(rec)
     }
-    rec <- .ferry_record_from_cells(colnames(obj))
+    rec <- if (has_red) .ferry_record_from_cells(colnames(obj))
     if (!is.null(rec)) {
         message(objname, " has no scferry record (merge() drops obj@misc and the reductions' misc); ",
                 "using model ", rec$model_id, " of this R session, whose datasets hold its cells")
@@ -228,7 +228,8 @@ ferry_integrate <- function(objects, method = "uniport", batch = NULL, assay = N
                     "the merged object with ferry_integrate(merged, batch = '<dataset column>')")
     }
     .ferry_stop(objname, " was not integrated with scferry: run ferry_integrate() and pass the ",
-                "object it returned")
+                "object it returned (merge() drops the 'ferry' reduction unless merge.dr = 'ferry', and ",
+                "its record always: call scferry functions before merging)")
 }
 
 # A record for cells of one live model (each cell in exactly one of its datasets), or NULL.
@@ -245,6 +246,7 @@ ferry_integrate <- function(objects, method = "uniport", batch = NULL, assay = N
         rec$dataset <- NULL
         rec$batch <- NULL
         rec$cell_dataset <- ds[idx]
+        if (length(unique(rec$cell_dataset)) == 1L) rec$dataset <- rec$cell_dataset[1L]
         return(rec)
     }
     NULL
