@@ -63,7 +63,8 @@
         return(paste0("The environment variable ", source, " takes precedence over every scferry setting, ",
                       "so ferry_setup() cannot help while it is set: unset it (Sys.unsetenv(\"", source,
                       "\") in a fresh R session before any scferry call, or remove it from ~/.Renviron or ",
-                      "the shell profile), or point it at a Python that has the scferry package"))
+                      "the shell profile), or point it at a Python that has the scferry package. Then, ",
+                      "if scferry's own environment is missing too: ", .ferry_setup_hint()))
     }
     .ferry_setup_hint()
 }
