@@ -119,7 +119,7 @@ test_that("ferry_transfer: a subset of the reference works, its other cells are 
     expect_message(st <- suppressWarnings(ferry_transfer(sub, objs$st, "cell_type")),
                    "cells of reference dataset 'rna' have no label .* not in the reference object")
     expect_identical(colnames(st), colnames(objs$st))
-    expect_true(all(st$predicted.id %in% c(unique(sub$cell_type), NA)))
+    expect_true(all(st$predicted.id %in% c(as.character(unique(sub$cell_type)), NA)))
 })
 
 test_that("one Seurat object with a batch column; pbmc_small halves; failing Python leaves objects alone", {
