@@ -99,7 +99,7 @@ ferry_integrate <- function(objects, method = "uniport", batch = NULL, assay = N
     embs <- lapply(adatas, .ferry_read_obsm, key = "X_scferry")
     gw <- .ferry_gw_record(model)
     if (!is.null(gw)) {
-        message("scferry: the datasets share no features and no labels were given, so ", method,
+        if (isTRUE(verbose)) message("scferry: the datasets share no features and no labels were given, so ", method,
                 " aligned them with a Gromov-Wasserstein match of their geometries (", gw,
                 "); pass gw_prior = FALSE for unguided OT, or label_key = for the cell-type prior")
         params$gw_record <- gw
