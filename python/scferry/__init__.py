@@ -4,17 +4,9 @@
 >>> model = sf.integrate({"rna": rna, "spatial": st}, method="uniport", seed=0)
 >>> probs = sf.transfer_labels(model, source="rna", target="spatial", label_key="cell_type")
 """
-import os as _os
-import sys as _sys
-
-# Sleeping, not spinning, OpenMP workers: with torch's default busy-wait, any other busy process
-# on a small machine makes each training step several times slower. Only takes effect
-# when torch is not imported yet; a value the user set is kept.
-if "torch" not in _sys.modules:
-    _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from . import metrics, ot, pp  # noqa: E402
-from .integrate import integrate  # noqa: E402
+from .errors import ModelFileError, ScferryWarning
+from . import metrics, ot, pp
+from .integrate import integrate
 from .model import Model, load
 from .methods import available_methods, get_method
 from .tl import deconvolve, impute, project, transfer_labels
@@ -32,4 +24,5 @@ def __getattr__(name):
 
 
 __all__ = ["integrate", "refine", "transfer_labels", "deconvolve", "project", "impute", "load", "Model",
-           "available_methods", "get_method", "metrics", "ot", "pl", "pp", "__version__"]
+           "available_methods", "get_method", "metrics", "ot", "pl", "pp", "ScferryWarning",
+           "ModelFileError", "__version__"]

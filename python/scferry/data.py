@@ -14,6 +14,8 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from .errors import announce
+
 
 @dataclass
 class Dataset:
@@ -131,6 +133,10 @@ def check_dataset(d: Dataset, allow_negative: bool = False) -> None:
         raise ValueError(f"{what} has no cells. Remove it or check how it was subset.")
     if d.adata.n_vars == 0:
         raise ValueError(f"{what} has no features (genes/peaks). Check how it was subset.")
+    if d.adata.isbacked:
+        raise ValueError(
+            f"{what} is backed on disk (read with backed='r', file {d.adata.filename}); scferry "
+            "needs its matrix in memory. Load it first: adata = adata.to_memory().")
     if d.layer is not None and d.layer not in d.adata.layers:
         raise KeyError(
             f"{what} has no layer {d.layer!r}; available layers: {list(d.adata.layers.keys())}."
@@ -172,6 +178,24 @@ def check_values(X, what: str, rows: np.ndarray | None = None, allow_negative: b
         )
 
 
+def warn_if_not_counts(X, what: str, layer: str | None = None, fix: str = "") -> None:
+    """Warn (:class:`~scferry.ScferryWarning`) when a matrix expected to hold raw counts holds
+    non-integer values, e.g. log-normalised data passed as counts; the first 5,000 cells are
+    checked. Non-integer counts exist (estimated counts, ambient-corrected counts), so this
+    warns rather than refuses."""
+    X = X[:5000]
+    values = X.data if sp.issparse(X) else np.asarray(X).ravel()
+    frac = values != np.round(values)
+    if frac.any():
+        where = ".X" if layer is None else f".layers[{layer!r}]"
+        example = float(values[np.flatnonzero(frac)[0]])
+        announce(
+            f"{what} {where} holds non-integer values (e.g. {example:.4g}), but raw counts are "
+            "expected: scferry normalises and log-transforms them itself, so log-normalised or "
+            "scaled values are transformed twice. " + (fix or "Pass the raw counts (layer='counts' "
+            "if they are there), or preprocess=False for data prepared already."), stacklevel=4)
+
+
 def check_cell_totals(X: sp.csr_matrix, what: str) -> None:
     totals = np.asarray(X.sum(axis=1)).ravel()
     empty = int((totals == 0).sum())
@@ -195,6 +219,28 @@ def check_obs_column(d: Dataset, key: str, role: str = "label_key") -> pd.Series
             f"{role} {key!r} has {int(col.isna().sum())} missing values in {_describe(d.name)}. "
             "Fill them (e.g. with 'unknown') or drop those cells before integrating."
         )
+    return normalise_labels(col, key, _describe(d.name), role)
+
+
+MAX_FLOAT_LEVELS = 20  # more distinct non-integer values than this: a continuous column
+
+
+def normalise_labels(col: pd.Series, key: str, what: str, role: str = "label_key") -> pd.Series:
+    """Cell labels (or batches) as categories whatever their type: integer-valued floats become
+    integers, so that 2 and 2.0 are one label ('2') across datasets; a float column with more
+    than ``MAX_FLOAT_LEVELS`` distinct non-integer values is refused as continuous."""
+    values = col.astype(col.cat.categories.dtype) if isinstance(col.dtype, pd.CategoricalDtype) else col
+    if not pd.api.types.is_float_dtype(values.dtype):
+        return col
+    v = values.to_numpy(np.float64)
+    if np.all(v == np.round(v)):
+        return pd.Series(v.astype(np.int64), index=col.index, name=col.name)
+    levels = np.unique(v)
+    if len(levels) > MAX_FLOAT_LEVELS:
+        raise ValueError(
+            f"{role} {key!r} looks continuous in {what}: {len(levels)} distinct non-integer values "
+            f"(e.g. {', '.join(f'{x:.4g}' for x in levels[:3])}). It should name categories such as "
+            "cell types: pass a categorical column, or bin the values first (e.g. pd.cut).")
     return col
 
 

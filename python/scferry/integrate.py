@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from numbers import Integral
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -9,10 +10,13 @@ import pandas as pd
 from anndata import AnnData
 
 from . import pp
-from .data import check_obs_column, check_paired, collect_datasets
+from .data import check_obs_column, check_paired, collect_datasets, shared_features, warn_if_not_counts
+from .errors import announce, record_choice
 from .model import EMBEDDING_KEY, Model
 from .methods import get_method
-from .train import MinibatchSampler, batch_sizes, fit, resolve_device, seed_everything
+from .train import MinibatchSampler, batch_sizes, fit, resolve_device, seeded
+
+MIN_SHARED_GENES = 50  # fewer shared genes used: the alignment rests on too little, say so
 
 
 def integrate(
@@ -70,23 +74,35 @@ def integrate(
         early-stopping patience in epochs (``None`` disables early stopping). Defaults are the
         method's (``get_method(name).train_defaults``).
     seed
-        The same seed gives the same embedding on CPU.
+        An integer >= 0. The same seed gives the same embedding on CPU with the same number of
+        torch threads (``torch.set_num_threads``; results with another thread count differ in
+        the last digits of floating-point sums, bench/reproducibility/RESULTS.md). The fit uses
+        its own random generators: the caller's global ``random``, numpy and torch generators,
+        thread settings and environment are left as they were.
     device
         ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
     progress
         Show a tqdm progress bar.
     **params
-        Method hyper-parameters (``get_method(name).defaults``), e.g. ``n_latent=16``. uniPort:
-        ``mode=None`` (chosen from the data: the same cells in the same order in every dataset ->
-        "vertical"; shared feature names -> "horizontal"; none -> "diagonal"), per-cell OT
+        Method hyper-parameters (``get_method(name).defaults``), e.g. ``n_latent=16``, all
+        checked before any work. uniPort: ``mode=None`` (chosen from the data and announced:
+        the same real cell names in the same order in every dataset -> "vertical", never from
+        default integer names '0', '1', ...; shared feature names -> "horizontal"; none ->
+        "diagonal"; pass ``mode="vertical"`` to state that the datasets are paired), per-cell OT
         marginal weights ``ot_marginals={name: weights}``, ``prior_alpha``, ``prior_pairs``,
         ``plan_eps`` (entropic regularisation of the plan kept for transfer and deconvolution).
 
     Returns
     -------
     A :class:`scferry.Model` (``method="gw"``: a :class:`scferry.methods.gw.GWModel`, which has
-    no encoder for new cells). Writes ``obsm["X_scferry"]`` (cells x latent, float32) on every input
-    AnnData and nothing else (with one AnnData + ``batch_key``: on that object).
+    no encoder for new cells). Writes ``obsm["X_scferry"]`` (cells x latent, float32) and
+    ``uns["scferry"]`` (the model's id, method and the key: the tools refuse an embedding written
+    by another model) on every input AnnData and nothing else (with one AnnData + ``batch_key``:
+    on that object). Choices made for the user (uniPort's mode, the number of shared genes used)
+    are announced with :class:`scferry.ScferryWarning` and recorded in ``model.choices``; so are
+    fallbacks (e.g. minibatch OT solves that stopped before converging, counted in
+    ``model.train_params["ot_unconverged"]``). Warned about, not refused: non-integer values
+    where raw counts are expected, fewer than 50 shared genes.
     """
     if isinstance(method, str) and method.lower() == "gw":
         if label_key is not None or reference is not None or specific_genes is not None:
@@ -111,15 +127,24 @@ def integrate(
     if patience != "default":
         tp["patience"] = patience
     _check_positive(tp)
-    if not isinstance(seed, int):
-        raise TypeError(f"seed must be an int; got {seed!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0; got {seed!r}.")
+    seed = int(seed)
     dev = resolve_device(device)
     data = collect_datasets(datasets, batch_key=batch_key, layer=layer)
     names = [d.name for d in data]
+    for d in data:
+        if d.n_obs < 2:
+            raise ValueError(
+                f"dataset {d.name!r} has {d.n_obs} cell; integration needs at least 2 cells in "
+                "every dataset (batch normalisation and the alignment compare cells with each "
+                "other). Drop that dataset, or embed its cells later with scferry.project.")
     if reference is not None and reference not in names:
         raise ValueError(f"reference {reference!r} is not one of the datasets {names}.")
     labels = _label_codes(data, label_key, cls)
+    hp["_choices"] = {}  # Method.resolve records what it chose here (errors.record_choice)
     inputs, paired = cls.resolve(hp, data, labels)  # e.g. uniPort's mode, from params and data
+    choices = hp.pop("_choices")
     specific_genes = _check_specific_genes(specific_genes, data, cls, inputs)
     if paired:
         check_paired(data)
@@ -135,6 +160,13 @@ def integrate(
                                        n_specific=math.inf if n_specific and not n_common else 0,
                                        normalize=False,
                                        scale=cls.scale_inputs, extra_specific=specific_genes)
+    if preprocess:
+        for d in data:
+            X = d.adata.X if d.layer is None else d.adata.layers[d.layer]
+            warn_if_not_counts(X if d.rows is None else X[d.rows], f"dataset {d.name!r}", d.layer)
+    if "common" in inputs:
+        _record_common_genes(choices, len(prep.common_genes), len(shared_features(data)),
+                             hp.get("n_common_genes"), preprocess)
     views = [{key: views[n][key] for key in inputs} for n in names]  # only what the method reads
     dims = cls.dims_from_views(views)
     if labels is not None:
@@ -142,24 +174,52 @@ def integrate(
         for v, c in zip(views, codes):
             v["labels"] = c
 
-    rng = seed_everything(seed)
-    module = cls(dims, hp, names)
-    module.init_from_data(views)
-    module.to(dev)
-    n_cells = [d.n_obs for d in data]
-    sizes = batch_sizes(n_cells, tp["batch_size"])
-    sampler = MinibatchSampler(views, sizes, rng, dev, paired=paired)
-    # An 'epoch' (the loss-averaging and early-stopping unit) covers the largest dataset once, and
-    # at least 50 steps so that small datasets do not stop on noise.
-    iters_per_epoch = max(50, math.ceil(max(n / b for n, b in zip(n_cells, sizes))))
-    history = fit(module, sampler, max_iter=tp["max_iter"], lr=tp["lr"], weight_decay=tp["weight_decay"],
-                  iters_per_epoch=iters_per_epoch, patience=tp["patience"], progress=progress,
-                  desc=f"scferry {cls.name}")
+    with seeded(seed, dev) as rng:  # local generators: the caller's random state is untouched
+        module = cls(dims, hp, names)
+        module.init_from_data(views)
+        module.to(dev)
+        n_cells = [d.n_obs for d in data]
+        sizes = batch_sizes(n_cells, tp["batch_size"])
+        sampler = MinibatchSampler(views, sizes, rng, dev, paired=paired)
+        # An 'epoch' (the loss-averaging and early-stopping unit) covers the largest dataset once,
+        # and at least 50 steps so that small datasets do not stop on noise.
+        iters_per_epoch = max(50, math.ceil(max(n / b for n, b in zip(n_cells, sizes))))
+        history = fit(module, sampler, max_iter=tp["max_iter"], lr=tp["lr"], weight_decay=tp["weight_decay"],
+                      iters_per_epoch=iters_per_epoch, patience=tp["patience"], progress=progress,
+                      desc=f"scferry {cls.name}")
     tp["iterations_run"] = history[-1]["iteration"] if history else 0
-    model = Model(module, prep, data, tp, history, batch_key=batch_key)
+    _report_ot(module, tp)
+    model = Model(module, prep, data, tp, history, batch_key=batch_key, choices=choices)
     model.write_embedding({n: model.encode({k: v[k] for k in inputs}, n) for n, v in zip(names, views)},
                           EMBEDDING_KEY)
     return model
+
+
+def _record_common_genes(choices: dict, n_used: int, n_shared: int, requested, preprocess: bool) -> None:
+    """Record how many shared genes the model reads; warn when they are too few to align on."""
+    how = (f"the {n_used} most variable of the {n_shared} genes the datasets share "
+           f"(n_common_genes={requested})" if preprocess and n_used < n_shared else
+           f"all {n_shared} genes the datasets share")
+    record_choice(choices, "n_common_genes", n_used, how)
+    if n_used < MIN_SHARED_GENES:
+        announce(f"the datasets share only {n_used} gene name{'s' if n_used != 1 else ''}: the "
+                 "integration rests on these alone and is unlikely to align cell types. Check the "
+                 "gene identifiers (symbols vs Ensembl IDs, case), or, for data without shared "
+                 "features, use method='uniport', mode='diagonal'.", stacklevel=3)
+
+
+def _report_ot(module, tp: dict) -> None:
+    """Count minibatch OT solves that stopped at their iteration limit (``Method.ot_solves``,
+    ``Method.ot_unconverged``) in ``tp`` and warn once per fit when there were any."""
+    solves, unconverged = int(getattr(module, "ot_solves", 0)), int(getattr(module, "ot_unconverged", 0))
+    if not solves:
+        return
+    tp["ot_solves"], tp["ot_unconverged"] = solves, unconverged
+    if unconverged:
+        announce(
+            f"{unconverged} of {solves} minibatch OT solves stopped at ot_iter="
+            f"{module.params.get('ot_iter')} iterations before converging: their plans are "
+            "approximate. Raise ot_iter, or ot_eps (a more diffuse plan converges faster).", stacklevel=3)
 
 
 def _label_codes(data, label_key, cls) -> tuple[list[np.ndarray], list[str]] | None:

@@ -1,9 +1,15 @@
 """The fitted model every method returns: the trained network, the preprocessing it was trained
 with, the datasets' names and cell names, and the training history. Saving writes tensors and
-plain Python values only, so loading needs no pickle (``torch.load(weights_only=True)``)."""
+plain Python values only, so loading needs no pickle (``torch.load(weights_only=True)``).
+
+A model file is the zip archive ``torch.save`` writes; loading checks the archive's CRC-32 of
+every member (a damaged file is refused, not loaded with wrong weights), the format version, and
+that every key and weight is there; each failure is a :class:`scferry.ModelFileError`."""
 from __future__ import annotations
 
 import os
+import uuid
+import zipfile
 from typing import Any, Mapping
 
 import numpy as np
@@ -12,15 +18,19 @@ import scipy.sparse as sp
 import torch
 from anndata import AnnData
 
-from .data import Dataset, check_cell_totals, check_dataset, collect_datasets
+from .data import Dataset, check_cell_totals, check_dataset, collect_datasets, warn_if_not_counts
+from .errors import ModelFileError, announce
 from .methods import get_method
 from .methods.base import Method
 from .pp import Preprocessing
 from .train import resolve_device
 
 FORMAT = "scferry-model"
-VERSION = 1
+VERSION = 2  # 2: adds the model's id and choices
 EMBEDDING_KEY = "X_scferry"
+RECORD_KEY = "scferry"  # uns[RECORD_KEY]: which model wrote obsm[EMBEDDING_KEY]
+_REQUIRED = ("method", "params", "dims", "dataset_names", "obs_names", "batch_key", "train_params",
+             "history", "preprocessing", "state_dict", "extra_state")
 
 
 class Model:
@@ -41,11 +51,20 @@ class Model:
         Method hyper-parameters and training settings actually used.
     history
         One dict of epoch-mean losses per epoch.
+    choices
+        What was chosen for the user, each ``{"value": ..., "reason": "..."}`` (JSON-friendly;
+        e.g. ``"mode"`` of uniPort when ``mode=None``, ``"n_common_genes"`` actually used). Each
+        choice that changes the result was also announced with a :class:`scferry.ScferryWarning`.
+    id
+        A random identifier (hex) of this fit, saved with the model and recorded in
+        ``uns["scferry"]["model_id"]`` of every AnnData whose ``obsm["X_scferry"]`` it wrote:
+        tools refuse an embedding written by another model.
     """
 
     def __init__(self, module: Method, preprocessing: Preprocessing, datasets: list[Dataset],
                  train_params: dict[str, Any], history: list[dict], batch_key: str | None = None,
-                 obs_names: dict[str, list[str]] | None = None):
+                 obs_names: dict[str, list[str]] | None = None, choices: dict | None = None,
+                 model_id: str | None = None):
         self.module = module
         self.preprocessing = preprocessing
         self.method = module.name
@@ -56,6 +75,8 @@ class Model:
         self.batch_key = batch_key
         self.datasets = datasets
         self.obs_names = obs_names or {d.name: list(map(str, d.obs_names)) for d in datasets}
+        self.choices = dict(choices or {})
+        self.id = model_id or uuid.uuid4().hex  # os.urandom: no global generator is touched
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{n}: {len(self.obs_names[n])} cells" for n in self.dataset_names)
@@ -132,7 +153,19 @@ class Model:
         X = new.counts()
         if self.preprocessing.normalize:
             check_cell_totals(X, what)
-        return {v: self.preprocessing.transform(X, adata.var_names, dataset, v, clip=True) for v in views}
+            warn_if_not_counts(X, what, layer, "Pass raw counts, as the model was trained on.")
+        out = {v: self.preprocessing.transform(X, adata.var_names, dataset, v, clip=True) for v in views}
+        empty = np.ones(X.shape[0], bool)
+        for M in out.values():
+            empty &= np.diff(M.indptr) == 0
+        if empty.any():
+            n_genes = len(pd.unique(np.asarray([g for v in views for g in self.features(dataset, v)], dtype=object)))
+            announce(
+                f"{int(empty.sum())} of {X.shape[0]} cells of {what} have no counts in the {n_genes} "
+                f"genes the model reads for dataset {dataset!r}: they all get one and the same "
+                "embedding, which says nothing about them. Filter them out, or check that the gene "
+                "panel matches the training data.", stacklevel=3)
+        return out
 
     @torch.no_grad()
     def encode(self, views: Mapping[str, sp.csr_matrix], dataset: str, chunk: int = 4096) -> np.ndarray:
@@ -160,12 +193,39 @@ class Model:
                 full[d.rows] = emb
         for adata, full in by_object.values():
             adata.obsm[key] = full
+        for d in self.datasets:
+            self.record_embedding(d.adata, key)
+
+    def record_embedding(self, adata: AnnData, key: str = EMBEDDING_KEY) -> None:
+        """Record in ``adata.uns["scferry"]`` that this model wrote ``obsm[key]``."""
+        adata.uns[RECORD_KEY] = {"model_id": self.id, "method": self.method, "key": key}
+
+    def embedding_of(self, d: Dataset) -> np.ndarray | None:
+        """``obsm["X_scferry"]`` of training dataset ``d`` when this model wrote it; None when
+        there is none or nothing records who wrote it (the caller encodes the cells then). An
+        embedding recorded as written by another model is an error that says how to fix it."""
+        if EMBEDDING_KEY not in d.adata.obsm:
+            return None
+        record = d.adata.uns.get(RECORD_KEY)
+        owner = record.get("model_id") if isinstance(record, Mapping) else None
+        if owner is None:
+            return None
+        if owner != self.id:
+            raise ValueError(
+                f"obsm[{EMBEDDING_KEY!r}] of dataset {d.name!r} was written by another model "
+                f"({record.get('method')!r}, id {str(owner)[:8]}), not by this one ({self.method!r}, "
+                f"id {self.id[:8]}): results would mix two latent spaces. re-run scferry.integrate "
+                "with this data and use the model it returns, or embed the cells with this model: "
+                f"scferry.project(model, adata, {d.name!r}).")
+        X = np.asarray(d.adata.obsm[EMBEDDING_KEY])
+        return X if d.rows is None else X[d.rows]
 
     # ------------------------------------------------------------------ save / load
     def save(self, path: str | os.PathLike) -> None:
         """Save to one file (tensors and plain values; loads without pickle)."""
         state = {
-            "format": FORMAT, "version": VERSION, "method": self.method,
+            "format": FORMAT, "version": VERSION, "method": self.method, "id": self.id,
+            "choices": _plain(self.choices),
             "params": _plain(self.params), "dims": _plain(self.module.dims),
             "dataset_names": self.dataset_names, "obs_names": self.obs_names,
             "batch_key": self.batch_key, "train_params": _plain(self.train_params),
@@ -181,16 +241,25 @@ def load(path: str | os.PathLike, adatas: Mapping[str, AnnData] | AnnData | None
     """Load a model saved with ``Model.save``. ``adatas`` re-attaches the training data (a dict
     name -> AnnData, or the single AnnData when trained with ``batch_key``): needed by
     ``transfer_labels`` and friends; cell names are checked against the saved ones."""
-    state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not a scferry model file.")
+    state = _read_model_file(path)
+    where = f"the model file {os.fspath(path)!r}"
     params = dict(state["params"])
     if "n_hidden" in params:
         params["n_hidden"] = tuple(params["n_hidden"])
-    cls = get_method(state["method"])
-    module = cls(state["dims"], params, state["dataset_names"])
-    module.load_state_dict(state["state_dict"])
-    module.load_extra_state(state["extra_state"])
+    try:
+        cls = get_method(state["method"])
+    except ValueError as e:
+        raise ModelFileError(f"{where} names {e} It was written by a scferry with other methods: "
+                             "load it with that version, or upgrade scferry.") from None
+    try:
+        module = cls(state["dims"], params, state["dataset_names"])
+        module.load_state_dict(state["state_dict"])
+        module.load_extra_state(state["extra_state"])
+    except (RuntimeError, KeyError, TypeError, ValueError, IndexError, AttributeError) as e:
+        raise ModelFileError(
+            f"the weights and settings in {where} do not match method {state['method']!r} "
+            f"({type(e).__name__}: {str(e).splitlines()[0][:200]}). The file is inconsistent (edited "
+            "or assembled by hand?): save the model again from the fitted object.") from None
     module.to(resolve_device(device)).eval()
     datasets = []
     if adatas is not None:
@@ -204,10 +273,60 @@ def load(path: str | os.PathLike, adatas: Mapping[str, AnnData] | AnnData | None
                     f"the cells of dataset {d.name!r} differ from those the model was trained on "
                     f"({d.n_obs} given, {len(saved)} saved); pass the same AnnData, in the same order.")
     model = Model(module, Preprocessing.from_state_dict(state["preprocessing"]), datasets,
-                  state["train_params"], state["history"], state["batch_key"], state["obs_names"])
+                  state["train_params"], state["history"], state["batch_key"], state["obs_names"],
+                  choices=state.get("choices"), model_id=state.get("id"))
     for d in datasets:
         model.check_attached(d)
     return model
+
+
+def _read_model_file(path) -> dict:
+    """The saved state, after checking the archive's integrity, format, version and keys; every
+    failure is a ModelFileError that says what the file is and what to do."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"no model file at {path!r}; give the path model.save() wrote.")
+    where = f"the model file {path!r}"
+    if os.path.getsize(path) == 0:
+        raise ModelFileError(f"{where} is empty (0 bytes): the save was interrupted or the copy "
+                             "failed. Save the model again (model.save(path)).")
+    if not zipfile.is_zipfile(path):
+        raise ModelFileError(
+            f"{path!r} is not a scferry model file (no archive written by model.save(): another "
+            "kind of file, or a model file cut short by an interrupted copy). Pass a file written "
+            "by model.save() (R: ferry_save()), or save the model again.")
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()  # CRC-32 of every member
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as e:
+        bad = f"an unreadable archive ({e})"
+    if bad is not None:
+        raise ModelFileError(
+            f"{where} is corrupted: the checksum of {bad} does not match what was saved, so the "
+            "file changed after saving (a damaged copy, disk or transfer). save the model again, or "
+            "copy it again from where it was saved.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for files it cannot read
+        raise ModelFileError(
+            f"{path!r} is not a scferry model file: it could not be read as one ({type(e).__name__}: "
+            f"{str(e).splitlines()[0][:200]}). Pass a file written by model.save().") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ModelFileError(
+            f"{path!r} is not a scferry model file (a torch file of something else). Pass a file "
+            "written by model.save() (R: ferry_save()).")
+    version = state.get("version")
+    if isinstance(version, bool) or not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{where} has no valid format version ({version!r}); save the model again.")
+    if version > VERSION:
+        raise ModelFileError(
+            f"{where} was written by a newer scferry (format version {version}; this scferry reads "
+            f"format versions up to {VERSION}): upgrade scferry to load it.")
+    missing = [k for k in _REQUIRED if k not in state]
+    if missing:
+        raise ModelFileError(f"{where} lacks {missing}: it is incomplete (edited or assembled by "
+                             "hand?). Save the model again from the fitted object.")
+    return state
 
 
 def _check_genes(var_names: pd.Index, genes: list[str], what: str, role: str, fix: str) -> None:

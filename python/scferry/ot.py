@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Tuple, Union
@@ -121,25 +120,8 @@ def _check_warm(w, name, shape, dtype, device) -> torch.Tensor:
 _DEFER_UNDERFLOW_TEST = False
 
 
-class _single_thread_if_small:
-    """Small CPU problems run on one thread: parallel overhead dominates them, and OpenMP
-    threads spinning against other busy processes made them up to 100x slower in tests."""
-
-    def __init__(self, C: torch.Tensor):
-        self.active = C.device.type == "cpu" and C.numel() < 1_000_000 and torch.get_num_threads() > 1
-
-    def __enter__(self):
-        if self.active:
-            self.n = torch.get_num_threads()
-            torch.set_num_threads(1)
-
-    def __exit__(self, *exc):
-        if self.active:
-            torch.set_num_threads(self.n)
-
-
 @torch.no_grad()
-def _unbalanced_sinkhorn(
+def unbalanced_sinkhorn(
     C: torch.Tensor,
     a: Optional[torch.Tensor] = None,
     b: Optional[torch.Tensor] = None,
@@ -411,12 +393,6 @@ def _unbalanced_sinkhorn(
         err=err,
         converged=converged,
     )
-
-
-@functools.wraps(_unbalanced_sinkhorn)
-def unbalanced_sinkhorn(C, *args, **kwargs) -> UOTResult:
-    with _single_thread_if_small(C if isinstance(C, torch.Tensor) else torch.empty(0)):
-        return _unbalanced_sinkhorn(C, *args, **kwargs)
 
 
 class TopKPlan:

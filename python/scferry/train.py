@@ -3,7 +3,7 @@ Adam, early stopping and the progress bar. A method only supplies ``loss(batch)`
 from __future__ import annotations
 
 import math
-import random
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,10 +31,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return dev
 
 
-def seed_everything(seed: int) -> np.random.Generator:
-    random.seed(seed)
-    torch.manual_seed(seed)
-    return np.random.default_rng(seed)
+@contextmanager
+def seeded(seed: int, device: torch.device):
+    """Run a fit under ``seed`` without touching the caller's random state: torch's global
+    generators (weight initialisation, dropout, ``randn_like``) are forked and restored on exit
+    (``torch.random.fork_rng``), and the minibatch order comes from the yielded local numpy
+    generator. Python's ``random`` and numpy's global generator are never used."""
+    cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(seed)
+        yield np.random.default_rng(seed)
 
 
 @dataclass

@@ -3,8 +3,10 @@ and encodes cells. Data handling, preprocessing, the training loop, save/load an
 live once, elsewhere (``model.py``, ``train.py``, ``integrate.py``)."""
 from __future__ import annotations
 
+from numbers import Integral, Real
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -30,6 +32,11 @@ class Method(nn.Module):
     # Per-dataset MaxAbs scaling of the inputs to [0, 1] (False: log-normalised values as is).
     scale_inputs: ClassVar[bool] = True
 
+    # Minibatch OT solves run during training and how many stopped at their iteration limit;
+    # methods that solve OT count them, integrate() records them and warns once per fit.
+    ot_solves: int = 0
+    ot_unconverged: int = 0
+
     def __init__(self, dims: dict[str, Any], params: dict[str, Any], dataset_names: list[str]):
         super().__init__()
         self.dims, self.params, self.dataset_names = dims, params, list(dataset_names)
@@ -45,7 +52,9 @@ class Method(nn.Module):
         :class:`scferry.data.Dataset` list; ``labels``: ``(codes per dataset, label names)`` or
         None). A method whose inputs depend on the data (uniPort's modes) overrides it, may
         record its choice in ``params`` and sets the instance attributes ``inputs``,
-        ``encode_inputs`` and ``paired`` in ``__init__`` from it. Errors here touch nothing."""
+        ``encode_inputs`` and ``paired`` in ``__init__`` from it; a choice made for the user is
+        recorded and announced with ``scferry.errors.record_choice(params["_choices"], ...)``
+        (integrate moves it to ``Model.choices``). Errors here touch nothing."""
         return cls.inputs, cls.paired
 
     @staticmethod
@@ -68,3 +77,33 @@ class Method(nn.Module):
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
+
+
+# ---------------------------------------------------------------------------- parameter checks
+# Shared by the methods' ``check_params``: numpy integers and floats are accepted as numbers.
+def is_int(v) -> bool:
+    return isinstance(v, Integral) and not isinstance(v, bool)
+
+
+def is_number(v) -> bool:
+    return isinstance(v, Real) and not isinstance(v, bool) and bool(np.isfinite(v))
+
+
+def check_int(params: dict[str, Any], key: str, minimum: int = 1) -> None:
+    v = params[key]
+    if not is_int(v) or v < minimum:
+        what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+        raise ValueError(f"{key} must be {what}; got {v!r}.")
+
+
+def check_number(params: dict[str, Any], key: str, minimum: float = 0.0, strict: bool = False) -> None:
+    v = params[key]
+    if not is_number(v) or v < minimum or (strict and v == minimum):
+        raise ValueError(f"{key} must be a finite number {'>' if strict else '>='} {minimum:g}; got {v!r}.")
+
+
+def check_hidden(params: dict[str, Any], key: str = "n_hidden") -> None:
+    hidden = params[key]
+    if not isinstance(hidden, (list, tuple)) or not hidden or not all(is_int(h) and h > 0 for h in hidden):
+        raise ValueError(f"{key} must be a non-empty sequence of positive integers, e.g. (256,); "
+                         f"got {hidden!r}.")

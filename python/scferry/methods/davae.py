@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..train import LossRecord
-from .base import Method
+from .base import Method, check_hidden, check_int
 
 
 class _ReverseGradient(torch.autograd.Function):
@@ -89,12 +89,8 @@ class DAVAE(Method):
             raise ValueError("davae aligns all datasets symmetrically and takes no reference; "
                              "drop reference= (it is a uniPort option).")
         for key in ("n_latent", "domain_hidden", "n_common_genes"):
-            if not isinstance(params[key], int) or params[key] < 1:
-                raise ValueError(f"{key} must be a positive integer; got {params[key]!r}.")
-        hidden = params["n_hidden"]
-        if not isinstance(hidden, (list, tuple)) or not hidden or \
-                not all(isinstance(h, int) and h > 0 for h in hidden):
-            raise ValueError(f"n_hidden must be a non-empty sequence of positive integers; got {hidden!r}.")
+            check_int(params, key)
+        check_hidden(params)
         if not (isinstance(params["domain_weight"], (int, float)) and params["domain_weight"] >= 0):
             raise ValueError(f"domain_weight must be a number >= 0; got {params['domain_weight']!r}.")
         if not (isinstance(params["dropout"], (int, float)) and 0 <= params["dropout"] < 1):

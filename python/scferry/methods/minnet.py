@@ -65,7 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..train import LossRecord
-from .base import Method
+from .base import Method, check_hidden, check_int
 
 def feature_stats(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and standard deviation (1 where constant) of a sparse matrix."""
@@ -135,14 +135,9 @@ class MinNet(Method):
     def check_params(cls, params: dict[str, Any]) -> None:
         if params.get("reference") is not None:
             raise ValueError("minnet treats both modalities alike and takes no reference; drop reference=.")
-        hidden = params["n_hidden"]
-        if not isinstance(hidden, (list, tuple)) or not hidden or \
-                not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
-            raise ValueError(f"n_hidden must be a non-empty sequence of positive integers; got {hidden!r}.")
+        check_hidden(params)
         for key in ("n_latent", "n_specific_genes", "neg_ratio", "n_neighbors", "n_pcs", "n_landmarks"):
-            v = params[key]
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{key} must be a positive integer; got {v!r}.")
+            check_int(params, key)
         for key in ("margin", "type_margin", "contrastive_weight"):
             v = params[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:

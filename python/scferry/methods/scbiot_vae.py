@@ -69,19 +69,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..train import LossRecord
-from .base import Method
+from .base import Method, check_hidden, is_int as _is_int, is_number as _is_num
 from .davae import _mlp
 
 _PROTO_PARTS = ("clust", "center", "repulse", "margin", "sup", "cons", "confident")
 _WEIGHTS = ("lam_clust", "lam_center", "lam_repulse", "lam_margin", "lam_sup", "lam_cons", "beta")
-
-
-def _is_int(x) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_num(x) -> bool:
-    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) and np.isfinite(x)
 
 
 class ScBIOTVAE(Method):
@@ -109,9 +101,7 @@ class ScBIOTVAE(Method):
         for key in ("warmup_steps", "ramp_sup_steps", "ramp_center_steps"):
             if not _is_int(params[key]) or params[key] < 0:
                 raise ValueError(f"{key} must be an integer >= 0 (0: no ramp); got {params[key]!r}.")
-        hidden = params["n_hidden"]
-        if not isinstance(hidden, (list, tuple)) or not hidden or not all(_is_int(h) and h > 0 for h in hidden):
-            raise ValueError(f"n_hidden must be a non-empty sequence of positive integers; got {hidden!r}.")
+        check_hidden(params)
         for key in _WEIGHTS + ("cosface_m", "shrink_cells"):
             if not (_is_num(params[key]) and params[key] >= 0):
                 raise ValueError(f"{key} must be a finite number >= 0; got {params[key]!r}.")

@@ -58,7 +58,7 @@ from .scmodal_cca import cca_feature_links, seurat_cca
 from ..pp import highly_variable, normalize_log1p
 from ..neighbors import mutual_knn_mask as mnn_mask
 from ..train import LossRecord
-from .base import Method
+from .base import Method, check_hidden, check_int
 from .davae import _ReverseGradient
 from .uniport import sqdist
 
@@ -101,15 +101,10 @@ class ScModal(Method):
         if params.get("reference") is not None:
             raise ValueError("scmodal aligns its two datasets symmetrically and takes no reference; "
                              "drop reference=.")
-        hidden = params["n_hidden"]
-        if not isinstance(hidden, (list, tuple)) or not hidden or \
-                not all(isinstance(h, int) and h > 0 for h in hidden):
-            raise ValueError(f"n_hidden must be a non-empty sequence of positive integers; got {hidden!r}.")
+        check_hidden(params)
         for key in ("n_latent", "n_specific_genes", "n_linked_features",
                     "cca_components", "n_neighbors"):
-            v = params[key]
-            if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{key} must be a positive integer; got {v!r}.")
+            check_int(params, key)
         for key in ("ae_weight", "gan_weight", "anchor_weight", "geo_weight", "cycle_weight"):
             v = params[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:

@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import warnings
 from itertools import combinations
+from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -58,9 +59,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..data import check_paired, has_shared_features, shared_features
+from ..errors import ScferryWarning, record_choice
 from ..ot import TopKPlan, unbalanced_sinkhorn
 from ..train import LossRecord
-from .base import Method
+from .base import Method, check_hidden, check_int, check_number
 
 
 def _logit_mean(X) -> torch.Tensor:
@@ -192,6 +194,18 @@ class UniPort(Method):
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
+        for key in ("n_latent", "n_common_genes", "ot_iter", "plan_k"):
+            check_int(params, key)
+        check_int(params, "n_specific_genes", 0)
+        check_hidden(params)
+        for key in ("kl_weight", "specific_weight", "ot_weight"):
+            check_number(params, key)
+        check_number(params, "ot_eps", strict=True)
+        rho = params["ot_rho"]
+        if not (isinstance(rho, Real) and not isinstance(rho, bool) and rho > 0):
+            raise ValueError(f"ot_rho must be a number > 0 (float('inf'): balanced OT); got {rho!r}.")
+        if not isinstance(params["keep_plan"], bool):
+            raise TypeError(f"keep_plan must be True or False; got {params['keep_plan']!r}.")
         mode = params.get("mode")
         if mode is not None and mode not in MODES:
             raise ValueError(f"mode must be None (chosen from the data), 'horizontal', 'vertical' or "
@@ -227,18 +241,10 @@ class UniPort(Method):
     def resolve(cls, params: dict[str, Any], datasets: list, labels) -> tuple[tuple[str, ...], bool]:
         """Choose the mode (params["mode"]) and validate the guidance against the data."""
         mode = params.get("mode")
-        same_cells = all(d.n_obs == datasets[0].n_obs and np.array_equal(
-            np.asarray(d.obs_names), np.asarray(datasets[0].obs_names)) for d in datasets[1:])
         if mode is None:
-            mode = "vertical" if same_cells else \
-                "horizontal" if has_shared_features(datasets) else "diagonal"
-            if mode == "diagonal":  # could also be mismatched gene identifiers: say so
-                sizes = ", ".join(f"{d.name!r}: {d.adata.n_vars}" for d in datasets)
-                warnings.warn(
-                    f"the datasets share no feature names ({sizes} features): integrating them in "
-                    "uniPort's diagonal mode (one encoder per dataset, aligned by OT only). If they "
-                    "should share genes, check the identifiers (symbols vs Ensembl IDs, case); pass "
-                    "mode='diagonal' to silence this.", UserWarning, stacklevel=3)
+            mode, reason, fix = _choose_mode(datasets)
+            record_choice(params.get("_choices", {}), "mode", mode, reason,
+                          f"uniPort mode {mode!r} chosen: {reason}. {fix}", stacklevel=4)
         elif mode == "vertical":
             check_paired(datasets)  # its error names the cells that differ
         elif mode == "horizontal":
@@ -408,9 +414,12 @@ class UniPort(Method):
                 g = sqdist(getattr(self, self.gw_coords[p])[batch[p]["idx"]],
                            getattr(self, self.gw_coords[q])[batch[q]["idx"]])
                 c = c + self.params["gw_weight"] * g / g.max().clamp_min(1e-12)
-            plan = unbalanced_sinkhorn(c, a, b, eps=self.params["ot_eps"],
-                                       rho=self.params["ot_rho"], max_iter=self.params["ot_iter"],
-                                       tol=1e-4, validate=False).plan
+            solved = unbalanced_sinkhorn(c, a, b, eps=self.params["ot_eps"],
+                                         rho=self.params["ot_rho"], max_iter=self.params["ot_iter"],
+                                         tol=1e-4, validate=False)
+            self.ot_solves += 1
+            self.ot_unconverged += not solved.converged  # integrate() warns once per fit
+            plan = solved.plan
             total = total + (cost * plan).sum()
             if self.plans:
                 plan_eps = self.params.get("plan_eps") or self.params["ot_eps"]
@@ -460,7 +469,7 @@ def _gw_guidance(params: dict[str, Any], datasets) -> dict[str, np.ndarray] | bo
     if len(datasets) != 2:
         warnings.warn(f"diagonal mode with {len(datasets)} datasets and no labels: the Gromov-Wasserstein "
                       "guidance aligns two modalities only, so the OT runs unguided. Integrate the "
-                      "modalities pairwise, or pass label_key=.", UserWarning, stacklevel=4)
+                      "modalities pairwise, or pass label_key=.", ScferryWarning, stacklevel=4)
         params["gw_record"] = {"used": False, "reason": "more than two datasets"}
         return False
     from . import gw as gw_method
@@ -471,11 +480,44 @@ def _gw_guidance(params: dict[str, Any], datasets) -> dict[str, np.ndarray] | bo
         "diagonal mode without labels: the minibatch OT is guided by a Gromov-Wasserstein alignment "
         f"of the two modalities' geometries (metacells: {plain['n_metacells']}, kinds: {plain['kinds']}"
         + (f"; {'; '.join(choices)}" if choices else "") + "). Pass gw_prior=False for unguided OT, or "
-        "label_key= for the cell-type prior.", UserWarning, stacklevel=4)
+        "label_key= for the cell-type prior.", ScferryWarning, stacklevel=4)
     params["gw_record"] = {"used": True, **{k: v for k, v in plain.items()
                                            if isinstance(v, (int, float, str, bool, list)) or v is None},
                            "choices": choices}
     return dict(zip([d.name for d in datasets], al.joint()))
+
+
+def _default_names(names) -> bool:
+    """Cell names '0', '1', ... as AnnData gives a matrix without names: they say nothing
+    about which cells are the same."""
+    return all(str(x) == str(i) for i, x in enumerate(names))
+
+
+def _choose_mode(datasets) -> tuple[str, str, str]:
+    """uniPort's mode when the user gave none: (mode, reason, how to choose it explicitly).
+    Pairing is guessed only from real cell names (the same names in the same order in every
+    dataset), never from default integer names."""
+    first = datasets[0]
+    same_names = all(d.n_obs == first.n_obs and np.array_equal(np.asarray(d.obs_names), np.asarray(first.obs_names))
+                     for d in datasets[1:])
+    if same_names and not _default_names(first.obs_names):
+        shown = ", ".join(repr(str(x)) for x in first.obs_names[:2])
+        return ("vertical", f"the datasets list the same {first.n_obs} cell names in the same order "
+                f"({shown}, ...), so they are taken as the same cells measured in several modalities",
+                "Pass mode='vertical' to state it, or mode='horizontal' (shared genes) or "
+                "mode='diagonal' if they are different cells.")
+    if has_shared_features(datasets):
+        n = len(shared_features(datasets))
+        note = (" (their identical default cell names '0', '1', ... are not taken as a pairing)"
+                if same_names else "")
+        return ("horizontal", f"the datasets share {n} gene names and are not declared paired{note}",
+                "Pass mode='horizontal' to state it, or mode='vertical' if they are the same cells.")
+    # could also be mismatched gene identifiers: say so
+    sizes = ", ".join(f"{d.name!r}: {d.adata.n_vars}" for d in datasets)
+    return ("diagonal", f"the datasets share no feature names ({sizes} features): integrating them in "
+            "uniPort's diagonal mode (one encoder per dataset, aligned by OT only)",
+            "If they should share genes, check the identifiers (symbols vs Ensembl IDs, case); pass "
+            "mode='diagonal' to state it.")
 
 
 def _check_marginals(given, datasets) -> dict[str, np.ndarray] | None:

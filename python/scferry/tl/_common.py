@@ -8,7 +8,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from ..data import Dataset, check_obs_column
+from ..data import Dataset, check_obs_column, normalise_labels
 from ..model import EMBEDDING_KEY, Model
 
 LABEL_KEY = "scferry_label"
@@ -39,13 +39,12 @@ def _knn_probabilities(X_source, labels, X_target, classes: list[str], k: int) -
 
 
 def _embedding(model: Model, d: Dataset) -> np.ndarray:
-    """The dataset's joint embedding: ``obsm["X_scferry"]`` when present (as integrate wrote it),
-    else encoded from the attached data (e.g. after ``scferry.load``)."""
-    if EMBEDDING_KEY in d.adata.obsm:
-        X = np.asarray(d.adata.obsm[EMBEDDING_KEY])
-        X = X if d.rows is None else X[d.rows]
-        if X.shape[1] == model.params.get("n_latent", X.shape[1]) and np.isfinite(X).all():
-            return X
+    """The dataset's joint embedding: ``obsm["X_scferry"]`` when this model wrote it (its id in
+    ``uns["scferry"]``; one written by another model is an error), else encoded from the
+    attached data (e.g. an embedding of unknown origin, or none)."""
+    X = model.embedding_of(d)
+    if X is not None and X.shape[1] == model.params.get("n_latent", X.shape[1]) and np.isfinite(X).all():
+        return X
     adata = d.adata if d.rows is None else d.adata[d.rows]
     return model.encode(model.transform(adata, d.name, layer=d.layer, what=f"dataset {d.name!r}"), d.name)
 
@@ -190,5 +189,5 @@ def _labels(adata: AnnData, key: str, role: str) -> pd.Series:
     if col.isna().any():
         raise ValueError(f"label_key {key!r} has {int(col.isna().sum())} missing values in {role}; "
                          "fill them (e.g. 'unknown') or drop those cells.")
-    return col.astype(str)
+    return normalise_labels(col, key, role).astype(str)
 

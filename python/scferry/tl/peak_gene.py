@@ -11,6 +11,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from ..errors import ScferryWarning
 from ._common import _check_adata, _matrix
 
 # dense rank blocks in peak_gene_links hold at most this many float64 entries (~128 MiB)
@@ -185,7 +186,7 @@ def peak_gene_links(rna: AnnData, atac: AnnData, tss: pd.DataFrame, *, window: i
     cols = ["gene", "peak", "chrom", "tss", "peak_start", "peak_end", "distance", "rho", "pvalue",
             "fdr", "n_obs"]
     if not pairs:
-        warnings.warn(f"no peak lies within {window} bp of any TSS; the table is empty.", stacklevel=2)
+        warnings.warn(f"no peak lies within {window} bp of any TSS; the table is empty.", ScferryWarning, stacklevel=2)
         return pd.DataFrame(columns=cols)
 
     # Spearman in blocks of genes whose peaks' dense ranks fit in _RANK_ENTRIES

@@ -30,13 +30,16 @@ def project(model: Model, new_adata: AnnData, dataset: str, *, layer: str | None
 
     Returns
     -------
-    The embedding, cells x latent (float32), also written to ``new_adata.obsm["X_scferry"]``
-    (nothing else is touched).
+    The embedding, cells x latent (float32), also written to ``new_adata.obsm["X_scferry"]``,
+    with the model's id in ``new_adata.uns["scferry"]`` (nothing else is touched). A warning
+    (:class:`scferry.ScferryWarning`) names cells with no counts in the genes the model reads
+    (they all get one embedding) and non-integer values where raw counts are expected.
     """
     _check_names(dataset=dataset)
     views = model.transform(new_adata, dataset, layer=layer, what="new_adata")
     z = model.encode(views, dataset)
     new_adata.obsm[EMBEDDING_KEY] = z
+    model.record_embedding(new_adata)
     return z
 
 
@@ -108,5 +111,6 @@ def impute(model: Model, adata: AnnData, target: str, *, dataset: str | None = N
     units = "log1p(counts per %g)" % prep.target_sum if prep.normalize else "as given to integrate"
     result = AnnData(out, obs=adata.obs.copy(), var=pd.DataFrame(index=pd.Index(genes, name=None)))
     result.obsm[EMBEDDING_KEY] = z
+    model.record_embedding(result)
     result.uns[IMPUTE_KEY] = {"target": target, "dataset": dataset, "units": units}
     return result

@@ -15,6 +15,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
+from ..errors import ScferryWarning
 from ..model import EMBEDDING_KEY
 from ._common import _basis, _check_adata, _check_int, _labels, _matrix
 
@@ -148,7 +149,7 @@ def mini_bulk(datasets: Mapping[str, AnnData] | AnnData, *, n_bulks: int = 100,
     if len(kept) < n_found:
         warnings.warn(f"{n_found - len(kept)} of {n_found} mini-bulks held no cell of some dataset "
                       "and were dropped (the modalities do not overlap there in the joint space).",
-                      stacklevel=2)
+                      ScferryWarning, stacklevel=2)
     if len(kept) == 0:
         raise ValueError("no mini-bulk holds cells of every dataset: the datasets do not overlap in "
                          f"obsm[{basis!r}]; check the integration.")

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 
 from ..model import Model
-from ._common import LABEL_KEY, PROBS_KEY, SCORE_KEY, _class_mass, _labelled_pair, _write_rows
+from ..errors import announce
+from ._common import LABEL_KEY, PROBS_KEY, SCORE_KEY, _class_mass, _labelled_pair, _plan, _write_rows
 
 
 def transfer_labels(model: Model, source: str, target: str, label_key: str, *,
@@ -18,7 +19,7 @@ def transfer_labels(model: Model, source: str, target: str, label_key: str, *,
         ``"plan"``: class mass of the global OT plan kept during training (uniPort);
         ``"knn"``: distance-weighted kNN vote on the joint embedding (``obsm["X_scferry"]``);
         ``"auto"``: the plan when the model kept one, else kNN. Target cells the plan never
-        reached get kNN probabilities.
+        reached get kNN probabilities (a :class:`scferry.ScferryWarning` says how many).
     k
         Neighbours for the kNN vote.
 
@@ -34,7 +35,10 @@ def transfer_labels(model: Model, source: str, target: str, label_key: str, *,
         raise ValueError(f"method must be 'auto', 'plan' or 'knn'; got {method!r}.")
     src, tgt, labels = _labelled_pair(model, ("source", source), ("target", target), label_key, k)
 
-    df, _ = _class_mass(model, src, tgt, labels, method, k)
+    df, n_unreached = _class_mass(model, src, tgt, labels, method, k)
+    if n_unreached and _plan(model, source, target) is not None:
+        announce(f"the OT plan never reached {n_unreached} of {tgt.n_obs} cells of {target!r} (too "
+                 "few training steps?); their labels are a kNN vote on the embedding.")
     best = df.to_numpy().argmax(axis=1)
     _write_rows(tgt, LABEL_KEY, pd.Categorical(np.asarray(df.columns)[best], categories=list(df.columns)), "obs")
     _write_rows(tgt, SCORE_KEY, df.to_numpy().max(axis=1), "obs")
