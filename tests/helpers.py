@@ -25,7 +25,7 @@ def snapshot(a: ad.AnnData) -> dict:
 
 def assert_unchanged(a: ad.AnnData, snap: dict, allowed_obsm=()) -> None:
     """`a` is as `snapshot` saw it, except for the obsm keys in `allowed_obsm` (written by the
-    function under test)."""
+    function under test; with "X_scferry", also uns["scferry"], the record of its model)."""
     assert a.shape == snap["shape"]
     np.testing.assert_array_equal(_dense(a.X), snap["X"])
     pd.testing.assert_frame_equal(a.obs, snap["obs"])
@@ -34,7 +34,10 @@ def assert_unchanged(a: ad.AnnData, snap: dict, allowed_obsm=()) -> None:
     for k, v in snap["obsm"].items():
         if k not in allowed_obsm:
             np.testing.assert_array_equal(np.asarray(a.obsm[k]), v)
-    assert set(a.uns.keys()) == snap["uns"] and set(a.layers.keys()) == snap["layers"]
+    # uns["scferry"] records which model wrote obsm["X_scferry"]: it comes with the embedding
+    allowed_uns = {"scferry"} if "X_scferry" in allowed_obsm else set()
+    assert set(a.uns.keys()) - allowed_uns == set(snap["uns"]) - allowed_uns
+    assert set(a.layers.keys()) == snap["layers"]
 
 
 def split(adata: ad.AnnData, key: str = "batch") -> dict:

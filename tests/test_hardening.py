@@ -10,7 +10,8 @@ import scipy.sparse as sp
 
 import scferry as sf
 from scferry.methods import METHODS
-from test_integrate import FAST, assert_unchanged, snapshot
+from helpers import assert_unchanged, snapshot
+from test_integrate import FAST
 
 
 def _scferry_warnings(record, match=""):

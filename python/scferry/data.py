@@ -178,7 +178,7 @@ def check_values(X, what: str, rows: np.ndarray | None = None, allow_negative: b
         )
 
 
-def warn_if_not_counts(X, what: str, layer: str | None = None, fix: str = "") -> None:
+def warn_if_not_counts(X, what: str, layer: str | None = None, fix: str = "", stacklevel: int = 3) -> None:
     """Warn (:class:`~scferry.ScferryWarning`) when a matrix expected to hold raw counts holds
     non-integer values, e.g. log-normalised data passed as counts; the first 5,000 cells are
     checked. Non-integer counts exist (estimated counts, ambient-corrected counts), so this
@@ -193,7 +193,7 @@ def warn_if_not_counts(X, what: str, layer: str | None = None, fix: str = "") ->
             f"{what} {where} holds non-integer values (e.g. {example:.4g}), but raw counts are "
             "expected: scferry normalises and log-transforms them itself, so log-normalised or "
             "scaled values are transformed twice. " + (fix or "Pass the raw counts (layer='counts' "
-            "if they are there), or preprocess=False for data prepared already."), stacklevel=4)
+            "if they are there), or preprocess=False for data prepared already."), stacklevel=stacklevel)
 
 
 def check_cell_totals(X: sp.csr_matrix, what: str) -> None:

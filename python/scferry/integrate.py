@@ -103,6 +103,14 @@ def integrate(
     fallbacks (e.g. minibatch OT solves that stopped before converging, counted in
     ``model.train_params["ot_unconverged"]``). Warned about, not refused: non-integer values
     where raw counts are expected, fewer than 50 shared genes.
+
+    Notes
+    -----
+    Threads are the caller's: scferry sets no thread count and no environment variable. Set them
+    once, e.g. ``torch.set_num_threads(4)``, or ``OMP_NUM_THREADS=4`` before starting Python; on
+    a machine shared with other busy processes, ``OMP_WAIT_POLICY=PASSIVE`` (set before torch is
+    imported) keeps OpenMP workers from spinning, which can make small training steps several
+    times faster.
     """
     if isinstance(method, str) and method.lower() == "gw":
         if label_key is not None or reference is not None or specific_genes is not None:

@@ -153,7 +153,7 @@ class Model:
         X = new.counts()
         if self.preprocessing.normalize:
             check_cell_totals(X, what)
-            warn_if_not_counts(X, what, layer, "Pass raw counts, as the model was trained on.")
+            warn_if_not_counts(X, what, layer, "Pass raw counts, as the model was trained on.", stacklevel=4)
         out = {v: self.preprocessing.transform(X, adata.var_names, dataset, v, clip=True) for v in views}
         empty = np.ones(X.shape[0], bool)
         for M in out.values():

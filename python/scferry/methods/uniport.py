@@ -244,7 +244,7 @@ class UniPort(Method):
         if mode is None:
             mode, reason, fix = _choose_mode(datasets)
             record_choice(params.get("_choices", {}), "mode", mode, reason,
-                          f"uniPort mode {mode!r} chosen: {reason}. {fix}", stacklevel=4)
+                          f"uniPort mode {mode!r} chosen: {reason}. {fix}", stacklevel=3)
         elif mode == "vertical":
             check_paired(datasets)  # its error names the cells that differ
         elif mode == "horizontal":
