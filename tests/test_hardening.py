@@ -220,3 +220,14 @@ def test_transfer_plan_warns_about_unreached_cells(pdac_small):
     with pytest.warns(sf.ScferryWarning, match="never reached 22 of 150 cells of 'st'"):
         probs = sf.transfer_labels(one_step, "rna", "st", "cell_type", method="plan")
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+
+
+# ---------------------------------------------------------------------------- refine
+def test_refine_on_a_huge_basis_is_a_clear_error():
+    rng = np.random.default_rng(0)
+    X = np.vstack([rng.normal(size=(200, 10)), rng.normal(size=(200, 10)) + 1.0]) * 1e20
+    a = ad.AnnData(np.zeros((400, 1), np.float32), obsm={"X_pca": X},
+                   obs=pd.DataFrame({"batch": np.repeat(["b1", "b2"], 200)}, index=[f"c{i}" for i in range(400)]))
+    with pytest.raises(ValueError, match=r"obsm\['X_pca'\] holds values up to .*e\+20.*rescale"):
+        sf.refine(a, basis="X_pca", batch_key="batch", progress=False)
+    assert "X_scferry_refined" not in a.obsm

@@ -38,6 +38,12 @@ _MIN_REF_PROTOTYPES = 32    # ... and on union reference prototypes
 _GRAPH_K_EXTRA = 5          # guard graph: k_local + 5 neighbours (20 by default)
 
 
+# Largest absolute coordinate refine accepts (squared distances summed over dimensions stay far
+# below float32's 3.4e38) and the smallest (all cells at one point, or far below float32's
+# normal range once squared).
+_MAX_SCALE, _MIN_SCALE = 1e15, 1e-15
+
+
 def _check_params(params: dict, max_iter, seed) -> dict:
     unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
@@ -119,6 +125,12 @@ def _check_inputs(adata, basis, batch_key, key_added, p):
             f"adata.obsm[{basis!r}] has {int(bad.sum())} non-finite values (NaN or inf) in "
             f"{len(cells)} cells (e.g. {list(cells[:3])}); recompute the embedding or drop those "
             "cells first.")
+    top = float(np.abs(X).max()) if X.size else 0.0
+    if not _MIN_SCALE <= top <= _MAX_SCALE:
+        raise ValueError(
+            f"adata.obsm[{basis!r}] holds values up to {top:.3g}: squared distances between cells "
+            f"{'overflow' if top > _MAX_SCALE else 'underflow'} in float32, where refine computes. "
+            f"rescale it first, e.g. adata.obsm[{basis!r}] = X / X.std().")
     if batch_key not in adata.obs.columns:
         raise KeyError(f"batch_key {batch_key!r} is not a column of adata.obs; available columns: "
                        f"{list(adata.obs.columns)}.")
