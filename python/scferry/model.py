@@ -194,7 +194,7 @@ class Model:
         for adata, full in by_object.values():
             adata.obsm[key] = full
         for d in self.datasets:
-            self.record_embedding(d.adata, key)
+            Model.record_embedding(self, d.adata, key)  # also called unbound by GWModel
 
     def record_embedding(self, adata: AnnData, key: str = EMBEDDING_KEY) -> None:
         """Record in ``adata.uns["scferry"]`` that this model wrote ``obsm[key]``."""

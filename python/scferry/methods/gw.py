@@ -16,6 +16,7 @@ mode, which uses this alignment as its OT guidance) to get encoders.
 """
 from __future__ import annotations
 
+import uuid
 import warnings
 from typing import Any, Mapping, Sequence
 
@@ -57,6 +58,7 @@ class GWModel:
         self.choices = choices
         self.train_params: dict[str, Any] = {}
         self.history: list[dict] = []
+        self.id = uuid.uuid4().hex  # recorded in uns["scferry"] beside the embedding it writes
 
     @property
     def adatas(self) -> dict[str, AnnData]:
