@@ -8,6 +8,7 @@ import pandas as pd
 import scipy.sparse as sp
 from tqdm.auto import tqdm
 
+from ..errors import ScferryWarning
 from ..model import Model
 from ._common import PROPORTIONS_KEY, _check_int, _class_mass, _labelled_pair, _plan, _write_rows
 
@@ -233,7 +234,7 @@ def _plan_readout(model, ref, spt, labels, reference, spots, readout, k) -> pd.D
     if n_unreached:
         warnings.warn(f"the OT plan never reached {n_unreached} of {spt.n_obs} spots of {spots!r} "
                       "(too few training steps?); their proportions are a kNN vote on the embedding.",
-                      stacklevel=3)
+                      ScferryWarning, stacklevel=3)
     if readout == "type_mean":
         counts = pd.Series(labels).astype(str).value_counts()
         # only where the division amplifies them: a balanced reference reads out as "mass"
@@ -243,7 +244,7 @@ def _plan_readout(model, ref, spt, labels, reference, spots, readout, k) -> pd.D
                 f"readout='type_mean' multiplies the plan mass of small reference types by large "
                 f"factors, noise included: {', '.join(f'{t} ({n} cells)' for t, n in tiny.items())} "
                 f"have fewer than {TINY_TYPE} cells. Drop them from the reference, or use "
-                "readout='mass' or 'counts'.", stacklevel=3)
+                "readout='mass' or 'counts'.", ScferryWarning, stacklevel=3)
         df = per_type_mean(df, labels)
     return df
 
@@ -284,23 +285,23 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
         if head.size and not np.allclose(head, np.round(head)):
             warnings.warn(f"the {role} {d.name!r} does not hold integer counts; readout='counts' fits "
                           "a count model (it runs, but raw counts fit it best: pass layer= the counts "
-                          "to integrate).", stacklevel=4)
+                          "to integrate).", ScferryWarning, stacklevel=4)
     n_cells = pd.Series(labels).astype(str).value_counts()
     small = n_cells[n_cells < TINY_TYPE]
     if len(small):
         warnings.warn(
             f"{', '.join(f'{t} ({n} cells)' for t, n in small.items())} have fewer than {TINY_TYPE} "
-            "reference cells: their signatures (mean counts per cell) are noisy.", stacklevel=4)
+            "reference cells: their signatures (mean counts per cell) are noisy.", ScferryWarning, stacklevel=4)
     lost = len(ref.var_names) - len(genes)
     if len(genes) < 0.5 * min(len(ref.var_names), len(spt.var_names)):
         warnings.warn(f"deconvolution uses the {len(genes)} genes the reference and the spots share "
                       f"(and the reference expresses), of {len(ref.var_names)} reference / "
-                      f"{len(spt.var_names)} spot genes.", stacklevel=4)
+                      f"{len(spt.var_names)} spot genes.", ScferryWarning, stacklevel=4)
     lib = np.asarray(Ys.sum(axis=1)).ravel()
     empty = lib == 0
     if empty.any():
         warnings.warn(f"{int(empty.sum())} spots of {spots!r} have no counts on the {len(genes)} genes "
-                      "used; their proportions are NaN.", stacklevel=4)
+                      "used; their proportions are NaN.", ScferryWarning, stacklevel=4)
     tol = TOL
     scale = np.ones(len(genes))
     fit_rows = np.flatnonzero(~empty)
