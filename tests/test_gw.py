@@ -40,7 +40,8 @@ def test_gw_method_aligns_better_than_random(snare_gene):
     assert z_rna.shape[0] == rna.n_obs and z_atac.shape == z_rna.shape
     score = foscttm(z_rna, z_atac)
     assert score < _random_foscttm(rna.n_obs, z_rna.shape[1]) - 0.1, score
-    assert model.params["fused"] and model.choices
+    assert model.params["fused"] and "fused" in model.choices
+    assert all(set(c) == {"value", "reason"} for c in model.choices.values())
     assert (rna.X != before).nnz == 0  # the input is untouched
     with pytest.raises(NotImplementedError, match="transductive"):
         sf.project(model, rna, dataset="rna")
@@ -78,5 +79,6 @@ def test_diagonal_uniport_gw_guidance_beats_unguided(snare_gene):
         said = any("Gromov-Wasserstein" in str(w.message) for w in caught)
         assert said == guided
         assert model.params["gw_prior"] is guided
+        assert ("gw_prior" in model.choices) == guided
         scores[guided] = foscttm(r.obsm["X_scferry"], g.obsm["X_scferry"])
     assert scores[True] < scores[False] - 0.05, scores

@@ -26,6 +26,7 @@ from anndata import AnnData
 
 from .. import gw as _gw
 from ..data import collect_datasets
+from ..errors import ScferryWarning, record_choice
 
 DEFAULTS = dict(_gw.DEFAULTS, kinds=None, linked="auto")
 MIN_LINKED = 50  # shared features below which fused GW is not used by default
@@ -44,12 +45,13 @@ class GWModel:
     params
         Every setting used, including the choices made from the data (``kinds``, ``fused``).
     choices
-        Human-readable list of the choices made for the user (also issued as warnings).
+        The choices made for the user, ``{name: {"value": ..., "reason": ...}}`` as on every
+        scferry model (also announced as :class:`scferry.ScferryWarning`).
     """
 
     method = "gw"
 
-    def __init__(self, alignment: _gw.Alignment, datasets, params: dict[str, Any], choices: list[str]):
+    def __init__(self, alignment: _gw.Alignment, datasets, params: dict[str, Any], choices: dict[str, dict]):
         self.alignment = alignment
         self.datasets = datasets
         self.dataset_names = [d.name for d in datasets]
@@ -107,7 +109,7 @@ def check_params(params: dict[str, Any]) -> None:
 
 
 def fit(data, params: dict[str, Any], *, seed: int, progress: bool,
-        announce: bool = True) -> tuple[_gw.Alignment, dict[str, Any], list[str]]:
+        announce: bool = True) -> tuple[_gw.Alignment, dict[str, Any], dict[str, dict]]:
     """GW alignment of two validated :class:`scferry.data.Dataset` objects; returns the alignment,
     the plain settings used and the choices made for the user (warned when ``announce``)."""
     if len(data) != 2:
@@ -119,13 +121,14 @@ def fit(data, params: dict[str, Any], *, seed: int, progress: bool,
     if unknown:
         raise ValueError(f"kinds names {unknown}, not datasets {names}.")
     mats = [d.counts() for d in data]
-    choices = []
+    choices: dict[str, dict] = {}
     kinds = []
     for d, X in zip(data, mats):
         kind = kinds_given.get(d.name) or _gw.guess_kind(X, d.adata.var, d.var_names)
         if d.name not in kinds_given:
-            choices.append(f"dataset {d.name!r} preprocessed as {kind!r} (guessed from its values and "
-                           f"feature names; pass kinds={{{d.name!r}: ...}} to choose)")
+            record_choice(choices, f"kind_{d.name}", kind,
+                          f"dataset {d.name!r} preprocessed as {kind!r} (guessed from its values and "
+                          f"feature names; pass kinds={{{d.name!r}: ...}} to choose)")
         kinds.append(kind)
     linked = params.get("linked", "auto")
     pair = None
@@ -138,8 +141,9 @@ def fit(data, params: dict[str, Any], *, seed: int, progress: bool,
         shared = data[0].var_names.intersection(data[1].var_names)
         if len(shared) >= MIN_LINKED:
             pair = [list(shared), list(shared)]
-            choices.append(f"fused GW on the {len(shared)} feature names both datasets share (pass "
-                           "linked=None for plain GW)")
+            record_choice(choices, "fused", len(shared),
+                          f"fused GW on the {len(shared)} feature names both datasets share (pass "
+                          "linked=None for plain GW)")
     L = None
     if pair is not None:
         idx = [d.var_names.get_indexer(p) for d, p in zip(data, pair)]
@@ -150,8 +154,8 @@ def fit(data, params: dict[str, Any], *, seed: int, progress: bool,
     kw = {k: params[k] for k in _gw.DEFAULTS}
     al = _gw.align(mats[0], mats[1], kinds=tuple(kinds), linked=L, seed=seed, progress=progress, **kw)
     if announce:
-        for c in choices:
-            warnings.warn(f"scferry gw: {c}.", UserWarning, stacklevel=4)
+        for c in choices.values():
+            warnings.warn(f"scferry gw: {c['reason']}.", ScferryWarning, stacklevel=4)
     plain = {**kw, **al.params, "linked": None if pair is None else len(pair[0])}
     return al, plain, choices
 

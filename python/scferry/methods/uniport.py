@@ -479,8 +479,12 @@ def _gw_guidance(params: dict[str, Any], datasets) -> dict[str, np.ndarray] | bo
     warnings.warn(
         "diagonal mode without labels: the minibatch OT is guided by a Gromov-Wasserstein alignment "
         f"of the two modalities' geometries (metacells: {plain['n_metacells']}, kinds: {plain['kinds']}"
-        + (f"; {'; '.join(choices)}" if choices else "") + "). Pass gw_prior=False for unguided OT, or "
-        "label_key= for the cell-type prior.", ScferryWarning, stacklevel=4)
+        + (f"; {'; '.join(c['reason'] for c in choices.values())}" if choices else "")
+        + "). Pass gw_prior=False for unguided OT, or label_key= for the cell-type prior.",
+        ScferryWarning, stacklevel=4)
+    record_choice(params.setdefault("_choices", {}), "gw_prior", True,
+                  "diagonal mode without labels: the minibatch OT is guided by a Gromov-Wasserstein "
+                  "alignment of the two modalities (gw_prior=False turns it off)")
     params["gw_record"] = {"used": True, **{k: v for k, v in plain.items()
                                            if isinstance(v, (int, float, str, bool, list)) or v is None},
                            "choices": choices}
