@@ -36,7 +36,8 @@ test_that("ferry_integrate says which mode was chosen and how many genes were us
     p <- pbmc_pair()
     expect_message(ferry_integrate(p, max_iter = 5, progress = FALSE),
                    "method 'uniport' fitted on 'g1' \\(44 cells\\), 'g2' \\(36 cells\\); mode = 'horizontal'.*; [0-9,]+ genes shared")
-    expect_silent(ferry_integrate(p, max_iter = 5, progress = FALSE, verbose = FALSE))
+    # verbose = FALSE: no message (the Python warnings about choices and OT convergence remain)
+    expect_silent(suppressWarnings(ferry_integrate(p, max_iter = 5, progress = FALSE, verbose = FALSE)))
 })
 
 test_that("the fit message prints whatever model.choices records (value and reason)", {
