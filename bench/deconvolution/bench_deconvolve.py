@@ -60,6 +60,8 @@ HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent  # bench/: shared helpers in common/, venvs in .venvs/, outputs in out/
 REF_PY = BENCH / ".venvs" / "uniport" / "bin" / "python"
 sys.path[:0] = [str(HERE), str(BENCH / "common"), str(BENCH / "batch_integration")]
+from spots import split_halves  # noqa: E402
+
 DESIGNS = ("dominant", "random")
 
 
@@ -70,13 +72,7 @@ def split_and_mix(X: sp.csr_matrix, labels: np.ndarray, types: list[str], design
     is the reference, the second the pool that ``n_spots`` pseudo-spots (sums of 5-10 cells,
     ``design`` as in the module docstring) are drawn from. Returns the sorted reference rows, the
     spots (CSR, spots x genes) and the true fractions (spots x types)."""
-    rng = np.random.default_rng(seed)
-    ref_rows, pool = [], {}
-    for t in types:
-        idx = rng.permutation(np.flatnonzero(labels == t))
-        half = len(idx) // 2
-        ref_rows += list(idx[:half])
-        pool[t] = idx[half:]
+    ref_rows, pool = split_halves(labels, types, seed)
     rng = np.random.default_rng([seed, DESIGNS.index(design)])
     K = len(types)
     truth, rows = np.zeros((n_spots, K)), []

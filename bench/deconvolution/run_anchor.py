@@ -2,9 +2,9 @@
 """One anchor method on one study input directory, run INSIDE its own venv
 (bench/venvs/setup_cell2location.sh):
 
-    /work/venvs/cell2location/bin/python bench/deconvolution/run_anchor.py cell2location --dir DIR \\
+    bench/.venvs/cell2location/bin/python bench/deconvolution/run_anchor.py cell2location --dir DIR \\
         --ref-epochs 100 --spatial-epochs 1000 --seed 0
-    /work/venvs/tangram/bin/python bench/deconvolution/run_anchor.py tangram --dir DIR --epochs 500 --seed 0
+    bench/.venvs/tangram/bin/python bench/deconvolution/run_anchor.py tangram --dir DIR --epochs 500 --seed 0
 
 ``DIR`` holds ref.npz, spots.npz, genes.txt, ref_obs.tsv (cell, cell_type), spots.txt (study.py).
 Writes ``DIR/<method>/proportions.tsv`` (spots x types, rows sum to 1) and ``result.json``
@@ -29,28 +29,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
-
-
-def load(d: Path):
-    import anndata as ad
-    genes = pd.Index((d / "genes.txt").read_text().splitlines())
-    obs = pd.read_csv(d / "ref_obs.tsv", sep="\t").set_index("cell")
-    ref = ad.AnnData(sp.load_npz(d / "ref.npz").tocsr(), obs=obs, var=pd.DataFrame(index=genes))
-    spots = ad.AnnData(sp.load_npz(d / "spots.npz").tocsr(),
-                       obs=pd.DataFrame(index=(d / "spots.txt").read_text().splitlines()),
-                       var=pd.DataFrame(index=genes))
-    return ref, spots
-
-
-def peak_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+sys.path[:0] = [str(HERE), str(HERE.parent / "common")]
+from bench_deconvolve import load_inputs  # noqa: E402
+from procstat import status_mb  # noqa: E402
 
 
 def cell2location(ref, spots, args) -> tuple[pd.DataFrame, dict]:
@@ -102,7 +85,7 @@ def main() -> int:
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
-    ref, spots = load(args.dir)
+    ref, spots = load_inputs(args.dir)
     t0, c0 = time.perf_counter(), time.process_time()
     props, info = (cell2location if args.method == "cell2location" else tangram)(ref, spots, args)
     t1, c1 = time.perf_counter(), time.process_time()
@@ -111,7 +94,7 @@ def main() -> int:
     out = args.dir / args.method
     out.mkdir(exist_ok=True)
     props.to_csv(out / "proportions.tsv", sep="\t", index_label="spot")
-    json.dump({"time_s": t1 - t0, "cpu_s": c1 - c0, "peak_rss_mb": peak_mb(), **info},
+    json.dump({"time_s": t1 - t0, "cpu_s": c1 - c0, "peak_rss_mb": status_mb(), **info},
               open(out / "result.json", "w"), indent=1)
     return 0
 

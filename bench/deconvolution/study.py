@@ -42,23 +42,16 @@ import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent
-sys.path[:0] = [str(HERE), str(BENCH / "batch_integration")]
+sys.path[:0] = [str(HERE), str(BENCH / "common"), str(BENCH / "batch_integration")]
+from procstat import status_mb  # noqa: E402
 from spots import DATASETS, DESIGNS, load_reference, make_spots, metrics, nnls_proportions, split_halves  # noqa: E402
 
-VENVS = {"uniport": Path(os.environ.get("UNIPORT_VENV", "/work/venvs/uniport")),
-         "cell2location": Path(os.environ.get("C2L_VENV", "/work/venvs/cell2location")),
-         "tangram": Path(os.environ.get("TG_VENV", "/work/venvs/tangram"))}
+VENVS = {"uniport": Path(os.environ.get("UNIPORT_VENV", str(BENCH / ".venvs" / "uniport"))),
+         "cell2location": Path(os.environ.get("C2L_VENV", str(BENCH / ".venvs" / "cell2location"))),
+         "tangram": Path(os.environ.get("TG_VENV", str(BENCH / ".venvs" / "tangram")))}
 LABELS = {"uniform": "uniform 1/K", "nnls": "NNLS", "scferry": "sf.deconvolve", "uniport": "uniport 1.3 (plan)",
           "cell2location": "cell2location", "tangram": "Tangram"}
 METRICS = ["RMSE", "JSD", "AUPR", "r"]
-
-
-def peak_mb() -> float:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
 
 
 def write_inputs(d: Path, X_ref, ref_labels, ref_names, Y, truth, types, genes) -> None:
@@ -104,7 +97,7 @@ def run_scferry(dirs: dict[str, Path], seed: int) -> None:
         out = d / "scferry"
         out.mkdir(exist_ok=True)
         props.to_csv(out / "proportions.tsv", sep="\t", index_label="spot")
-        json.dump({"time_s": t2 - t1, "cpu_s": c2 - c1, "peak_rss_mb": peak_mb(), "params": params,
+        json.dump({"time_s": t2 - t1, "cpu_s": c2 - c1, "peak_rss_mb": status_mb(), "params": params,
                    "warnings": sorted({str(w.message)[:200] for w in caught})},
                   open(out / "result.json", "w"), indent=1)
 

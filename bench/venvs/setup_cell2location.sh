@@ -12,8 +12,9 @@
 set -uo pipefail
 PYTHON="${PYTHON:-/root/.pyenv/versions/3.11.7/bin/python3}"
 [[ -x "$PYTHON" ]] || PYTHON="$(command -v python3)"
-C2L_VENV="${C2L_VENV:-/work/venvs/cell2location}"
-TG_VENV="${TG_VENV:-/work/venvs/tangram}"
+BENCH="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"  # bench/: venvs live in bench/.venvs/, as every study's
+C2L_VENV="${C2L_VENV:-$BENCH/.venvs/cell2location}"
+TG_VENV="${TG_VENV:-$BENCH/.venvs/tangram}"
 TORCH_PIN="torch==2.13.0"
 
 make_venv() {  # venv, import check, packages...
