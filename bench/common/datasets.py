@@ -9,6 +9,14 @@ PDAC_FILES = [("pdac_a_st.h5ad", "PDAC-A-ST1"), ("pdac_a_scrna.h5ad", "PDAC-A-in
 SYMPHONY_FILE = "symphony_pbmc.h5ad"
 
 
+def shared_data_dir() -> str:
+    """Where the shared public datasets are, found as the tests find them: $SCFERRY_SHARED_DATA,
+    else ``../shared/data`` beside the checkout."""
+    here = os.path.dirname(os.path.abspath(__file__))  # bench/common
+    return os.environ.get("SCFERRY_SHARED_DATA") or os.path.normpath(
+        os.path.join(here, "..", "..", "..", "shared", "data"))
+
+
 def load_datasets(name: str, data_dir: str) -> list[tuple[str, ad.AnnData]]:
     """Raw-count AnnData per dataset, in uniport's order: the LAST one is its reference."""
     if name == "pdac":

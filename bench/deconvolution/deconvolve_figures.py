@@ -48,11 +48,12 @@ import scipy.sparse as sp  # noqa: E402
 import scferry as sf  # noqa: E402
 from scferry.tl import per_type_mean  # noqa: E402
 from bench_deconvolve import integrate_params, split_and_mix  # noqa: E402
+from datasets import shared_data_dir  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("SCFERRY_SHARED_DATA", ROOT.parent / "shared" / "data"))
 if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+    DATA = Path(shared_data_dir())
 
 # name -> (reference file, spots file, types drawn first, figure title)
 CASES = {

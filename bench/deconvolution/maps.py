@@ -24,6 +24,8 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from spots import nnls_proportions  # noqa: E402
+sys.path.insert(0, str(HERE.parent / "common"))
+from datasets import shared_data_dir  # noqa: E402
 
 PAIRS = {"pdac": ("pdac_a_scrna.h5ad", "pdac_a_st.h5ad"),
          "hippocampus": ("visium_hippocampus_ref.h5ad", "visium_hippocampus_st.h5ad"),
@@ -44,7 +46,7 @@ def main() -> int:
     p.add_argument("--only", nargs="+", default=list(PAIRS), choices=list(PAIRS))
     p.add_argument("--min-cells", type=int, default=20)
     p.add_argument("--sf-iters", type=int, default=200)
-    p.add_argument("--data-dir", type=Path, default=Path("/work/shared/data"))
+    p.add_argument("--data-dir", type=Path, default=Path(shared_data_dir()))
     p.add_argument("--out", type=Path, default=HERE.parent / "out" / "deconvolution" / "maps")
     args = p.parse_args()
     import anndata as ad

@@ -30,6 +30,8 @@ import scipy.sparse as sp
 HERE = Path(__file__).resolve().parent
 THIN = 0.5  # each count of the summed cells kept with this probability (bins are shallow)
 sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(HERE.parent / "common"))
+from datasets import shared_data_dir  # noqa: E402
 
 
 def rss_mb(key: str = "VmRSS") -> float:
@@ -64,7 +66,7 @@ def child(n_cells: int, n_spots: int, seed: int, max_iter: int | None) -> dict:
     import torch
     torch.set_num_threads(1)
     import scferry as sf
-    pbmc = ad.read_h5ad(Path("/work/shared/data") / "symphony_pbmc.h5ad")
+    pbmc = ad.read_h5ad(Path(shared_data_dir()) / "symphony_pbmc.h5ad")
     X, labels = sp.csr_matrix(pbmc.X, dtype=np.float32), pbmc.obs["cell_type"].astype(str).to_numpy()
     genes, types = list(pbmc.var_names), sorted(set(labels))
     rng = np.random.default_rng(seed)

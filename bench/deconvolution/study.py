@@ -44,6 +44,7 @@ HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent
 sys.path[:0] = [str(HERE), str(BENCH / "common"), str(BENCH / "batch_integration")]
 from procstat import status_mb  # noqa: E402
+from datasets import shared_data_dir  # noqa: E402
 from spots import DATASETS, DESIGNS, load_reference, make_spots, metrics, nnls_proportions, split_halves  # noqa: E402
 
 VENVS = {"uniport": Path(os.environ.get("UNIPORT_VENV", str(BENCH / ".venvs" / "uniport"))),
@@ -195,7 +196,7 @@ def main() -> int:
     p.add_argument("--timeout", type=int, default=1800, help="seconds per external run")
     p.add_argument("--rerun", action="store_true")
     p.add_argument("--score-only", action="store_true", help="score the finished runs, start none")
-    p.add_argument("--data-dir", type=Path, default=Path("/work/shared/data"))
+    p.add_argument("--data-dir", type=Path, default=Path(shared_data_dir()))
     p.add_argument("--out", type=Path, default=BENCH / "out" / "deconvolution")
     args = p.parse_args()
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}

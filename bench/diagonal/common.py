@@ -9,8 +9,13 @@ import os
 
 import anndata as ad
 import numpy as np
+import sys
+from pathlib import Path
 
-DATA = os.environ.get("SCFERRY_SHARED_DATA", "/work/shared/data")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
+from datasets import shared_data_dir  # noqa: E402
+
+DATA = shared_data_dir()
 # name -> (RNA file, other file, other modality, paired)
 SETS = {
     "snare_peaks": ("snare_cortex_rna", "snare_cortex_atac", "atac", True),

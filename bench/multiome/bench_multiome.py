@@ -47,6 +47,7 @@ HERE = Path(__file__).resolve().parent
 BENCH = HERE.parent  # bench/: shared helpers in common/, venvs in .venvs/, outputs in out/
 sys.path[:0] = [str(HERE), str(BENCH / "common"), str(BENCH / "batch_integration")]
 from bench_integration import markdown  # noqa: E402
+from datasets import shared_data_dir  # noqa: E402
 from procstat import status_mb  # noqa: E402
 
 METHODS = ["cca", "minnet", "scmodal", "uniport_vertical", "uniport_diagonal"]
@@ -243,7 +244,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    p.add_argument("--data-dir", default=str(BENCH.parents[1] / "shared" / "data"))
+    p.add_argument("--data-dir", default=shared_data_dir())
     p.add_argument("--max-cells", type=int, default=0, help="subsample cells (0 = all)")
     p.add_argument("--max-iter", type=int, default=0, help="training steps for every method (0 = defaults)")
     p.add_argument("--test-frac", type=float, default=0.2)

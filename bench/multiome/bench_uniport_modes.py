@@ -28,9 +28,12 @@ import torch
 import scferry as sf
 from scferry.metrics import foscttm, knn_label_transfer
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "common"))
+from datasets import shared_data_dir  # noqa: E402
+
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 if not DATA.is_dir():
-    DATA = Path("/work/shared/data")
+    DATA = Path(shared_data_dir())
 
 
 def load(prefix, kinds):

@@ -4,7 +4,7 @@
 Runs INSIDE the venv made by ``bench/venvs/setup_reference.sh``::
 
     bench/.venvs/uniport/bin/python bench/uniport_reference/reference_uniport.py \
-        --dataset pdac --data-dir /work/shared/data --iters 2000 --seed 0 --out bench/out/ref_pdac
+        --dataset pdac --data-dir ../shared/data --iters 2000 --seed 0 --out bench/out/ref_pdac
 
 Preprocessing is uniPort's own, as in its horizontal-integration tutorials (PDAC_integration,
 MERFISH_and_scRNA): concatenate the datasets on their common genes (``AnnData.concatenate``,
@@ -62,7 +62,7 @@ from importlib.metadata import version as pkg_version
 import uniport as up
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "common"))
-from datasets import load_datasets  # noqa: E402
+from datasets import load_datasets, shared_data_dir  # noqa: E402
 from procstat import status_mb  # noqa: E402
 import uniport.function as up_function
 
@@ -175,7 +175,7 @@ def encode_mu(model, X: np.ndarray, train_mode: bool, batch_size: int = 256) -> 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", choices=["pdac", "symphony"], required=True)
-    p.add_argument("--data-dir", default="/work/shared/data")
+    p.add_argument("--data-dir", default=shared_data_dir())
     p.add_argument("--iters", type=int, default=30000,
                    help="uniport.Run(iteration=N); uniport rounds up to whole epochs")
     p.add_argument("--seed", type=int, default=0, help="uniport.Run(seed=S) (uniport's default: 124)")
