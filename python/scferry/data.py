@@ -72,9 +72,14 @@ def collect_datasets(
 
     Accepted forms: ``{"rna": rna, "atac": atac}``; a list of AnnData (named ``"0"``, ``"1"``, ...);
     or one AnnData with ``batch_key`` naming an ``obs`` column whose levels are the datasets.
+    A path to an on-disk AnnData (``.h5ad`` / ``.zarr``) may stand for any AnnData: it is opened
+    read-only and its matrix stays on disk (:mod:`scferry.ondisk`).
     """
-    if isinstance(datasets, AnnData):
-        out = _split_by_batch(datasets, batch_key, layer)
+    from . import ondisk
+    if isinstance(datasets, AnnData) or ondisk.is_path(datasets):
+        out = (_split_by_batch(datasets, batch_key, layer) if isinstance(datasets, AnnData) else
+               ondisk.open_split(datasets, batch_key, layer) if batch_key is not None else
+               [ondisk.open_dataset("0", datasets, layer)])
     else:
         if batch_key is not None:
             raise ValueError(
@@ -94,10 +99,14 @@ def collect_datasets(
         for name, adata in items:
             if not isinstance(name, str) or not name:
                 raise TypeError(f"dataset names must be non-empty strings; got {name!r}.")
+            if ondisk.is_path(adata):
+                out.append(ondisk.open_dataset(name, adata, layer))
+                continue
             if not isinstance(adata, AnnData):
                 raise TypeError(
                     f"{_describe(name)} is a {type(adata).__name__}, not an AnnData. Convert it first "
-                    "(e.g. anndata.AnnData(X=matrix, obs=..., var=...))."
+                    "(e.g. anndata.AnnData(X=matrix, obs=..., var=...)), or give the path of an "
+                    "on-disk .h5ad file or .zarr store."
                 )
             out.append(Dataset(name, adata, None, layer))
     if len(out) < min_datasets:
@@ -135,8 +144,10 @@ def check_dataset(d: Dataset, allow_negative: bool = False) -> None:
         raise ValueError(f"{what} has no features (genes/peaks). Check how it was subset.")
     if d.adata.isbacked:
         raise ValueError(
-            f"{what} is backed on disk (read with backed='r', file {d.adata.filename}); scferry "
-            "needs its matrix in memory. Load it first: adata = adata.to_memory().")
+            f"{what} is backed on disk (read with backed='r', file {d.adata.filename}). Pass the "
+            "path of the file instead (scferry reads it in chunks and never loads it whole; close "
+            "this backed object first, since results are written into the file), or load it: "
+            "adata = adata.to_memory().")
     if d.layer is not None and d.layer not in d.adata.layers:
         raise KeyError(
             f"{what} has no layer {d.layer!r}; available layers: {list(d.adata.layers.keys())}."
@@ -153,6 +164,8 @@ def check_dataset(d: Dataset, allow_negative: bool = False) -> None:
             f"{what} has duplicated cell names (e.g. {dup}). Make them unique first: "
             "adata.obs_names_make_unique()."
         )
+    if getattr(d, "store", None) is not None:
+        return  # on disk: values are checked chunk by chunk in the statistics pass (ondisk.gene_stats)
     check_values(d.adata.X if d.layer is None else d.adata.layers[d.layer], what, d.rows,
                  allow_negative=allow_negative)
 

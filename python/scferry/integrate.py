@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from functools import partial
 from numbers import Integral
 from typing import Any, Mapping, Sequence
 
@@ -9,7 +10,7 @@ import numpy as np
 import pandas as pd
 from anndata import AnnData
 
-from . import pp
+from . import ondisk, pp
 from .data import check_obs_column, check_paired, collect_datasets, shared_features, warn_if_not_counts
 from .errors import announce, record_choice
 from .model import EMBEDDING_KEY, Model
@@ -149,6 +150,9 @@ def integrate(
                 "other). Drop that dataset, or embed its cells later with scferry.project.")
     if reference is not None and reference not in names:
         raise ValueError(f"reference {reference!r} is not one of the datasets {names}.")
+    on_disk = any(ondisk.is_on_disk(d) for d in data)
+    if on_disk:
+        ondisk.check_method(cls, data)
     labels = _label_codes(data, label_key, cls)
     hp["_choices"] = {}  # Method.resolve records what it chose here (errors.record_choice)
     inputs, paired = cls.resolve(hp, data, labels)  # e.g. uniPort's mode, from params and data
@@ -159,16 +163,18 @@ def integrate(
 
     n_specific = hp.get("n_specific_genes", 2000) if "specific" in inputs else 0
     n_common = hp.get("n_common_genes", 2000) if "common" in inputs else 0
+    # on-disk datasets: statistics in one chunked pass, model inputs read by minibatch
+    fit_transform = partial(ondisk.fit_transform, progress=progress) if on_disk else pp.fit_transform
     if preprocess:
-        prep, views = pp.fit_transform(data, n_common=n_common,
+        prep, views = fit_transform(data, n_common=n_common,
                                        n_specific=n_specific, scale=cls.scale_inputs,
                                        extra_specific=specific_genes)
     else:
-        prep, views = pp.fit_transform(data, n_common=math.inf if n_common else 0,
+        prep, views = fit_transform(data, n_common=math.inf if n_common else 0,
                                        n_specific=math.inf if n_specific and not n_common else 0,
                                        normalize=False,
                                        scale=cls.scale_inputs, extra_specific=specific_genes)
-    if preprocess:
+    if preprocess and not on_disk:  # on disk: checked in the statistics pass
         for d in data:
             X = d.adata.X if d.layer is None else d.adata.layers[d.layer]
             warn_if_not_counts(X if d.rows is None else X[d.rows], f"dataset {d.name!r}", d.layer)
@@ -198,8 +204,11 @@ def integrate(
     tp["iterations_run"] = history[-1]["iteration"] if history else 0
     _report_ot(module, tp)
     model = Model(module, prep, data, tp, history, batch_key=batch_key, choices=choices)
-    model.write_embedding({n: model.encode({k: v[k] for k in inputs}, n) for n, v in zip(names, views)},
-                          EMBEDDING_KEY)
+    if on_disk:  # streamed into each store's obsm, chunk by chunk
+        ondisk.write_embedding(model, [{k: v[k] for k in inputs} for v in views], names, EMBEDDING_KEY)
+    else:
+        model.write_embedding({n: model.encode({k: v[k] for k in inputs}, n) for n, v in zip(names, views)},
+                              EMBEDDING_KEY)
     return model
 
 

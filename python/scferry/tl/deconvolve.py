@@ -9,6 +9,7 @@ import scipy.sparse as sp
 from tqdm.auto import tqdm
 
 from ..errors import ScferryWarning
+from .. import ondisk
 from ..model import Model
 from ._common import PROPORTIONS_KEY, _check_int, _class_mass, _labelled_pair, _plan, _write_rows
 
@@ -190,7 +191,10 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
     ``uns["scferry_proportions_columns"]`` (the cell types, column order); with one AnnData +
     ``batch_key``, rows of other datasets get NaN. ``readout="counts"`` also records its choices
     in ``uns["scferry_proportions_params"]`` (genes used, platform, min_share, iterations).
-    Nothing else is touched.
+    Nothing else is touched. Datasets given to integrate as paths (on disk): the reference's
+    signatures are summed over chunks of cells (never loaded whole); the spots' counts on the
+    shared genes are read in chunks into memory (the fit needs them); the proportions and their
+    columns are also written into the spots' store (``obsm``, ``uns``).
     """
     if not isinstance(readout, str) or readout not in DECONVOLVE_READOUTS:
         raise ValueError(f"readout must be one of {', '.join(map(repr, DECONVOLVE_READOUTS))}; got {readout!r}.")
@@ -219,6 +223,8 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
         df = _plan_readout(model, ref, spt, labels, reference, spots, readout, k)
     _write_rows(spt, PROPORTIONS_KEY, df.to_numpy(np.float32))
     spt.adata.uns[PROPORTIONS_KEY + "_columns"] = list(df.columns)
+    ondisk.save_results(spt, obsm=(PROPORTIONS_KEY,), uns=(PROPORTIONS_KEY + "_columns",) + (
+        (PROPORTIONS_KEY + "_params",) if readout == "counts" else ()))
     return df
 
 
@@ -251,7 +257,9 @@ def _plan_readout(model, ref, spt, labels, reference, spots, readout, k) -> pd.D
 
 def _stored_matrix(d):
     """The dataset's matrix (``X`` or its layer) as stored, its rows only; no copy where the
-    dataset is a whole AnnData."""
+    dataset is a whole AnnData; an on-disk dataset's read in chunks (``ondisk.ChunkedMatrix``)."""
+    if ondisk.is_on_disk(d):
+        return ondisk.ChunkedMatrix(d)
     X = d.adata.X if d.layer is None else d.adata.layers[d.layer]
     if d.rows is not None:
         X = X[d.rows]
@@ -281,7 +289,8 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
             "Check that both use the same gene names (symbols vs ids).")
     S, Ys = S[:, expressed], Ys[:, np.flatnonzero(expressed)].tocsr()
     for d, M, role in ((ref, X, "reference"), (spt, Ys, "spots")):
-        head = (M.data if sp.issparse(M) else np.asarray(M).ravel())[:1_000_000]  # a sample is enough
+        head = (M.head() if isinstance(M, ondisk.ChunkedMatrix) else
+                (M.data if sp.issparse(M) else np.asarray(M).ravel())[:1_000_000])  # a sample is enough
         if head.size and not np.allclose(head, np.round(head)):
             warnings.warn(f"the {role} {d.name!r} does not hold integer counts; readout='counts' fits "
                           "a count model (it runs, but raw counts fit it best: pass layer= the counts "

@@ -7,11 +7,13 @@ import pandas as pd
 import torch
 from anndata import AnnData
 
+from .. import ondisk
 from ..model import EMBEDDING_KEY, Model
 from ._common import IMPUTE_KEY, _check_names
 
 
-def project(model: Model, new_adata: AnnData, dataset: str, *, layer: str | None = None) -> np.ndarray:
+def project(model: Model, new_adata: AnnData | str, dataset: str, *, layer: str | None = None,
+            progress: bool = False) -> np.ndarray:
     """Map new cells into the trained latent space without retraining (online mapping to a
     reference atlas), through the encoder of training dataset ``dataset``: the one the new cells
     match (same technology/modality, same gene identifiers).
@@ -24,7 +26,12 @@ def project(model: Model, new_adata: AnnData, dataset: str, *, layer: str | None
     ----------
     new_adata
         Raw counts in ``.X`` (or ``layer``); it must hold every gene the encoder reads (an error
-        says how many and which are missing).
+        says how many and which are missing). Or the path of an on-disk AnnData (``.h5ad`` or
+        ``.zarr``, matrix stored by cells): it is read, preprocessed and encoded in chunks of
+        cells, never whole, and the embedding is streamed into that store's
+        ``obsm/X_scferry`` (with ``uns/scferry``); the store is otherwise unchanged.
+    progress
+        A progress bar over chunks of cells (path input).
     dataset
         Name of the training dataset whose encoder and preprocessing to use.
 
@@ -36,6 +43,8 @@ def project(model: Model, new_adata: AnnData, dataset: str, *, layer: str | None
     (they all get one embedding) and non-integer values where raw counts are expected.
     """
     _check_names(dataset=dataset)
+    if ondisk.is_path(new_adata):
+        return ondisk.project(model, new_adata, dataset, layer=layer, progress=progress)
     views = model.transform(new_adata, dataset, layer=layer, what="new_adata")
     z = model.encode(views, dataset)
     new_adata.obsm[EMBEDDING_KEY] = z

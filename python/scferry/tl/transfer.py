@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .. import ondisk
 from ..model import Model
 from ..errors import announce
 from ._common import LABEL_KEY, PROBS_KEY, SCORE_KEY, _class_mass, _labelled_pair, _plan, _write_rows
@@ -29,7 +30,8 @@ def transfer_labels(model: Model, source: str, target: str, label_key: str, *,
     ``obs["scferry_label"]`` (categorical, most probable label), ``obs["scferry_label_score"]``
     (its probability), ``obsm["scferry_label_probs"]`` (the probabilities; column order in
     ``uns["scferry_label_probs_columns"]``). With one AnnData + ``batch_key``, rows of other
-    datasets get NaN.
+    datasets get NaN. A target given to integrate as a path (on disk): the same keys are written
+    on ``model.adatas[target]`` and into the store itself.
     """
     if method not in ("auto", "plan", "knn"):
         raise ValueError(f"method must be 'auto', 'plan' or 'knn'; got {method!r}.")
@@ -44,5 +46,6 @@ def transfer_labels(model: Model, source: str, target: str, label_key: str, *,
     _write_rows(tgt, SCORE_KEY, df.to_numpy().max(axis=1), "obs")
     _write_rows(tgt, PROBS_KEY, df.to_numpy(np.float32))
     tgt.adata.uns[PROBS_KEY + "_columns"] = list(df.columns)
+    ondisk.save_results(tgt, obs=(LABEL_KEY, SCORE_KEY), obsm=(PROBS_KEY,), uns=(PROBS_KEY + "_columns",))
     return df
 
