@@ -246,3 +246,27 @@ def _as_list(x):
     if isinstance(x, str):
         return [x]
     return list(x)
+
+
+def model_datasets_names(model):
+    """The dataset names of a fitted model, in training order."""
+    return [str(n) for n in model.dataset_names]
+
+
+def project_path(model, path, dataset, layer=None):
+    """scferry.project of an on-disk store; {values: float64 array, obs_names: [str]}."""
+    from . import ondisk
+    from .tl import project
+    z = project(model, path, dataset, layer=layer)
+    names = ondisk.Store(path, layer=layer, role="query").obs.index
+    return {"values": np.ascontiguousarray(np.asarray(z, dtype=np.float64)), "obs_names": [str(s) for s in names]}
+
+
+def dataset_embedding(model, name, key="X_scferry"):
+    """obsm[key] of training dataset ``name``'s cells only (also when several datasets share
+    one AnnData or store): {values: float64 array, obs_names: [str]}."""
+    d = model.dataset(name)
+    X = np.asarray(d.adata.obsm[key], dtype=np.float64)
+    if d.rows is not None:
+        X = X[d.rows]
+    return {"values": np.ascontiguousarray(X), "obs_names": [str(s) for s in d.obs_names]}

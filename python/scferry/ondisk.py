@@ -500,12 +500,15 @@ def write_obsm(d: DiskDataset, key: str, chunks: Iterator[tuple[np.ndarray, np.n
         arr = obsm[key]
         for local, values in chunks:
             rows = local if d.rows is None else d.rows[local]
-            if len(rows) and rows[-1] - rows[0] + 1 == len(rows):
-                arr[int(rows[0]):int(rows[-1]) + 1] = values
-            elif store.kind == "h5ad":
-                arr[np.sort(rows)] = values[np.argsort(rows)]
-            else:
-                arr.set_orthogonal_selection((rows, slice(None)), values)
+            if not len(rows):
+                continue
+            lo, hi = int(rows.min()), int(rows.max()) + 1
+            if hi - lo == len(rows) and np.all(np.diff(rows) == 1):
+                arr[lo:hi] = values
+            else:  # rows of one dataset of a shared store: rewrite the block that spans them
+                block = np.asarray(arr[lo:hi])
+                block[rows - lo] = values
+                arr[lo:hi] = block
         if record is not None:
             if "uns" not in g:
                 uns = g.create_group("uns")

@@ -19,7 +19,13 @@
 #' never modified (R objects are copied on change): the results are in the returned objects.
 #'
 #' @param objects A named list of Seurat objects, or a named list of SingleCellExperiment objects
-#'   (the names are the dataset names); or one object together with \code{batch}.
+#'   (the names are the dataset names); or one object together with \code{batch}. For data too
+#'   large to hold in R: a named character vector of paths to on-disk AnnData stores
+#'   (\code{c(rna = "rna.h5ad", st = "st.zarr")}, raw counts in \code{X} or \code{layer}, stored
+#'   by cells), or one path with \code{batch}. Python reads them in chunks, never whole, and writes
+#'   the embedding into each store (\code{obsm/X_scferry}); the value is then a named list of
+#'   matrices, one per dataset (cells x latent, cell names as row names), whose attribute
+#'   \code{"ferry"} is the record \code{\link{ferry_project}} takes as \code{reference}.
 #' @param method Integration method; one of the names \code{scferry.available_methods()} returns in
 #'   Python (e.g. \code{"uniport"}).
 #' @param batch For a single object: the cell-metadata column that names the dataset of each cell.
@@ -48,7 +54,7 @@
 #'   genes the datasets share. Python's warnings are R warnings (class \code{"ferry_warning"})
 #'   whatever \code{verbose} says.
 #' @return The objects, same structure as given (a named list, or one object), each with the
-#'   embedding and the record added.
+#'   embedding and the record added; for paths, the named list of embedding matrices.
 #' @seealso \code{\link{ferry_transfer}}, \code{\link{ferry_python_ok}}
 #' @examples
 #' if (requireNamespace("Seurat", quietly = TRUE) && ferry_python_ok()) {
@@ -65,6 +71,10 @@ ferry_integrate <- function(objects, method = "uniport", batch = NULL, assay = N
                             ..., seed = 0L, progress = TRUE, model_dir = NULL, verbose = TRUE) {
     if (!is.character(method) || length(method) != 1L || is.na(method)) {
         .ferry_stop("method must be one string, e.g. 'uniport'")
+    }
+    if (.ferry_is_paths(objects)) {  # on-disk AnnData, read by Python in chunks (R/ondisk.R)
+        return(.ferry_integrate_paths(objects, method, batch, if (missing(layer)) NULL else layer,
+                                      .ferry_method_params(list(...)), seed, progress, model_dir, verbose))
     }
     inp <- .ferry_inputs(objects, batch, assay)
     for (cls in inp$cls) {

@@ -12,14 +12,18 @@
 #' The model is the live one of this R session, or the file \code{ferry_integrate()} saved
 #' (\code{model_dir}). The query must hold every gene the encoder reads.
 #'
-#' @param query Seurat or SingleCellExperiment object with raw counts.
-#' @param reference Integrated object (as returned by \code{\link{ferry_integrate}}) whose model to use.
+#' @param query Seurat or SingleCellExperiment object with raw counts; or the path of an on-disk
+#'   AnnData (\code{.h5ad} / \code{.zarr}, raw counts by cells) too large to hold in R: Python
+#'   reads and encodes it in chunks and writes \code{obsm/X_scferry} into it, and the value is the
+#'   embedding matrix (cells x latent, cell names as row names).
+#' @param reference Integrated object (as returned by \code{\link{ferry_integrate}}) whose model to
+#'   use, or the list of matrices \code{ferry_integrate()} returns for paths.
 #' @param dataset Name of the training dataset the query cells match; default: the dataset of
 #'   \code{reference} when it holds one.
 #' @param assay,layer Where the query's raw counts are (as in \code{\link{ferry_integrate}}).
 #' @param reduction.name Name of the reduction to write.
 #' @return \code{query} with the reduction added (and the record \code{obj@misc$ferry_project}, or
-#'   \code{metadata(sce)$ferry_project}: model id, dataset).
+#'   \code{metadata(sce)$ferry_project}: model id, dataset); for a path, the embedding matrix.
 #' @seealso \code{\link{ferry_integrate}}, \code{\link{ferry_impute}}
 #' @examples
 #' if (requireNamespace("Seurat", quietly = TRUE) && ferry_python_ok()) {
@@ -34,6 +38,9 @@
 #' @export
 ferry_project <- function(query, reference, dataset = NULL, assay = NULL, layer = "counts",
                           reduction.name = "ferry") {
+    if (is.character(query)) {  # an on-disk store (R/ondisk.R): a matrix keyed by cell comes back
+        return(.ferry_project_path(query, reference, dataset, if (missing(layer)) NULL else layer))
+    }
     if (!(.ferry_is_seurat(query) || .ferry_is_sce(query))) {
         .ferry_stop("query must be a Seurat or SingleCellExperiment object; got ", class(query)[1L])
     }
