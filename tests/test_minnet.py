@@ -84,16 +84,40 @@ def test_paired_checks_before_training(snare):
         sf.integrate({"rna": rna, "atac": renamed}, method="minnet", **SMALL)
     with pytest.raises(ValueError, match="same cells"):
         sf.integrate({"rna": rna, "atac": atac[:-5].copy()}, method="minnet", **SMALL)
-    with pytest.raises(ValueError, match="label_key"):
-        sf.integrate({"rna": rna, "atac": atac}, method="minnet", progress=False)
     with pytest.raises(ValueError, match="exactly two"):
         sf.integrate({"rna": rna, "atac": atac, "rna2": rna.copy()}, method="minnet", **SMALL)
     for bad in (dict(negatives="random"), dict(n_landmarks=0), dict(margin=-1.0),
-                dict(graph_dataset="protein"), dict(n_hidden=256)):
+                dict(graph_dataset="protein"), dict(n_hidden=256), dict(objective="clip"),
+                dict(temperature=0.0), dict(temperature=True)):
         with pytest.raises(ValueError):
             sf.integrate({"rna": rna, "atac": atac}, method="minnet", **{**SMALL, **bad})
     for a, s in zip((rna, atac), snaps):  # nothing written
         assert_unchanged(a, s)
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(objective="infonce"),
+                                dict(objective="infonce", label_key="cell_type")],
+                         ids=["pairing-alone", "infonce-pairing-alone", "infonce-labels"])
+def test_self_supervised_and_infonce_align_held_apart_nuclei(snare, kw):
+    """Without labels (the pairing alone) and with the InfoNCE objective, held-apart nuclei
+    embedded per modality align better than CCA fitted on the same training pairs."""
+    rna, atac, rna_new, atac_new = snare
+    if "label_key" not in kw:
+        with pytest.warns(sf.ScferryWarning, match="pairing alone"):
+            model = sf.integrate({"rna": rna, "atac": atac}, method="minnet", seed=0, max_iter=250,
+                                 progress=False, **kw)
+        assert model.choices["labels"]["value"] is None
+    else:
+        model = sf.integrate({"rna": rna, "atac": atac}, method="minnet", seed=0, max_iter=250,
+                             progress=False, **kw)
+    f = metrics.foscttm(sf.project(model, rna_new, dataset="rna"), sf.project(model, atac_new, dataset="atac"))
+    _, _, cr_new, ca_new = paired_cca(rna.X, atac.X, rna_new.X, atac_new.X)
+    f_cca = metrics.foscttm(cr_new, ca_new)
+    print(f"\nheld-apart nuclei {kw}: FOSCTTM MinNet {f:.3f}, CCA {f_cca:.3f}")
+    assert f < f_cca, (f, f_cca)
+    if kw.get("objective") == "infonce":  # unit-norm embedding, no graph built
+        assert np.allclose(np.linalg.norm(rna.obsm["X_scferry"], axis=1), 1, atol=1e-4)
+        assert model.module.landmark_dist is None
 
 
 def test_same_seed_same_result_and_save_load(snare, tmp_path):

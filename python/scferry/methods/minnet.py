@@ -15,9 +15,22 @@ Model, for the same cells measured in two modalities (10x Multiome, SNARE-seq, C
   3:1, between modalities (RNA + ATAC, the paper's choice) or within (RNA + protein);
 - total = CE(x) + CE(y) + lambda * contrastive (lambda 0.5, the authors' default).
 
-Exactly two datasets, paired (integrate checks same cells, names and order before anything else);
-labels required (``label_key``; a dataset without the column counts as unlabelled, the other
-modality's label is used for the pair).
+Exactly two datasets, paired (integrate checks same cells, names and order before anything else).
+Labels (``label_key``; a dataset without the column counts as unlabelled, the other modality's
+label is used for the pair) are the paper's setting; without ``label_key`` the model trains on
+the pairing alone (self-supervised: no classification loss, c_ij = 0; announced and recorded in
+``model.choices``).
+
+Objectives (``objective``):
+- ``"margin"`` (default, the paper's): the flexible-margin contrastive loss above, ``neg_ratio``
+  sampled negatives per cell;
+- ``"infonce"`` (not in the paper): symmetric InfoNCE as in CLIP (Radford et al., ICML 2021;
+  InfoNCE: van den Oord et al., 2018): the embeddings are unit-normalised,
+  the logits are the cosine similarities of every RNA cell of the minibatch with every
+  other-modality cell over ``temperature`` (fixed, not learned as in CLIP), and each cell's own
+  other measurement is the positive among all the minibatch's cells (the rest are negatives),
+  in both directions. No kNN graph or margins are built. The classification loss is kept when
+  labels are given.
 
 Inputs: each modality's top ``n_specific_genes`` variable features after normalize_total + log1p
 (for ATAC give peaks, or better a gene-activity matrix as the paper does), standardised per feature
@@ -65,7 +78,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..train import LossRecord
+from ..errors import record_choice
 from .base import Method, check_hidden, check_int
+
+OBJECTIVES = ("margin", "infonce")
 
 def feature_stats(X: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
     """Per-feature mean and standard deviation (1 where constant) of a sparse matrix."""
@@ -122,12 +138,14 @@ class MinNet(Method):
     paired = True
     inputs = ("specific",)  # each modality's own features: no shared feature names needed
     encode_inputs = ("specific",)
-    uses_labels = "required"  # the paper's model is supervised (classification loss, c_ij)
+    # The paper's model is supervised (classification loss, c_ij); without labels it trains on
+    # the pairing alone (self-supervised; announced and recorded by ``resolve``).
+    uses_labels = "optional"
     scale_inputs = False  # standardised inside the module (paper), from log-normalised values
     defaults = dict(
         n_latent=32, n_hidden=(256,), n_specific_genes=2000, margin=3.0, type_margin=3.0,
         contrastive_weight=0.5, neg_ratio=3, negatives="between", graph_dataset=None,
-        n_neighbors=15, n_pcs=50, n_landmarks=64, dropout=0.6,
+        n_neighbors=15, n_pcs=50, n_landmarks=64, dropout=0.6, objective="margin", temperature=0.1,
     )
     train_defaults = dict(max_iter=2000, lr=1e-3, weight_decay=0.0, batch_size=512, patience=None)
 
@@ -149,8 +167,26 @@ class MinNet(Method):
             raise ValueError(f"negatives must be 'between' (different cells of different modalities, "
                              f"for RNA + ATAC) or 'within' (same modality, for RNA + protein); got "
                              f"{params['negatives']!r}.")
+        if params["objective"] not in OBJECTIVES:
+            raise ValueError(f"objective must be one of {OBJECTIVES} ('margin': the paper's flexible-margin "
+                             f"contrastive loss; 'infonce': every other cell of the minibatch as a "
+                             f"negative); got {params['objective']!r}.")
+        t = params["temperature"]
+        if isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t) or t <= 0:
+            raise ValueError(f"temperature must be a finite number > 0; got {t!r}.")
         if params["graph_dataset"] is not None and not isinstance(params["graph_dataset"], str):
             raise TypeError(f"graph_dataset must be a dataset name or None; got {params['graph_dataset']!r}.")
+
+    @classmethod
+    def resolve(cls, params: dict[str, Any], datasets: list, labels) -> tuple[tuple[str, ...], bool]:
+        if labels is None:
+            record_choice(params.get("_choices", {}), "labels", None,
+                          "no label_key: trained on the pairing alone (no classification loss, no "
+                          "cell-type margin)",
+                          "minnet without label_key: trained on the pairing alone (self-supervised: no "
+                          "classification loss, no cell-type term in the margin). Pass label_key= to "
+                          "use cell types as the paper does.", stacklevel=3)
+        return cls.inputs, cls.paired
 
     def __init__(self, dims: dict[str, Any], params: dict[str, Any], dataset_names: list[str]):
         super().__init__(dims, params, dataset_names)
@@ -161,11 +197,11 @@ class MinNet(Method):
         if g is not None and g not in dataset_names:
             raise ValueError(f"graph_dataset {g!r} is not one of the datasets {dataset_names}.")
         self.graph_index = 0 if g is None else dataset_names.index(g)
-        hidden, n_classes = list(params["n_hidden"]), len(dims["label_names"])
+        hidden, n_classes = list(params["n_hidden"]), len(dims.get("label_names") or [])
         self.encoders = nn.ModuleList(_encoder([p, *hidden], params["dropout"]) for p in dims["n_features"])
         h = hidden[-1]
         self.embed = nn.Linear(h, params["n_latent"])
-        self.classifier = nn.Linear(h, n_classes)
+        self.classifier = nn.Linear(h, n_classes) if n_classes else None
         for k, p in enumerate(dims["n_features"]):
             self.register_buffer(f"mean{k}", torch.zeros(p))
             self.register_buffer(f"std{k}", torch.ones(p))
@@ -180,6 +216,8 @@ class MinNet(Method):
             mean, std = feature_stats(v["specific"])
             getattr(self, f"mean{k}").copy_(torch.from_numpy(mean))
             getattr(self, f"std{k}").copy_(torch.from_numpy(std))
+        if self.params.get("objective") == "infonce":
+            return  # no margins: the kNN graph and its shortest paths are not needed
         g = self.graph_index
         graph = knn_path_graph(views[g]["specific"], getattr(self, f"mean{g}").numpy(),
                                getattr(self, f"std{g}").numpy(), self.params["n_neighbors"],
@@ -193,22 +231,35 @@ class MinNet(Method):
         x = ((x - getattr(self, f"mean{k}")) / getattr(self, f"std{k}")).clamp(-10.0, 10.0)
         return self.encoders[k](x)
 
+    def _embed(self, h: torch.Tensor) -> torch.Tensor:
+        z = self.embed(h)
+        # InfoNCE compares cosine similarities: the embedding is the unit-norm direction
+        return F.normalize(z, dim=1) if self.params.get("objective") == "infonce" else z
+
     def encode(self, inputs: dict[str, torch.Tensor], dataset: int) -> torch.Tensor:
-        return self.embed(self._hidden(inputs["specific"], dataset))
+        return self._embed(self._hidden(inputs["specific"], dataset))
 
     def loss(self, batch: list[dict[str, torch.Tensor]]) -> LossRecord:
-        if self.landmark_dist is None:
+        if self.landmark_dist is None and self.params.get("objective") != "infonce":
             raise RuntimeError("minnet: init_from_data must run before training (builds the kNN graph).")
         hx, hy = self._hidden(batch[0]["specific"], 0), self._hidden(batch[1]["specific"], 1)
-        zx, zy = self.embed(hx), self.embed(hy)
-        labels = torch.where(batch[0]["labels"] >= 0, batch[0]["labels"], batch[1]["labels"])
+        zx, zy = self._embed(hx), self._embed(hy)
+        if "labels" in batch[0]:
+            labels = torch.where(batch[0]["labels"] >= 0, batch[0]["labels"], batch[1]["labels"])
+        else:  # trained without labels: the pairing alone
+            labels = torch.full((zx.shape[0],), -1, dtype=torch.long, device=zx.device)
         known = labels >= 0
-        if known.any():
+        if self.classifier is not None and known.any():
             ce = (F.cross_entropy(self.classifier(hx)[known], labels[known])
                   + F.cross_entropy(self.classifier(hy)[known], labels[known]))
         else:
             ce = zx.sum() * 0.0
 
+        if self.params.get("objective") == "infonce":
+            contrastive = self._infonce(zx, zy)
+            total = ce + self.params["contrastive_weight"] * contrastive
+            return LossRecord(total, {"classification": ce, "contrastive": contrastive,
+                                      "positive_d2": (zx - zy).pow(2).sum(1).mean()})
         n, dev, r = zx.shape[0], zx.device, self.params["neg_ratio"]
         # r negatives per anchor: partner j = i + shift (mod n), shift in 1..n-1, so j != i
         anchor = torch.arange(n, device=dev).repeat(r)
@@ -236,3 +287,11 @@ class MinNet(Method):
         total = ce + self.params["contrastive_weight"] * contrastive
         return LossRecord(total, {"classification": ce, "contrastive": contrastive,
                                   "positive_d2": pos.mean(), "margin": m.mean()})
+
+    def _infonce(self, zx: torch.Tensor, zy: torch.Tensor) -> torch.Tensor:
+        """Symmetric InfoNCE (CLIP: Radford et al. 2021; scGLUE-style pairing): each cell's other
+        modality is the positive among every cell of the minibatch, cosine similarity over
+        ``temperature``, cross-entropy in both directions."""
+        logits = zx @ zy.T / self.params["temperature"]
+        target = torch.arange(zx.shape[0], device=zx.device)
+        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
