@@ -1,34 +1,47 @@
 #!/usr/bin/env python
-"""Paired multi-omics benchmark (issue 7): MinNet, scMODAL, uniPort (vertical and diagonal modes)
-and a Seurat-CCA baseline on real paired data, scored on held-apart cells; then MinNet's
-downstream peak-gene analysis on SNARE-seq cortex.
+"""Paired multi-omics study (issues 7 and 19): scferry's paired methods (MinNet with and without
+labels, uniPort vertical; uniPort diagonal and scMODAL on request) against a paired CCA and the
+field's references totalVI (RNA + protein) and MultiVI (RNA + ATAC) from scvi-tools 1.4.2 (their
+own venv, ``bench/venvs/setup_scvi.sh``), scored on held-apart cells embedded one modality at a
+time; imputation across modalities; then MinNet's peak-gene analysis on SNARE-seq cortex.
 
-    ~/.virtualenvs/r-scferry/bin/python bench/multiome/bench_multiome.py --threads 1            # everything
-    ... bench_multiome.py --datasets snare --methods cca minnet --max-cells 3000 --max-iter 500
+    ~/.virtualenvs/r-scferry/bin/python bench/multiome/bench_multiome.py          # the study, 3 seeds
+    ... bench_multiome.py --datasets snare --methods cca minnet --max-cells 3000 --seeds 0
 
-Data (``../shared/data``): ``snare`` = SNARE-seq adult mouse cortex, RNA + ATAC gene activity (the
-sum of each gene's linked peaks, the input MinNet's paper uses); ``scicar`` = sci-CAR A549, RNA +
-ATAC peaks (binary); ``cite`` = 200 PBMC CITE-seq cells, RNA + 14 ADTs (a small fixture: its
-figures are noisy). ``--max-cells`` subsamples cells (seeded, same cells in both modalities).
+Data (``../shared/data``, MANIFEST.md): ``snare`` = SNARE-seq adult mouse cortex, RNA + ATAC gene
+activity (the sum of each gene's linked peaks, MinNet's input); ``snare_peaks`` = the same nuclei,
+RNA + ATAC peaks; ``scicar`` = sci-CAR A549, RNA + ATAC peaks (binary; labels = dex time);
+``teaseq`` = TEA-seq PBMCs, RNA + 45 ADTs (isotype control dropped; published labels);
+``cite`` = pbmc10k_cite_hvg, RNA (4,000 HVGs) + 14 ADTs (labels from RNA clusters named by
+marker rules: RNA-side label scores are optimistic); ``cite_small`` = the 200-cell fixture.
+``--max-cells`` subsamples cells (seeded, same cells in both modalities).
 
-Protocol (MinNet's paper): cells are split 80/20 within each cell type (seeded). Every scferry
-method trains on the 80% (MinNet and uniPort-vertical use the pairing of those cells, MinNet their
-labels too) and embeds the held-apart 20% of each modality separately through its own encoder
-(``sf.project``), with no pairing. The CCA baseline (``scferry.methods.scmodal_cca.seurat_cca``: RNA vs gene
-activity on shared genes, RNA vs ADT on a gene-protein table) is transductive and unsupervised: fit
-on all cells, unpaired, and scored on the same 20%. Scores on the 20% (``scferry.metrics``), cells
-of unknown type ("Mis", "unknown") left out of the label-based ones:
+Protocol (MinNet's paper): per seed, cells are split 80/20 within each cell type. Every method
+trains on the 80% pairs (MinNet also on their labels; ``minnet_nolabel`` on the pairing alone) and
+embeds the held-apart 20% of each modality separately, with no pairing: scferry methods through
+``sf.project``; CCA (``cca``: PCA of each log-normalised, scaled modality, CCA fitted on the
+training pairs) through its fitted maps; MultiVI through its modality-specific encoders (the other
+modality's counts are zero, which MultiVI reads as unmeasured); totalVI, which has no RNA-free
+encoder, with the other modality's counts set to zero. totalVI / MultiVI run their default
+epochs capped at ``--scvi-steps`` minibatch steps (the 2-core machine). Scores on the 20%
+(``scferry.metrics``), cells of unknown type ("Mis", "unknown") left out of the label-based ones:
 
 - foscttm: FOSCTTM between a cell's RNA and other-modality embeddings (lower is better);
-- transfer: kNN (k = 30) label transfer from the RNA cells to the ATAC/ADT cells, accuracy;
+- transfer: kNN (k = 15) label transfer from the *training* cells' RNA embedding to the held-apart
+  cells' ATAC/ADT embedding, accuracy;
 - silhouette: cell-type silhouette of both modalities together, scaled to [0, 1];
-- batch_entropy / ilisi: mixing of the two modalities (1 = fully mixed);
-- run_s: integrate + project (or CCA) seconds; peak_mib: the child process's VmHWM, imports included.
+- batch_entropy: mixing of the two modalities (1 = fully mixed);
+- impute_r: protein from the held-apart RNA (CITE-seq) or RNA from the held-apart ATAC, mean
+  per-feature Pearson r against the measured log1p(counts per 10,000) (uniPort vertical:
+  ``sf.impute``; totalVI / MultiVI: ``get_normalized_expression``, log1p-transformed);
+- cpu_s: CPU seconds of integrate + project (+ impute) in the method's own process (one thread);
+  peak_mib: the child process's VmHWM, imports included.
 
 Each method runs in its own process. With ``--links`` (SNARE, after MinNet): kNN smoothing (k = 5),
 100 mini-bulks within cell types, Spearman of each gene with the peaks within 150 kb of its TSS
 (``sf.tl.peak_gene_links``), TSSs from ``bench/multiome/snare_cortex_tss_mm10.tsv`` (``make_tss_table.py``).
-Outputs in ``--out`` (default bench/out/multiome): DATASET/METHOD/, scores.tsv, table.md, links_*.
+Outputs in ``--out`` (default bench/out/multiome): DATASET/seedS/METHOD/, scores.tsv (per seed),
+summary.tsv and table.md (mean ± sd over seeds), links_*.
 """
 from __future__ import annotations
 
@@ -51,6 +64,7 @@ from datasets import shared_data_dir  # noqa: E402
 from procstat import status_mb  # noqa: E402
 
 METHODS = ["cca", "seurat_cca", "minnet", "minnet_nolabel", "minnet_infonce", "minnet_nolabel_infonce",
+           "minnet_nolabel_margin",
            "uniport_vertical", "uniport_diagonal", "scmodal",
            "totalvi", "multivi"]
 PAIRED_METHODS = ["cca", "minnet", "minnet_nolabel", "uniport_vertical", "totalvi", "multivi"]  # the default
@@ -177,8 +191,8 @@ def child(method: str, dataset: str, ddir: Path, args) -> None:
             kw["mode"] = method.split("_")[1]
         if name == "minnet" and "nolabel" not in method:
             kw["label_key"] = "cell_type"
-        if method.endswith("_infonce"):
-            kw["objective"] = "infonce"
+        if method.endswith(("_infonce", "_margin")):  # the objective set by hand (measurements)
+            kw["objective"] = method.rsplit("_", 1)[1]
         if name == "minnet" and other == "adt":
             kw.setdefault("negatives", "within")  # the paper's choice for RNA + protein
         if name == "scmodal":
@@ -195,11 +209,16 @@ def child(method: str, dataset: str, ddir: Path, args) -> None:
         all_oth = np.zeros_like(all_rna)
         all_rna[~test], all_rna[test] = tr["rna"].obsm["X_scferry"], z_rna
         all_oth[~test], all_oth[test] = tr[other].obsm["X_scferry"], z_oth
-        if method == "uniport_vertical":  # imputation across modalities, held-apart cells
+        if model.module.paired:  # imputation across modalities, held-apart cells (decoder or kNN)
+            import warnings
             src, target = (rna, other) if other == "adt" else (oth, "rna")
-            imp = sf.impute(model, src[test].copy(), target=target)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", sf.ScferryWarning)
+                imp = sf.impute(model, src[test].copy(), target=target)
+            extra_impute = imp.uns["scferry_impute"]["method"]
             imputed = {"features": list(imp.var_names), "values": np.asarray(imp.X, np.float32)}
         extra = {"iterations": model.train_params.get("iterations_run"),
+                 "impute_method": locals().get("extra_impute"),
                  "params": {k: v for k, v in model.params.items()
                             if isinstance(v, (int, float, str, bool)) or v is None}}
     run_s, cpu_s = time.perf_counter() - t1, time.process_time() - c1

@@ -21,9 +21,10 @@ label is used for the pair) are the paper's setting; without ``label_key`` the m
 the pairing alone (self-supervised: no classification loss, c_ij = 0; announced and recorded in
 ``model.choices``).
 
-Objectives (``objective``):
-- ``"margin"`` (default, the paper's): the flexible-margin contrastive loss above, ``neg_ratio``
-  sampled negatives per cell;
+Objectives (``objective``; None, the default, picks ``"margin"`` with labels and ``"infonce"``
+without, recorded in ``model.choices``; the measurements behind it: bench/multiome/RESULTS.md):
+- ``"margin"`` (the paper's): the flexible-margin contrastive loss above, ``neg_ratio`` sampled
+  negatives per cell;
 - ``"infonce"`` (not in the paper): symmetric InfoNCE as in CLIP (Radford et al., ICML 2021;
   InfoNCE: van den Oord et al., 2018): the embeddings are unit-normalised,
   the logits are the cosine similarities of every RNA cell of the minibatch with every
@@ -145,7 +146,7 @@ class MinNet(Method):
     defaults = dict(
         n_latent=32, n_hidden=(256,), n_specific_genes=2000, margin=3.0, type_margin=3.0,
         contrastive_weight=0.5, neg_ratio=3, negatives="between", graph_dataset=None,
-        n_neighbors=15, n_pcs=50, n_landmarks=64, dropout=0.6, objective="margin", temperature=0.1,
+        n_neighbors=15, n_pcs=50, n_landmarks=64, dropout=0.6, objective=None, temperature=0.1,
     )
     train_defaults = dict(max_iter=2000, lr=1e-3, weight_decay=0.0, batch_size=512, patience=None)
 
@@ -167,10 +168,10 @@ class MinNet(Method):
             raise ValueError(f"negatives must be 'between' (different cells of different modalities, "
                              f"for RNA + ATAC) or 'within' (same modality, for RNA + protein); got "
                              f"{params['negatives']!r}.")
-        if params["objective"] not in OBJECTIVES:
-            raise ValueError(f"objective must be one of {OBJECTIVES} ('margin': the paper's flexible-margin "
-                             f"contrastive loss; 'infonce': every other cell of the minibatch as a "
-                             f"negative); got {params['objective']!r}.")
+        if params["objective"] is not None and params["objective"] not in OBJECTIVES:
+            raise ValueError(f"objective must be None (chosen from the labels), 'margin' (the paper's "
+                             f"flexible-margin contrastive loss) or 'infonce' (every other cell of the "
+                             f"minibatch as a negative); got {params['objective']!r}.")
         t = params["temperature"]
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t) or t <= 0:
             raise ValueError(f"temperature must be a finite number > 0; got {t!r}.")
@@ -179,13 +180,18 @@ class MinNet(Method):
 
     @classmethod
     def resolve(cls, params: dict[str, Any], datasets: list, labels) -> tuple[tuple[str, ...], bool]:
+        choices = params.get("_choices", {})
+        if params.get("objective") is None:
+            params["objective"] = "margin" if labels is not None else "infonce"
+            record_choice(choices, "objective", params["objective"],
+                          "labels given: the paper's flexible-margin loss" if labels is not None else
+                          "no labels: InfoNCE (the margins' cell-type term needs labels)")
         if labels is None:
-            record_choice(params.get("_choices", {}), "labels", None,
-                          "no label_key: trained on the pairing alone (no classification loss, no "
-                          "cell-type margin)",
-                          "minnet without label_key: trained on the pairing alone (self-supervised: no "
-                          "classification loss, no cell-type term in the margin). Pass label_key= to "
-                          "use cell types as the paper does.", stacklevel=3)
+            record_choice(choices, "labels", None,
+                          "no label_key: trained on the pairing alone (no classification loss)",
+                          f"minnet without label_key: trained on the pairing alone (self-supervised: no "
+                          f"classification loss), objective={params['objective']!r}. Pass label_key= to "
+                          f"use cell types as the paper does, objective= to choose the loss.", stacklevel=3)
         return cls.inputs, cls.paired
 
     def __init__(self, dims: dict[str, Any], params: dict[str, Any], dataset_names: list[str]):

@@ -8,6 +8,7 @@ import torch
 from anndata import AnnData
 
 from .. import ondisk
+from ..errors import announce
 from ..model import EMBEDDING_KEY, Model
 from ._common import IMPUTE_KEY, _check_names
 
@@ -55,15 +56,20 @@ def project(model: Model, new_adata: AnnData | str, dataset: str, *, layer: str 
 # ---------------------------------------------------------------------------- impute
 @torch.no_grad()
 def impute(model: Model, adata: AnnData, target: str, *, dataset: str | None = None,
-           layer: str | None = None, chunk: int = 4096) -> AnnData:
-    """Predict the genes specific to dataset ``target`` (its dataset-specific decoder) for cells
-    of another dataset, e.g. unmeasured genes of a scRNA reference for MERFISH cells (uniPort
-    paper: online prediction).
+           layer: str | None = None, chunk: int = 4096, method: str = "auto", k: int = 15) -> AnnData:
+    """Predict the genes specific to dataset ``target`` for cells of another dataset, e.g.
+    unmeasured genes of a scRNA reference for MERFISH cells (uniPort paper: online prediction),
+    or the protein of RNA-only cells with a CITE-seq model.
 
     The cells are encoded as :func:`project` does (through ``dataset``'s encoder and saved
-    preprocessing), then decoded by ``target``'s specific decoder. To impute given genes, make
-    sure they are in ``target``'s specific set: ``scferry.integrate(...,
-    specific_genes={target: [...]})``.
+    preprocessing), then
+    - ``method="decoder"``: decoded by ``target``'s specific decoder (uniPort);
+    - ``method="knn"``: given the mean measured values (log1p of counts per 10,000) of their ``k``
+      nearest training cells of ``target`` in the joint space. This needs no decoder (MinNet
+      and every other model) but the training AnnData of ``target`` attached to the model;
+    - ``"auto"``: the decoder when the model has one, else kNN (announced).
+    To impute given genes, make sure they are in ``target``'s specific set:
+    ``scferry.integrate(..., specific_genes={target: [...]})``.
 
     Parameters
     ----------
@@ -94,11 +100,22 @@ def impute(model: Model, adata: AnnData, target: str, *, dataset: str | None = N
                              f"cells of adata match: dataset= one of {model.dataset_names}.")
         dataset = others[0]
     _check_names(dataset=dataset)
+    if method not in ("auto", "decoder", "knn"):
+        raise ValueError(f"method must be 'auto', 'decoder' or 'knn'; got {method!r}.")
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer; got {k!r}.")
     decode = getattr(model.module, "decode_specific", None)
     prep = model.preprocessing
-    if decode is None or not prep.scaled:
+    has_decoder = decode is not None and prep.scaled
+    if method == "decoder" and not has_decoder:
         raise ValueError(f"method {model.method!r} has no dataset-specific decoders to impute from; "
-                         "use method='uniport'.")
+                         "use method='knn' (nearest training cells) or a uniPort model.")
+    if method == "auto":
+        method = "decoder" if has_decoder else "knn"
+        if method == "knn":
+            announce(f"impute: {model.method!r} has no decoders; each cell gets the mean of its {k} nearest "
+                     f"training cells of {target!r} in the joint space (method='knn'; pass it to say so).",
+                     stacklevel=2)
     genes = model.features(target, "specific")
     if not genes:
         raise ValueError(
@@ -107,8 +124,11 @@ def impute(model: Model, adata: AnnData, target: str, *, dataset: str | None = N
     if not isinstance(chunk, int) or chunk < 1:
         raise ValueError(f"chunk must be a positive integer; got {chunk!r}.")
 
+    tgt = model.dataset(target, "target") if method == "knn" else None  # attached: checked first
     views = model.transform(adata, dataset, layer=layer, what="adata")
     z = model.encode(views, dataset)
+    if method == "knn":
+        return _impute_knn(model, adata, z, tgt, genes, dataset, k)
     t, dev = model.index(target), model.device
     scale = prep.specific_scale[target]
     inv = np.divide(1.0, scale, out=np.zeros_like(scale), where=scale > 0).astype(np.float32)
@@ -121,5 +141,31 @@ def impute(model: Model, adata: AnnData, target: str, *, dataset: str | None = N
     result = AnnData(out, obs=adata.obs.copy(), var=pd.DataFrame(index=pd.Index(genes, name=None)))
     result.obsm[EMBEDDING_KEY] = z
     model.record_embedding(result)
-    result.uns[IMPUTE_KEY] = {"target": target, "dataset": dataset, "units": units}
+    result.uns[IMPUTE_KEY] = {"target": target, "dataset": dataset, "method": "decoder", "units": units}
+    return result
+
+
+def _impute_knn(model: Model, adata: AnnData, z: np.ndarray, tgt, genes: list[str], dataset: str,
+                k: int) -> AnnData:
+    """Mean log1p(counts per 10,000) of each cell's ``k`` nearest training cells of ``tgt``."""
+    import scipy.sparse as sp
+
+    from ..neighbors import knn_between
+    from ..pp import TARGET_SUM, normalize_log1p
+    from ._common import _embedding
+
+    src = tgt.adata if tgt.rows is None else tgt.adata[tgt.rows]
+    X = src.X if tgt.layer is None else src.layers[tgt.layer]
+    values = normalize_log1p(sp.csr_matrix(X, dtype=np.float32))[:, src.var_names.get_indexer(genes)]
+    Z = _embedding(model, tgt)
+    k = min(k, Z.shape[0])
+    _, idx = knn_between(Z, z, k)
+    rows = np.repeat(np.arange(len(z)), k)
+    W = sp.csr_matrix((np.full(rows.size, 1.0 / k, np.float32), (rows, idx.ravel())), shape=(len(z), Z.shape[0]))
+    out = np.asarray((W @ values).todense(), np.float32)
+    result = AnnData(out, obs=adata.obs.copy(), var=pd.DataFrame(index=pd.Index(genes, name=None)))
+    result.obsm[EMBEDDING_KEY] = z
+    model.record_embedding(result)
+    result.uns[IMPUTE_KEY] = {"target": tgt.name, "dataset": dataset, "method": "knn", "k": int(k),
+                              "units": "log1p(counts per %g) of the nearest training cells" % TARGET_SUM}
     return result
