@@ -87,8 +87,8 @@ def impute(model: Model, adata: AnnData, target: str, *, dataset: str | None = N
     A new AnnData, cells x ``target``'s specific genes (dense float32), in ``target``'s
     log-normalised units (log1p of counts per 10,000 when the model normalised; the MaxAbs
     scaling is undone). ``obs`` is a copy of ``adata.obs``, ``obsm["X_scferry"]`` the cells'
-    embedding, ``uns["scferry_impute"]`` says ``target``, ``dataset`` and the units. ``adata`` is
-    not modified.
+    embedding, ``uns["scferry_impute"]`` says ``target``, ``dataset``, ``method`` and the units.
+    ``adata`` is not modified.
     """
     _check_names(target=target)
     if target not in model.dataset_names:
@@ -154,6 +154,9 @@ def _impute_knn(model: Model, adata: AnnData, z: np.ndarray, tgt, genes: list[st
     from ..pp import TARGET_SUM, normalize_log1p
     from ._common import _embedding
 
+    if not isinstance(tgt.adata, AnnData):
+        raise ValueError(f"impute(method='knn') reads the measured values of {tgt.name!r}'s training cells: "
+                         "pass an in-memory AnnData for it (scferry.load(path, adatas={...})), not a path.")
     src = tgt.adata if tgt.rows is None else tgt.adata[tgt.rows]
     X = src.X if tgt.layer is None else src.layers[tgt.layer]
     values = normalize_log1p(sp.csr_matrix(X, dtype=np.float32))[:, src.var_names.get_indexer(genes)]
