@@ -73,7 +73,7 @@ test_that("minnet options pass through ferry_integrate and held-apart query obje
     held <- seq(5L, 600L, by = 5L)
     train <- lapply(objs, function(o) o[, -held])
     fit <- suppressWarnings(ferry_integrate(train, method = "minnet", objective = "infonce",
-                                            temperature = 0.1, max_iter = 150, n_specific_genes = 300,
+                                            temperature = 0.1, max_iter = 400, n_specific_genes = 1000,
                                             progress = FALSE, model_dir = tempfile("models"), verbose = FALSE))
     model <- scferry:::.ferry_model_any(S4Vectors::metadata(fit$rna)$ferry)
     expect_identical(reticulate::py_to_r(model$params$objective), "infonce")
