@@ -55,6 +55,28 @@ def test_refine_mixes_batches_and_keeps_cell_types(pbmc):
     assert sil1 > sil0 - 0.02, (sil0, sil1)
 
 
+@pytest.mark.xfail(strict=True, reason="issue 16 goal 3, open: at its defaults refine "
+                   "transfers labels between symphony's chemistries less well than its PCA input "
+                   "(bench/batch_integration/RESULTS.md)")
+def test_refine_keeps_label_transfer_between_batches(pbmc):
+    a = pbmc.copy()
+    sf.refine(a, seed=0, progress=False)
+    batches, types = a.obs["batch"].values, a.obs["cell_type"].values
+    # within the spread over seeds (~0.015) of the PCA input's leave-one-batch-out transfer
+    t0 = _lobo_transfer(a.obsm["X_pca"], batches, types)
+    t1 = _lobo_transfer(a.obsm["X_scferry_refined"], batches, types)
+    assert t1 >= t0 - 0.015, (t0, t1)
+
+
+def _lobo_transfer(X, batches, types, k=15):
+    acc = []
+    for b in np.unique(batches):
+        held = batches == b
+        pred, _ = metrics.knn_label_transfer(X[~held], types[~held], X[held], k=k)
+        acc.append(metrics.transfer_accuracy(types[held], pred))
+    return float(np.mean(acc))
+
+
 def test_refine_is_reproducible(pbmc):
     a, b, c = pbmc.copy(), pbmc.copy(), pbmc.copy()
     ra = sf.refine(a, max_iter=3, seed=1, progress=False)

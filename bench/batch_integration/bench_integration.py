@@ -1,25 +1,35 @@
 #!/usr/bin/env python
-"""Multi-batch integration benchmark: scferry (uniport, davae) against Harmony, the published
-DAVAE (scbean 0.5.6) and an unintegrated PCA, on real data, scored with one definition.
+"""Multi-batch integration study (issue 16): scferry (davae, uniport, scbiot_vae, sf.refine on the
+PCA) against Harmony, scVI and an unintegrated PCA, over every multi-batch dataset in shared data,
+3 seeds each, every method in its own process, all scored by ``scferry.metrics``.
 
-    bash bench/venvs/setup_integration.sh                  # once: bench/.venvs/harmony and scbean
-    ~/.virtualenvs/r-scferry/bin/python bench/batch_integration/bench_integration.py            # everything
-    ... bench_integration.py --datasets symphony --methods pca davae --threads 1
+    bash bench/venvs/setup_scvi.sh                          # once: bench/.venvs/scvi (scvi-tools, harmonypy)
+    P=~/.virtualenvs/r-scferry/bin/python
+    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 nice -n 5 $P bench/batch_integration/bench_integration.py
+    $P bench/batch_integration/bench_integration.py --datasets symphony --methods pca davae --seeds 0
+    $P bench/batch_integration/bench_integration.py --score-only --umap   # rescore, table, UMAP grid
 
-Every method runs in its own process (its interpreter: the main venv for pca/uniport/davae,
-bench/.venvs/harmony for Harmony, bench/.venvs/scbean for scbean) with the same thread count for
-torch, TensorFlow, BLAS and OpenMP, and writes ``embedding.npy`` (rows in ``obs.tsv`` order) and
-``timing.json`` (``run_seconds``: preprocessing + training + embedding; ``peak_rss_mb``: the
-process's peak resident memory, VmHWM, imports included). Scores (``scferry.metrics``):
+Datasets (``--datasets``): symphony (3 10x chemistries, 1,200 PBMCs), kang (8 donors, 12,261
+PBMCs; weak batch effect, the over-correction control), pdac (ST spots + inDrop scRNA; spots
+unlabelled). Methods (``--methods``): pca, harmony, scvi, davae, uniport, scbiot_vae, refine
+(``sf.refine`` on the seed's PCA) and, with bench/.venvs/scbean, the published DAVAE (scbean,
+scbean_3000). Every method runs with one thread (``--threads``) in its own process (its
+interpreter: the main venv for scferry and the PCA, ``--venvs``/scvi for scVI and Harmony,
+``--venvs``/scbean for scbean) and writes ``embedding.npy`` (rows in ``obs.tsv`` order) and
+``timing.json`` (``cpu_seconds``: process CPU time of preprocessing + fit + embedding;
+``peak_rss_mb``: the process's peak resident memory, VmHWM, imports and input included).
 
-- batch_entropy, ilisi (scaled, 1 = fully mixed) over all cells;
-- silhouette (cell type, scaled to [0, 1]), ari / nmi (best Leiden clustering over resolutions
-  0.2-2.0 against cell types), over the labelled cells;
-- transfer: leave-one-batch-out kNN (k = 30) label transfer accuracy, mean over held-out
-  batches; only where every batch is labelled (symphony; PDAC's ST spots have no labels).
-
-Outputs in ``--out`` (default bench/out/integration): ``DATASET/input/`` (the raw counts given
-to every method), ``DATASET/METHOD/``, ``DATASET/METHOD.log``, ``scores.tsv``, ``table.md``.
+Scores (``score``; ``scferry.metrics``, one definition for every method):
+- transfer: leave-one-batch-out kNN (k = 15, :func:`scferry.metrics.knn_label_transfer`, the other
+  batches as reference) accuracy, mean over held-out batches; only where every batch is labelled
+  (symphony, kang; PDAC's ST spots have no labels);
+- batch_entropy (SCALEX form, 1 = mixed) and ilisi (scaled, 1 = mixed) over all cells;
+- silhouette (cell type, scaled to [0, 1]) and ari / nmi (best Leiden clustering over resolutions
+  0.2-2.0, mean over ``--leiden-seeds`` Leiden seeds) over the labelled cells.
+``table.md``: mean ± sd over seeds per dataset and method, and the issue's goals checked per
+dataset; ``umap.png``: UMAPs of seed 0 (methods x datasets, coloured by batch and cell type).
+Outputs in ``--out`` (default bench/out/integration): ``DATASET/input/`` (raw counts given to every
+method), ``DATASET/seedS/METHOD/``, ``DATASET/seedS/METHOD.log``, ``scores.tsv``, ``table.md``.
 """
 from __future__ import annotations
 
@@ -41,16 +51,18 @@ sys.path[:0] = [str(HERE), str(BENCH / "common")]
 from procstat import status_mb  # noqa: E402
 
 MAIN_PY = sys.executable
-VENV_PY = {"harmony": BENCH / ".venvs" / "harmony" / "bin" / "python",
-           "scbean": BENCH / ".venvs" / "scbean" / "bin" / "python"}
-RUNNERS = {"harmony": HERE / "reference_harmony.py", "scbean": HERE / "reference_davae.py"}
-DEFAULT_STEPS = 3000  # scferry davae's default budget, given to scbean as whole epochs
-METHODS = ["pca", "harmony", "uniport", "davae", "davae_refbudget", "scbean", "scbean_3000"]
-LABELS = {"pca": "PCA (unintegrated)", "harmony": "Harmony (harmonypy, on the PCA)",
-          "uniport": "scferry uniport", "davae": "scferry davae",
-          "davae_refbudget": "scferry davae, scbean's step count", "scbean": "scbean DAVAE 0.5.6",
+RUNNERS = {"harmony": HERE / "reference_harmony.py", "scbean": HERE / "reference_davae.py",
+           "scvi": HERE / "reference_scvi.py"}
+DEFAULT_STEPS = 3000  # scbean_3000: ~3,000 optimiser steps, given to scbean as whole epochs
+DATASETS = ["symphony", "kang", "pdac"]
+METHODS = ["pca", "harmony", "scvi", "davae", "uniport", "scbiot_vae", "refine", "scbean",
+           "scbean_3000"]
+DEFAULT_METHODS = METHODS[:7]
+LABELS = {"pca": "PCA (unintegrated)", "harmony": "Harmony (on the PCA)", "scvi": "scVI 1.4.2",
+          "uniport": "scferry uniport", "davae": "scferry davae", "scbiot_vae": "scferry scbiot_vae",
+          "refine": "sf.refine (on the PCA)", "scbean": "scbean DAVAE 0.5.6",
           "scbean_3000": "scbean DAVAE 0.5.6, ~3,000 steps"}
-SCBEAN = dict(epochs=25, batch_size=128)  # as in the paper's scripts (scbean.fit_integration)
+SCVI_MAX_STEPS = 4000  # cap on scVI's epoch heuristic, in optimiser steps (RESULTS.md: why)
 
 
 # ------------------------------------------------------------------ input, shared by all methods
@@ -82,15 +94,15 @@ def read_input(inp: Path):
     return adata, obs
 
 
-def write_result(out: Path, emb: np.ndarray, run_s: float, t0: float, **extra) -> None:
+def write_result(out: Path, emb: np.ndarray, run_s: float, cpu_s: float, t0: float, **extra) -> None:
     out.mkdir(parents=True, exist_ok=True)
     np.save(out / "embedding.npy", np.asarray(emb, dtype=np.float32))
-    json.dump({"run_seconds": run_s, "total_seconds": time.perf_counter() - t0,
+    json.dump({"run_seconds": run_s, "cpu_seconds": cpu_s, "total_seconds": time.perf_counter() - t0,
                "peak_rss_mb": status_mb("VmHWM"), **extra}, open(out / "timing.json", "w"), indent=1)
 
 
 # ------------------------------------------------------------------ children in the main venv
-def child(method: str, ddir: Path, seed: int, threads: int) -> None:
+def child(method: str, ddir: Path, out: Path, seed: int, threads: int) -> None:
     t0 = time.perf_counter()
     import torch
     torch.set_num_threads(threads)
@@ -98,70 +110,138 @@ def child(method: str, ddir: Path, seed: int, threads: int) -> None:
     names = list(dict.fromkeys(obs["batch"]))
     if method == "pca":
         import scanpy as sc
-        t1 = time.perf_counter()
+        c1, t1 = time.process_time(), time.perf_counter()
         sc.pp.normalize_total(adata, target_sum=1e4)
         sc.pp.log1p(adata)
-        sc.pp.highly_variable_genes(adata, n_top_genes=2000, batch_key="batch", flavor="seurat",
-                                    subset=True)
+        if adata.n_vars > 2000:
+            sc.pp.highly_variable_genes(adata, n_top_genes=2000, batch_key="batch",
+                                        flavor="seurat", subset=True)
         sc.pp.scale(adata, max_value=10)
         sc.tl.pca(adata, n_comps=50, random_state=seed)
-        write_result(ddir / method, adata.obsm["X_pca"], time.perf_counter() - t1, t0)
+        write_result(out, adata.obsm["X_pca"], time.perf_counter() - t1, time.process_time() - c1, t0)
         return
     import scferry as sf
+    if method == "refine":  # sf.refine at its defaults on this seed's PCA
+        adata.obsm["X_pca"] = np.load(out.parent / "pca" / "embedding.npy")
+        c1, t1 = time.process_time(), time.perf_counter()
+        rec = sf.refine(adata, basis="X_pca", batch_key="batch", seed=seed, device="cpu",
+                        progress=False)
+        write_result(out, adata.obsm["X_scferry_refined"], time.perf_counter() - t1,
+                     time.process_time() - c1, t0, iterations=int(rec["n_iter"]),
+                     best_iter=int(rec["best_iter"]), prealign=float(rec["prealign_strength"]))
+        return
     datasets = {n: adata[(obs["batch"] == n).to_numpy()].copy() for n in names}
-    kw = dict(seed=seed, progress=False)
-    if method == "davae_refbudget":  # the number of optimiser steps scbean takes
-        steps = SCBEAN["epochs"] * int(np.ceil(adata.n_obs / SCBEAN["batch_size"]))
-        kw.update(max_iter=steps, patience=None)
-    t1 = time.perf_counter()
-    model = sf.integrate(datasets, method=method.split("_")[0], **kw)
-    run_s = time.perf_counter() - t1
+    c1, t1 = time.process_time(), time.perf_counter()
+    model = sf.integrate(datasets, method=method, seed=seed, device="cpu", progress=False)
+    run_s, cpu_s = time.perf_counter() - t1, time.process_time() - c1
     emb = np.vstack([datasets[n].obsm["X_scferry"] for n in names])  # obs order: stacked by batch
-    write_result(ddir / method, emb, run_s, t0, iterations=model.train_params["iterations_run"],
-                 params={k: v for k, v in model.params.items() if not isinstance(v, tuple)})
+    write_result(out, emb, run_s, cpu_s, t0, iterations=model.train_params["iterations_run"],
+                 params={k: v for k, v in model.params.items()
+                         if isinstance(v, (int, float, str, bool, type(None)))})
 
 
-def run_method(method: str, ddir: Path, seed: int, threads: int) -> float:
+def run_method(method: str, ddir: Path, seed: int, threads: int, venvs: Path) -> float:
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2"}
     tool = method.split("_")[0]
+    out = ddir / f"seed{seed}" / method
+    out.parent.mkdir(parents=True, exist_ok=True)
     if tool in RUNNERS:
-        if not VENV_PY[tool].exists():
-            raise FileNotFoundError(f"{VENV_PY[tool]} missing: run bash bench/venvs/setup_integration.sh")
-        cmd = [str(VENV_PY[tool]), str(RUNNERS[tool]), str(ddir), "--seed", str(seed),
-               "--threads", str(threads), "--name", method]
-        if method == "scbean_3000":
-            cmd += ["--steps", str(DEFAULT_STEPS)]
+        vname = {"harmony": "scvi"}.get(tool, tool)
+        py = venvs / vname / "bin" / "python"
+        if tool == "harmony" and not py.exists():
+            py = venvs / "harmony" / "bin" / "python"  # bench/venvs/setup_integration.sh's
+        if not py.exists():
+            raise FileNotFoundError(f"{py} missing: run bash bench/venvs/setup_"
+                                    f"{'integration' if tool == 'scbean' else 'scvi'}.sh")
+        cmd = [str(py), str(RUNNERS[tool]), str(ddir), "--seed", str(seed), "--threads", str(threads)]
+        if tool == "scbean":
+            cmd += ["--name", f"seed{seed}/{method}"]
+            if method == "scbean_3000":
+                cmd += ["--steps", str(DEFAULT_STEPS)]
+        else:
+            cmd += ["--out", str(out)]
+        if tool == "scvi":
+            cmd += ["--max-steps", str(SCVI_MAX_STEPS)]
     else:
-        cmd = [MAIN_PY, __file__, "--_child", method, str(ddir), "--seed", str(seed),
+        cmd = [MAIN_PY, __file__, "--_child", method, str(ddir), str(out), "--seed", str(seed),
                "--threads", str(threads)]
     t = time.perf_counter()
-    with open(ddir / f"{method}.log", "w") as log:
+    with open(out.parent / f"{method}.log", "w") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ddir)
     if rc != 0:
-        raise RuntimeError(f"{method} failed (exit {rc}); see {ddir / f'{method}.log'}")
+        raise RuntimeError(f"{method} failed (exit {rc}); see {out.parent / f'{method}.log'}")
     return time.perf_counter() - t
 
 
 # ------------------------------------------------------------------ scoring
-def score(emb: np.ndarray, obs: pd.DataFrame, seed: int = 0) -> dict:
+def score(emb: np.ndarray, obs: pd.DataFrame, seed: int = 0, leiden_seeds: int = 1) -> dict:
+    """The study's scores of one embedding (rows in ``obs`` order); module docstring."""
     from scferry import metrics
     ok = np.isfinite(emb).all(axis=1)  # scbean may filter cells; they are scored as missing
     X, obs = emb[ok], obs[ok].reset_index(drop=True)
     labelled = (obs["cell_type"] != "").to_numpy()
-    s = metrics.evaluate(X, labels=obs["cell_type"].where(labelled), batches=obs["batch"],
-                         label_mask=labelled, seed=seed)
-    out = {k: s[k] for k in ("batch_entropy", "ilisi", "silhouette", "ari", "nmi")}
+    lab, Xl = obs["cell_type"][labelled].to_numpy(), X[labelled]
+    out = {}
     batches = obs["batch"].unique()
     if len(batches) >= 3 and labelled.all():
         acc = []
         for b in batches:
             held = (obs["batch"] == b).to_numpy()
-            pred, _ = metrics.knn_label_transfer(X[~held], obs["cell_type"][~held], X[held], k=30)
+            pred, _ = metrics.knn_label_transfer(X[~held], obs["cell_type"][~held], X[held], k=15)
             acc.append(metrics.transfer_accuracy(obs["cell_type"][held], pred))
         out["transfer"] = float(np.mean(acc))
+    out["batch_entropy"] = metrics.batch_entropy(X, obs["batch"], seed=seed)
+    out["ilisi"] = metrics.ilisi(X, obs["batch"], scaled=True, seed=seed)
+    out["silhouette"] = metrics.silhouette(Xl, lab, seed=seed)
+    clus = [metrics.leiden_ari_nmi(Xl, lab, seed=seed + 100 * i) for i in range(leiden_seeds)]
+    out["ari"] = float(np.mean([c["ari"] for c in clus]))
+    out["nmi"] = float(np.mean([c["nmi"] for c in clus]))
     out["cells_scored"] = int(ok.sum())
     return out
+
+
+SCORES = ["transfer", "batch_entropy", "ilisi", "silhouette", "ari", "nmi", "cpu_s", "peak_mb"]
+
+
+def summary(rows: pd.DataFrame) -> pd.DataFrame:
+    """mean ± sd over seeds per dataset and method (scores to 3 decimals, CPU s and MiB whole)."""
+    out = []
+    for (dataset, method), g in rows.groupby(["dataset", "method"], sort=False):
+        row = {"data": dataset, "method": LABELS[method], "seeds": len(g)}
+        for c in SCORES:
+            v = g[c].astype(float) if c in g else pd.Series([np.nan])
+            if v.isna().all():
+                row[c] = "-"
+                continue
+            fmt = "{:.0f}" if c in ("cpu_s", "peak_mb") else "{:.3f}"
+            row[c] = fmt.format(v.mean()) + (" ± " + fmt.format(v.std(ddof=1)) if len(v) > 1 else "")
+        row["steps"] = g["steps"].iloc[0] if "steps" in g else ""
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def goals(rows: pd.DataFrame) -> str:
+    """Issue 16's goals per dataset on the seed means: for davae and uniport, transfer >= max(Harmony,
+    scVI), batch entropy >= Harmony's, silhouette >= PCA's; for refine, transfer >= Harmony's and
+    batch entropy >= Harmony's, and never below the PCA on transfer / silhouette."""
+    m = rows.groupby(["dataset", "method"])[["transfer", "batch_entropy", "silhouette"]].mean()
+    lines = ["| data | method | transfer >= max(Harmony, scVI) | batch entropy >= Harmony | "
+             "silhouette >= PCA |", "|---|---|---|---|---|"]
+
+    def cmp(d, meth, col, refs):
+        vals = [m.loc[(d, r), col] for r in refs if (d, r) in m.index]
+        if (d, meth) not in m.index or not vals or not np.isfinite(m.loc[(d, meth), col]):
+            return "-"
+        v, ref = m.loc[(d, meth), col], max(vals)
+        return f"{'yes' if v >= ref else '**no**'} ({v:.3f} vs {ref:.3f})"
+    for d in dict.fromkeys(rows["dataset"]):
+        for meth in ("davae", "uniport", "refine"):
+            if (d, meth) in m.index:
+                lines.append(f"| {d} | {LABELS[meth]} | {cmp(d, meth, 'transfer', ['harmony', 'scvi'])} | "
+                             f"{cmp(d, meth, 'batch_entropy', ['harmony'])} | "
+                             f"{cmp(d, meth, 'silhouette', ['pca'])} |")
+    return "\n".join(lines)
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -172,55 +252,121 @@ def markdown(table: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def umap_grid(out: Path, datasets: list[str], methods: list[str], seed: int = 0,
+              max_cells: int = 4000) -> Path:
+    """UMAPs of each method's seed-``seed`` embedding: one row per method, two panels (batch, cell
+    type) per dataset; at most ``max_cells`` cells per dataset (the same random subset for every
+    method)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import umap
+    fig, axes = plt.subplots(len(methods), 2 * len(datasets), squeeze=False,
+                             figsize=(3.0 * 2 * len(datasets), 2.9 * len(methods)))
+    for j, d in enumerate(datasets):
+        obs = pd.read_csv(out / d / "input" / "obs.tsv", sep="\t", keep_default_na=False, dtype=str)
+        rng = np.random.default_rng(0)
+        take = np.sort(rng.choice(len(obs), min(max_cells, len(obs)), replace=False))
+        o = obs.iloc[take]
+        colours = {}
+        for key in ("batch", "cell_type"):
+            levels = sorted(set(o[key]) - {""})
+            cmap = plt.get_cmap("tab10" if len(levels) <= 10 else "tab20")
+            colours[key] = {lv: cmap(i % cmap.N) for i, lv in enumerate(levels)}
+            colours[key][""] = (0.8, 0.8, 0.8, 1.0)
+        for i, meth in enumerate(methods):
+            f = out / d / f"seed{seed}" / meth / "embedding.npy"
+            for c, key in enumerate(("batch", "cell_type")):
+                ax = axes[i, 2 * j + c]
+                ax.set_xticks([]), ax.set_yticks([])
+                if i == 0:
+                    ax.set_title(f"{d}: {key.replace('_', ' ')}", fontsize=9)
+                if c == 0 and j == 0:
+                    ax.set_ylabel(LABELS[meth], fontsize=8)
+            if not f.exists():
+                continue
+            emb = np.load(f)[take]
+            xy = umap.UMAP(random_state=0, n_jobs=1).fit_transform(emb)
+            for c, key in enumerate(("batch", "cell_type")):
+                ax = axes[i, 2 * j + c]
+                ax.scatter(xy[:, 0], xy[:, 1], s=1.5, lw=0, rasterized=True,
+                           c=[colours[key][v] for v in o[key]])
+        for c, key in enumerate(("batch", "cell_type")):
+            handles = [plt.Line2D([], [], marker="o", ls="", color=col, label=lv or "unlabelled")
+                       for lv, col in colours[key].items() if lv in set(o[key])]
+            axes[-1, 2 * j + c].legend(handles=handles, fontsize=5, loc="upper center",
+                                      bbox_to_anchor=(0.5, -0.02), ncol=2, frameon=False)
+    fig.tight_layout()
+    path = out / "umap.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main() -> int:
+    from datasets import shared_data_dir
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=["symphony", "pdac"], choices=["symphony", "pdac"])
-    p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
-    p.add_argument("--data-dir", default=str(BENCH.parents[1] / "shared" / "data"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
+    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=METHODS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--leiden-seeds", type=int, default=3, help="Leiden seeds per ARI/NMI")
+    p.add_argument("--data-dir", default=shared_data_dir())
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--venvs", type=Path, default=BENCH / ".venvs", help="where scvi/ (and scbean/) are")
     p.add_argument("--out", type=Path, default=BENCH / "out" / "integration")
     p.add_argument("--score-only", action="store_true", help="rescore finished runs")
-    p.add_argument("--_child", nargs=2, help=argparse.SUPPRESS)
+    p.add_argument("--skip-done", action="store_true", help="do not rerun runs with an embedding")
+    p.add_argument("--no-score", action="store_true", help="run only; score later with --score-only")
+    p.add_argument("--umap", action="store_true", help="draw umap.png (seed 0)")
+    p.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     args.out = args.out.resolve()  # children run inside their dataset folder
     if args._child:
-        child(args._child[0], Path(args._child[1]), args.seed, args.threads)
+        child(args._child[0], Path(args._child[1]), Path(args._child[2]), args.seeds[0], args.threads)
         return 0
 
     import torch
     torch.set_num_threads(args.threads)
     rows = []
+    methods = [m for m in METHODS if m in args.methods]
+    if any(m in methods for m in ("harmony", "refine")) and "pca" not in methods:
+        methods.insert(0, "pca")  # Harmony and refine correct the PCA
     for dataset in args.datasets:
         ddir = args.out / dataset
-        if not args.score_only:
+        if not args.score_only and not (ddir / "input" / "counts.npz").exists():
             prepare(dataset, args.data_dir, ddir / "input")
         obs = pd.read_csv(ddir / "input" / "obs.tsv", sep="\t", keep_default_na=False, dtype=str)
-        methods = [m for m in METHODS if m in args.methods]
-        if "harmony" in methods and "pca" not in methods and not (ddir / "pca").exists():
-            methods.insert(0, "pca")  # Harmony corrects the PCA
-        for method in methods:
-            if not args.score_only:
-                print(f"[{dataset}] {method} ...", flush=True)
-                load = os.getloadavg()[0]
-                process_s = run_method(method, ddir, args.seed, args.threads)
-                json.dump({"process_seconds": process_s, "loadavg_1min": [load, os.getloadavg()[0]]},
-                          open(ddir / method / "process.json", "w"))
-            timing = json.load(open(ddir / method / "timing.json"))
-            process = json.load(open(ddir / method / "process.json"))
-            row = {"dataset": dataset, "method": LABELS[method],
-                   **score(np.load(ddir / method / "embedding.npy"), obs, args.seed),
-                   "run_s": timing["run_seconds"], "process_s": process["process_seconds"],
-                   "peak_rss_mb": timing["peak_rss_mb"], "steps": timing.get("iterations", ""),
-                   "load": max(process.get("loadavg_1min", [np.nan]))}
-            rows.append(row)
-            print("   ", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}, flush=True)
+        for seed in args.seeds:
+            for method in methods:
+                res = ddir / f"seed{seed}" / method
+                if not args.score_only and not (args.skip_done and (res / "embedding.npy").exists()):
+                    print(f"[{dataset} seed {seed}] {method} ...", flush=True)
+                    load = os.getloadavg()[0]
+                    process_s = run_method(method, ddir, seed, args.threads, args.venvs)
+                    json.dump({"process_seconds": process_s, "loadavg_1min": [load, os.getloadavg()[0]]},
+                              open(res / "process.json", "w"))
+                if args.no_score or not (res / "embedding.npy").exists():
+                    continue
+                timing = json.load(open(res / "timing.json"))
+                process = json.load(open(res / "process.json")) if (res / "process.json").exists() else {}
+                row = {"dataset": dataset, "method": method, "seed": seed,
+                       **score(np.load(res / "embedding.npy"), obs, seed, args.leiden_seeds),
+                       "cpu_s": timing.get("cpu_seconds", np.nan), "run_s": timing["run_seconds"],
+                       "peak_mb": timing["peak_rss_mb"], "steps": timing.get("iterations", ""),
+                       "load": max(process.get("loadavg_1min", [np.nan]))}
+                rows.append(row)
+                print("   ", {k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()},
+                      flush=True)
+    if args.no_score:
+        return 0
     table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
     table.to_csv(args.out / "scores.tsv", sep="\t", index=False)
-    md = markdown(table)
+    md = markdown(summary(table)) + "\n\nGoals (seed means):\n\n" + goals(table)
     (args.out / "table.md").write_text(md + "\n")
     print(md)
+    if args.umap:
+        print("UMAP grid:", umap_grid(args.out, args.datasets, methods))
     return 0
 
 

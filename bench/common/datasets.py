@@ -7,6 +7,7 @@ import anndata as ad
 
 PDAC_FILES = [("pdac_a_st.h5ad", "PDAC-A-ST1"), ("pdac_a_scrna.h5ad", "PDAC-A-indrop")]
 SYMPHONY_FILE = "symphony_pbmc.h5ad"
+KANG_FILE = "kang_pbmc_donors.h5ad"
 
 
 def shared_data_dir() -> str:
@@ -22,8 +23,8 @@ def load_datasets(name: str, data_dir: str) -> list[tuple[str, ad.AnnData]]:
     if name == "pdac":
         # Tutorial order: spots are dataset 0, scRNA (labelled) is dataset 1 = reference.
         return [(label, ad.read_h5ad(os.path.join(data_dir, f))) for f, label in PDAC_FILES]
-    if name == "symphony":
-        full = ad.read_h5ad(os.path.join(data_dir, SYMPHONY_FILE))
+    if name in ("symphony", "kang"):
+        full = ad.read_h5ad(os.path.join(data_dir, SYMPHONY_FILE if name == "symphony" else KANG_FILE))
         batches = full.obs["batch"]
         levels = list(batches.cat.categories) if hasattr(batches, "cat") else sorted(batches.unique())
         return [(str(b), full[(batches == b).to_numpy()].copy()) for b in levels]
