@@ -10,7 +10,8 @@
 Writes ``DIR/<method>/proportions.tsv`` (spots x types, rows sum to 1) and ``result.json``
 (time s, CPU s, peak resident MiB, the epochs used).
 
-- cell2location (Kleshchevnikov et al. 2022): its tutorial's two steps at reduced epochs (CPU):
+- cell2location (Kleshchevnikov et al. 2022): its tutorial's steps at reduced epochs (CPU):
+  ``filter_genes`` (cell_count_cutoff=5, cell_percentage_cutoff2=0.03, nonz_mean_cutoff=1.12),
   ``RegressionModel`` on the reference counts (labels = ``cell_type``), signatures = the
   posterior means of per-cluster mean expression; then ``Cell2location(N_cells_per_location=8,
   detection_alpha=20)`` on the spots; proportions = posterior mean abundances ``w_sf`` per spot,
@@ -39,7 +40,15 @@ from procstat import status_mb  # noqa: E402
 def cell2location(ref, spots, args) -> tuple[pd.DataFrame, dict]:
     import cell2location as c2l
     from cell2location.models import RegressionModel
-    ref = ref[:, np.asarray(ref.X.sum(axis=0)).ravel() > 0].copy()
+    import matplotlib
+    matplotlib.use("Agg")  # filter_genes draws its cut-offs
+    import matplotlib.pyplot as plt
+    from cell2location.utils.filtering import filter_genes
+    # the tutorial's gene selection on the reference (its default cut-offs); all genes of the
+    # small panels pass, PDAC keeps about half of its ~20,000
+    ref = ref[:, filter_genes(ref, cell_count_cutoff=5, cell_percentage_cutoff2=0.03,
+                              nonz_mean_cutoff=1.12)].copy()
+    plt.close("all")
     ref.obs["cell_type"] = ref.obs["cell_type"].astype(str)
     RegressionModel.setup_anndata(ref, labels_key="cell_type")
     reg = RegressionModel(ref)
@@ -53,11 +62,18 @@ def cell2location(ref, spots, args) -> tuple[pd.DataFrame, dict]:
     sig = sig.loc[genes]
     c2l.models.Cell2location.setup_anndata(spots)
     mod = c2l.models.Cell2location(spots, cell_state_df=sig, N_cells_per_location=8, detection_alpha=20)
-    mod.train(max_epochs=args.spatial_epochs, batch_size=None, train_size=1, accelerator="cpu")
-    spots = mod.export_posterior(spots, sample_kwargs={"num_samples": 200, "batch_size": mod.adata.n_obs})
-    w = spots.obsm["means_cell_abundance_w_sf"]
-    w.columns = [c.replace("meanscell_abundance_w_sf_", "") for c in w.columns]
-    return w[types], {"ref_epochs": args.ref_epochs, "spatial_epochs": args.spatial_epochs}
+    done = 0
+    for ep in sorted(set(args.checkpoints or []) | {args.spatial_epochs}):
+        # a second train() call continues from the current variational parameters (the module's)
+        mod.train(max_epochs=ep - done, batch_size=None, train_size=1, accelerator="cpu")
+        done = ep
+        post = mod.export_posterior(spots.copy(), sample_kwargs={"num_samples": 200, "batch_size": mod.adata.n_obs})
+        w = post.obsm["means_cell_abundance_w_sf"]
+        w.columns = [c.replace("meanscell_abundance_w_sf_", "") for c in w.columns]
+        info = {"ref_epochs": args.ref_epochs, "spatial_epochs": ep}
+        if ep < args.spatial_epochs:  # a convergence checkpoint: its own sub-directory
+            write(w[types], info, args.dir / f"{args.name or 'cell2location'}_e{ep}", args._t0)
+    return w[types], info
 
 
 def tangram(ref, spots, args) -> tuple[pd.DataFrame, dict]:
@@ -80,23 +96,31 @@ def main() -> int:
     p.add_argument("--ref-epochs", type=int, default=100)
     p.add_argument("--spatial-epochs", type=int, default=1000)
     p.add_argument("--epochs", type=int, default=500)
+    p.add_argument("--checkpoints", type=int, nargs="*", default=None,
+                   help="cell2location: also write the posterior after these many spatial epochs "
+                        "(into <name>_e<epochs>/; a convergence measurement in one run)")
+    p.add_argument("--name", default=None, help="output sub-directory (default: the method's name)")
     args = p.parse_args()
     import torch
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
     np.random.seed(args.seed)
     ref, spots = load_inputs(args.dir)
-    t0, c0 = time.perf_counter(), time.process_time()
+    args._t0 = (time.perf_counter(), time.process_time())
     props, info = (cell2location if args.method == "cell2location" else tangram)(ref, spots, args)
+    write(props, info, args.dir / (args.name or args.method), args._t0)
+    return 0
+
+
+def write(props: pd.DataFrame, info: dict, out: Path, t0: tuple[float, float]) -> None:
+    """proportions.tsv (rows summed to 1) and result.json (time and CPU s since ``t0``, peak MiB)."""
     t1, c1 = time.perf_counter(), time.process_time()
     props = props.clip(lower=0)
     props = props.div(props.sum(axis=1), axis=0)
-    out = args.dir / args.method
     out.mkdir(exist_ok=True)
     props.to_csv(out / "proportions.tsv", sep="\t", index_label="spot")
-    json.dump({"time_s": t1 - t0, "cpu_s": c1 - c0, "peak_rss_mb": status_mb(), **info},
+    json.dump({"time_s": t1 - t0[0], "cpu_s": c1 - t0[1], "peak_rss_mb": status_mb(), **info},
               open(out / "result.json", "w"), indent=1)
-    return 0
 
 
 if __name__ == "__main__":

@@ -47,9 +47,8 @@ from procstat import status_mb  # noqa: E402
 from datasets import shared_data_dir  # noqa: E402
 from spots import DATASETS, DESIGNS, load_reference, make_spots, metrics, nnls_proportions, split_halves  # noqa: E402
 
-VENVS = {"uniport": Path(os.environ.get("UNIPORT_VENV", str(BENCH / ".venvs" / "uniport"))),
-         "cell2location": Path(os.environ.get("C2L_VENV", str(BENCH / ".venvs" / "cell2location"))),
-         "tangram": Path(os.environ.get("TG_VENV", str(BENCH / ".venvs" / "tangram")))}
+VENV_VARS = {"uniport": "UNIPORT_VENV", "cell2location": "C2L_VENV", "tangram": "TG_VENV"}
+VENVS = {m: Path(os.environ.get(v, str(BENCH / ".venvs" / m))) for m, v in VENV_VARS.items()}
 LABELS = {"uniform": "uniform 1/K", "nnls": "NNLS", "scferry": "sf.deconvolve", "uniport": "uniport 1.3 (plan)",
           "cell2location": "cell2location", "tangram": "Tangram"}
 METRICS = ["RMSE", "JSD", "AUPR", "r"]
@@ -66,9 +65,10 @@ def write_inputs(d: Path, X_ref, ref_labels, ref_names, Y, truth, types, genes) 
     pd.DataFrame(truth, index=names, columns=types).to_csv(d / "truth.tsv", sep="\t", index_label="spot")
 
 
-def run_scferry(dirs: dict[str, Path], seed: int) -> None:
+def run_scferry(dirs: dict[str, Path], seed: int, name: str = "scferry", params: dict | None = None) -> None:
     """sf.deconvolve's default path (readout="counts", every other argument at its default) on the
-    reference half and each design's spots; writes DIR/scferry/proportions.tsv + result.json.
+    reference half and each design's spots; writes DIR/<name>/proportions.tsv + result.json.
+    ``params`` overrides defaults (an ablation, ``--sf-variant``).
 
     The public call needs a fitted model only to find the datasets: readout="counts" reads their
     counts, never the embedding, so the study calls the function that sf.deconvolve runs for it
@@ -80,7 +80,8 @@ def run_scferry(dirs: dict[str, Path], seed: int) -> None:
     from scferry.data import Dataset
     from scferry.tl.deconvolve import _signature_fit
     defaults = {k: v.default for k, v in inspect.signature(sf.deconvolve).parameters.items()
-                if k in ("platform", "min_share", "max_iter", "seed")}
+                if k in ("platform", "min_share", "prior_shape", "max_iter", "seed")}
+    defaults.update(params or {})
     d0 = next(iter(dirs.values()))
     genes = pd.Index((d0 / "genes.txt").read_text().splitlines())
     obs = pd.read_csv(d0 / "ref_obs.tsv", sep="\t").set_index("cell")
@@ -95,7 +96,7 @@ def run_scferry(dirs: dict[str, Path], seed: int) -> None:
             props, params = _signature_fit(ref, spots, obs["cell_type"].astype(str), "ref", design,
                                            progress=False, **defaults)
         t2, c2 = time.perf_counter(), time.process_time()
-        out = d / "scferry"
+        out = d / name
         out.mkdir(exist_ok=True)
         props.to_csv(out / "proportions.tsv", sep="\t", index_label="spot")
         json.dump({"time_s": t2 - t1, "cpu_s": c2 - c1, "peak_rss_mb": status_mb(), "params": params,
@@ -198,7 +199,19 @@ def main() -> int:
     p.add_argument("--score-only", action="store_true", help="score the finished runs, start none")
     p.add_argument("--data-dir", type=Path, default=Path(shared_data_dir()))
     p.add_argument("--out", type=Path, default=BENCH / "out" / "deconvolution")
+    p.add_argument("--venvs", type=Path, default=None,
+                   help="folder holding the peer venvs uniport/, cell2location/, tangram/ (default: "
+                        "$UNIPORT_VENV / $C2L_VENV / $TG_VENV each, else bench/.venvs/<method>)")
+    p.add_argument("--sf-variant", action="append", default=[], metavar="NAME:KEY=VALUE[,KEY=VALUE]",
+                   help="also run sf.deconvolve with these arguments changed (an ablation), scored as "
+                        "method scferry_NAME; e.g. ml:prior_shape=None")
     args = p.parse_args()
+    import ast
+    variants = [(f"scferry_{v.split(':')[0]}",
+                 {k: ast.literal_eval(x) for k, x in (kv.split("=") for kv in v.split(":", 1)[1].split(","))})
+                for v in args.sf_variant]
+    if args.venvs is not None:
+        VENVS.update({m: args.venvs / m for m in VENVS})
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     rows, failures = [], []
     for ds in args.datasets:
@@ -215,14 +228,15 @@ def main() -> int:
                     write_inputs(d, X[ref_rows], labels[ref_rows], [f"cell{i}" for i in ref_rows], Y, truth, types, genes)
                     if rare:
                         (d / "rare.txt").write_text(rare + "\n")
-            if "scferry" in args.methods and not args.score_only and (args.rerun or not all((d / "scferry" / "result.json").exists()
-                                                                 for d in dirs.values())):
-                run_scferry(dirs, seed)
+            for name, params in [("scferry", {})] * ("scferry" in args.methods) + variants:
+                if not args.score_only and (args.rerun or not all((d / name / "result.json").exists()
+                                                                  for d in dirs.values())):
+                    run_scferry(dirs, seed, name, params)
             for design, d in dirs.items():
                 truth = pd.read_csv(d / "truth.tsv", sep="\t", index_col=0)
                 Y = sp.load_npz(d / "spots.npz").tocsr()
                 args._seed = seed
-                for m in args.methods:
+                for m in args.methods + [v for v, _ in variants]:
                     t0, c0 = time.perf_counter(), time.process_time()
                     if m == "uniform":
                         props, info = pd.DataFrame(1 / len(types), index=truth.index, columns=types), {}
@@ -232,11 +246,12 @@ def main() -> int:
                         props = pd.DataFrame(nnls_proportions(Y, S), index=truth.index, columns=types)
                         info = {"time_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}
                     else:
-                        if m != "scferry" and not (VENVS[m] / "bin" / "python").exists():
+                        internal = m.startswith("scferry")
+                        if not internal and not (VENVS[m] / "bin" / "python").exists():
                             failures.append(f"{m}: venv {VENVS[m]} missing")
                             continue
-                        res = None if (args.rerun and m != "scferry") else read_result(m, d, ref_counts)
-                        if res is None and m != "scferry" and not args.score_only \
+                        res = None if (args.rerun and not internal) else read_result(m, d, ref_counts)
+                        if res is None and not internal and not args.score_only \
                                 and not (d / m / "failed.txt").exists():
                             log = d / f"{m}.log"
                             try:

@@ -6,6 +6,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
+from scipy.special import digamma
 from tqdm.auto import tqdm
 
 from ..errors import ScferryWarning
@@ -22,6 +23,7 @@ PLATFORM_SPOTS = 5000  # spots (at most, seeded subsample) that estimate the gen
 MIN_SHARE = 0.0  # readout="counts": sparsity cut (off by default: it costs AUPR and RMSE, bench/deconvolution)
 TOL = 1e-4  # readout="counts": EM stops once no spot's abundances change by more (relative L1)
 PRIOR_COUNTS = 10.0  # Gamma(b, b) prior of the gene factors, in counts
+PRIOR_SHAPE = 1.0  # readout="counts": Gamma shape of each type's abundance (posterior mean; None: maximum likelihood)
 
 
 # ---------------------------------------------------------------------------- signature fit
@@ -37,7 +39,8 @@ def type_signatures(X: sp.csr_matrix, labels, types: list[str]) -> np.ndarray:
 
 
 def _poisson_abundance(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_iter: int, tol: float,
-                       min_share: float, init: np.ndarray | None = None) -> np.ndarray:
+                       min_share: float, init: np.ndarray | None = None,
+                       prior: tuple[float, float, float] | None = None) -> np.ndarray:
     """Per-spot Poisson fit ``y_sg ~ Poisson(lambda_g sum_k a_sk S_kg)`` of the spots (rows) of
     ``Y``, gene factors ``lambda`` (``scale``) fixed: EM (multiplicative) updates of the abundances
     ``a`` with the signatures fixed (Lee & Seung 2001's KL updates), all spots at once, only at the
@@ -45,7 +48,13 @@ def _poisson_abundance(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_ite
     type's total ``c_k = sum_g lambda_g S_kg``. ``min_share``: in each E-step a type's counts
     attributed to the spot lose ``min_share`` x the spot's counts (floored at 0), the MAP step of a
     sparsity prior: a type that explains less than that share of the spot leaves it. Returns spots x
-    types abundances (cells, in the reference's counts per cell)."""
+    types abundances (cells, in the reference's counts per cell).
+
+    ``prior = (shape, rate, phi)``: instead of the maximum-likelihood ``a``, the posterior mean of
+    ``a`` under independent Gamma(shape, rate) priors with the likelihood tempered by ``1 / phi``
+    (a quasi-Poisson likelihood, ``phi`` the counts' dispersion), by mean-field variational Bayes:
+    the conjugate updates of Poisson factorisation with Gamma priors (Cemgil, Comput Intell
+    Neurosci 2009), signatures fixed. The E-step uses the geometric mean ``exp(E log a)``."""
     K = S.shape[0]
     y = Y.data.astype(np.float64)
     dense = Y.nnz > DENSE_FILL * Y.shape[0] * Y.shape[1]
@@ -59,6 +68,7 @@ def _poisson_abundance(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_ite
     # flat start (the spot's counts spread over the types), or a warm start
     a = np.tile(lib[:, None] / c.sum(), (1, K)) if init is None else init.copy()
     cut = min_share * lib[:, None]
+    mean = a  # prior: the posterior mean; a is then the geometric mean the E-step uses
     for _ in range(n_iter):
         if dense:
             ratio = Yd / np.maximum((a @ S).astype(np.float32), 1e-30)
@@ -66,20 +76,31 @@ def _poisson_abundance(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_ite
             mu = np.einsum("ij,ij->i", a[rows], ST)
             ratio = sp.csr_matrix((y / np.maximum(mu, 1e-300), Y.indices, Y.indptr), shape=Y.shape)
         attributed = a * (ratio @ S32.T if dense else ratio @ S.T)  # counts the E-step gives each type
-        new = np.maximum(attributed - cut, 0.0) / c[None, :]
-        empty = new.sum(axis=1) == 0          # every type under the cut: keep the best one
-        if empty.any():
-            best = attributed[empty].argmax(axis=1)
-            new[np.flatnonzero(empty), best] = attributed[empty, best] / c[best]
-        step = np.abs(new - a).sum(axis=1) / np.maximum(a.sum(axis=1), 1e-300)
-        a = new
+        kept = np.maximum(attributed - cut, 0.0)
+        if prior is None:
+            new = kept / c[None, :]
+            empty = new.sum(axis=1) == 0      # every type under the cut: keep the best one
+            if empty.any():
+                best = attributed[empty].argmax(axis=1)
+                new[np.flatnonzero(empty), best] = attributed[empty, best] / c[best]
+            step = np.abs(new - a).sum(axis=1) / np.maximum(a.sum(axis=1), 1e-300)
+            a = mean = new
+        else:
+            shape, rate, phi = prior
+            post_shape = shape + kept / phi
+            post_rate = rate + c[None, :] / phi
+            new = post_shape / post_rate
+            a = np.exp(digamma(post_shape)) / post_rate
+            step = np.abs(new - mean).sum(axis=1) / np.maximum(mean.sum(axis=1), 1e-300)
+            mean = new
         if step.max() < tol:
             break
-    return a
+    return mean
 
 
 def _abundance_chunks(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_iter: int, tol: float,
-                      min_share: float, progress: bool = False, init: np.ndarray | None = None) -> np.ndarray:
+                      min_share: float, progress: bool = False, init: np.ndarray | None = None,
+                      prior: tuple[float, float, float] | None = None) -> np.ndarray:
     """:func:`_poisson_abundance` over chunks of spots, each at most ``CHUNK`` spots and
     ``DENSE_CELLS`` spot x gene entries (its memory stays bounded however many spots there are)."""
     size = int(max(16, min(CHUNK, DENSE_CELLS // max(S.shape[1], 1))))
@@ -87,7 +108,7 @@ def _abundance_chunks(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_iter
     out = np.empty((Y.shape[0], S.shape[0]))
     for i in tqdm(chunks, desc="deconvolve", unit="chunk", disable=not progress or len(chunks) < 2):
         out[i:i + size] = _poisson_abundance(Y[i:i + size], S, scale, n_iter, tol, min_share,
-                                             None if init is None else init[i:i + size])
+                                             None if init is None else init[i:i + size], prior)
     return out
 
 
@@ -114,6 +135,24 @@ def _platform_scale(Y: sp.csr_matrix, S: np.ndarray, n_iter: int, tol: float, mi
     return scale
 
 
+def _abundance_prior(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, a: np.ndarray,
+                     shape: float) -> tuple[float, float, float]:
+    """(shape, rate, phi) of readout="counts"'s prior from a maximum-likelihood fit ``a`` of the
+    spots ``Y``: ``phi`` the Pearson dispersion of the counts (quasi-Poisson, McCullagh & Nelder
+    1989), at least 1; each type's abundance Gamma(shape, rate) with mean ``N / K``, ``N`` the
+    median cells per spot of the fit (cell2location's prior on cells per location, estimated
+    instead of given)."""
+    K = S.shape[0]
+    rows = np.repeat(np.arange(Y.shape[0]), np.diff(Y.indptr))
+    mu = np.einsum("ij,ij->i", a[rows], (S * scale[None, :]).T[Y.indices])
+    y = Y.data.astype(np.float64)
+    total_mu = float((a @ (S * scale[None, :]).sum(axis=1)).sum())
+    pearson = float((y * y / np.maximum(mu, 1e-300)).sum() - 2 * y.sum() + total_mu)
+    phi = max(pearson / max(Y.shape[0] * (Y.shape[1] - K), 1), 1.0)
+    n_cells = float(np.median(a.sum(axis=1)))
+    return float(shape), float(shape * K / max(n_cells, 1e-12)), phi
+
+
 def per_type_mean(mass: pd.DataFrame, labels) -> pd.DataFrame:
     """deconvolve's ``readout="type_mean"`` from its ``"mass"`` table (spots x types): each
     type's mass divided by its number of reference cells (``labels``), rows summed to 1 again."""
@@ -124,7 +163,7 @@ def per_type_mean(mass: pd.DataFrame, labels) -> pd.DataFrame:
 
 def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
                readout: str = "counts", platform: bool = True, min_share: float = MIN_SHARE,
-               max_iter: int = 500, k: int = 30, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+               prior_shape: float | None = PRIOR_SHAPE, max_iter: int = 500, k: int = 30, seed: int = 0, progress: bool = True) -> pd.DataFrame:
     """Cell-type proportions of each spot: by default a fit of each spot's counts on the
     reference's cell-type signatures (a mixture model); the OT plan's readouts stay available.
 
@@ -139,14 +178,25 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
     Nat Biotechnol 40, 517 (2022)) and cell2location (Kleshchevnikov et al., Nat Biotechnol 40,
     661 (2022)) model the technology difference between scRNA-seq and spots. ``lambda`` is
     estimated jointly across spots (at most 5,000, a seeded subsample), alternating with the
-    abundances, under a Gamma(10, 10) prior (mean 1) that keeps genes with few counts near 1; then
-    every spot's ``a`` is the maximum-likelihood fit by EM (the multiplicative KL updates of Lee &
-    Seung, NIPS 2001, signatures fixed), in chunks of spots, using only the non-zero counts (no
-    spots x cells or dense spots x genes matrix). The maximum-likelihood abundances of types the
-    counts do not support sit on the boundary (0), and the multiplicative updates drive them
-    there; ``min_share`` > 0 adds a hard cut (below). Proportions: ``a_s / sum_k a_sk``
-    (fractions of cells, since signatures are per cell). Types with fewer than 25 reference cells
-    are named in a warning: their signatures are means of few cells, so noisy (RCTD's minimum).
+    abundances, under a Gamma(10, 10) prior (mean 1) that keeps genes with few counts near 1.
+
+    Abundances: by default the posterior mean of ``a`` under a Gamma(``prior_shape``, ``beta``)
+    prior per type, as cell2location puts a prior on cells per location and reports posterior
+    means. Deviations from cell2location: the prior's mean ``N / K`` is estimated (``N`` the median
+    cells per spot of a maximum-likelihood fit of a subsample of at most 5,000 spots) instead of
+    given (``N_cells_per_location``); the counts' overdispersion enters as a quasi-Poisson
+    likelihood tempered by its Pearson dispersion ``phi`` (McCullagh & Nelder 1989) instead of a
+    negative binomial; and the posterior is fitted by mean-field variational Bayes with the
+    conjugate updates of Poisson factorisation (Cemgil, Comput Intell Neurosci 2009), signatures
+    fixed, not by stochastic variational inference. ``prior_shape=None`` gives the
+    maximum-likelihood fit by EM instead (the multiplicative KL updates of Lee & Seung, NIPS 2001);
+    the posterior mean spreads a spot over types with similar signatures where the ML fit picks
+    one, which lowers the squared error and raises the mass on absent types a little
+    (bench/deconvolution/RESULTS.md). Both run in chunks of spots, using only the non-zero counts
+    (no spots x cells or dense spots x genes matrix). ``min_share`` > 0 adds a hard cut (below).
+    Proportions: ``a_s / sum_k a_sk`` (fractions of cells, since signatures are per cell). Types
+    with fewer than 25 reference cells are named in a warning: their signatures are means of few
+    cells, so noisy (RCTD's minimum).
 
     Parameters
     ----------
@@ -176,11 +226,15 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
         type's counts attributed to a spot lose ``min_share`` x the spot's counts (floored at 0),
         so a type explaining less than that share of the spot gets exactly 0 (the MAP step of a
         sparsity prior; it trades ranking of weak types, AUPR, for exact zeros).
+    prior_shape
+        ``readout="counts"``: shape of the Gamma prior of each type's abundance (posterior mean,
+        above), in (0, 100]; 1 (default) is an exponential prior; ``None``: maximum likelihood.
     max_iter
         ``readout="counts"``: EM iterations at most (stops earlier once abundances change by
         less than 1e-4, relative L1, in every spot).
     seed
-        ``readout="counts"``: the subsample of spots that estimates ``lambda`` (more than 5,000 spots).
+        ``readout="counts"``: the subsamples of spots that estimate ``lambda`` and the prior (more
+        than 5,000 spots).
     progress
         ``readout="counts"``: a progress bar over chunks of spots.
 
@@ -190,7 +244,8 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
     ``obsm["scferry_proportions"]`` (float32, the same values) and
     ``uns["scferry_proportions_columns"]`` (the cell types, column order); with one AnnData +
     ``batch_key``, rows of other datasets get NaN. ``readout="counts"`` also records its choices
-    in ``uns["scferry_proportions_params"]`` (genes used, platform, min_share, iterations).
+    in ``uns["scferry_proportions_params"]`` (genes used, platform, min_share, prior shape, rate
+    and dispersion, iterations).
     Nothing else is touched. Datasets given to integrate as paths (on disk): the reference's
     signatures are summed over chunks of cells (never loaded whole); the spots' counts on the
     shared genes are read in chunks into memory (the fit needs them); the proportions and their
@@ -203,6 +258,10 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
     if isinstance(min_share, bool) or not isinstance(min_share, (int, float, np.floating)) \
             or not 0 <= min_share < 0.5:
         raise ValueError(f"min_share must be a number in [0, 0.5) (a share of each spot's counts); got {min_share!r}.")
+    if prior_shape is not None and (isinstance(prior_shape, bool) or not isinstance(prior_shape, (int, float, np.floating))
+                                    or not 0 < prior_shape <= 100):
+        raise ValueError(f"prior_shape must be None (maximum likelihood) or a number in (0, 100] (the Gamma "
+                         f"shape of each type's abundance); got {prior_shape!r}.")
     _check_int(max_iter, "max_iter")
     _check_int(seed, "seed", minimum=0)
     if not isinstance(progress, (bool, np.bool_)):
@@ -217,7 +276,8 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
     if readout == "counts":
         df, params = _signature_fit(ref, spt, labels, reference, spots, platform=bool(platform),
                                     min_share=float(min_share), max_iter=int(max_iter), seed=int(seed),
-                                    progress=bool(progress))
+                                    progress=bool(progress),
+                                    prior_shape=None if prior_shape is None else float(prior_shape))
         spt.adata.uns[PROPORTIONS_KEY + "_params"] = params
     else:
         df = _plan_readout(model, ref, spt, labels, reference, spots, readout, k)
@@ -267,7 +327,7 @@ def _stored_matrix(d):
 
 
 def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, max_iter, seed,
-                   progress) -> tuple[pd.DataFrame, dict]:
+                   progress, prior_shape=None) -> tuple[pd.DataFrame, dict]:
     """readout="counts": checks, shared genes, signatures, gene factors, then the fit in chunks."""
     shared = ref.var_names[ref.var_names.isin(spt.var_names)]
     if ref.var_names.has_duplicates or spt.var_names.has_duplicates:
@@ -318,9 +378,17 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
         rng = np.random.default_rng(seed)
         sub = fit_rows if len(fit_rows) <= PLATFORM_SPOTS else np.sort(rng.choice(fit_rows, PLATFORM_SPOTS, replace=False))
         scale = _platform_scale(Ys[sub], S, min(max_iter, 100), TOL, min_share, PRIOR_COUNTS)
+    prior = None
+    if prior_shape is not None and len(fit_rows):
+        rng = np.random.default_rng([seed, 1])
+        sub = fit_rows if len(fit_rows) <= PLATFORM_SPOTS else np.sort(rng.choice(fit_rows, PLATFORM_SPOTS, replace=False))
+        a_ml = _abundance_chunks(Ys[sub], S, scale, max_iter, tol, min_share)
+        prior = _abundance_prior(Ys[sub], S, scale, a_ml, prior_shape)
     props = np.full((Ys.shape[0], len(types)), np.nan)
-    a = _abundance_chunks(Ys[fit_rows], S, scale, max_iter, tol, min_share, progress)
+    a = _abundance_chunks(Ys[fit_rows], S, scale, max_iter, tol, min_share, progress, prior=prior)
     props[fit_rows] = a / a.sum(axis=1, keepdims=True)
     params = {"readout": "counts", "n_genes": int(len(genes)), "genes_not_used": int(lost),
-              "platform": bool(platform), "min_share": float(min_share), "max_iter": int(max_iter)}
+              "platform": bool(platform), "min_share": float(min_share), "max_iter": int(max_iter),
+              "prior_shape": prior_shape,
+              "prior_rate": None if prior is None else prior[1], "dispersion": None if prior is None else prior[2]}
     return pd.DataFrame(props, index=spt.obs_names.copy(), columns=types), params
