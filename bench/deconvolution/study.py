@@ -50,7 +50,8 @@ from spots import DATASETS, DESIGNS, load_reference, make_spots, metrics, nnls_p
 VENV_VARS = {"uniport": "UNIPORT_VENV", "cell2location": "C2L_VENV", "tangram": "TG_VENV"}
 VENVS = {m: Path(os.environ.get(v, str(BENCH / ".venvs" / m))) for m, v in VENV_VARS.items()}
 LABELS = {"uniform": "uniform 1/K", "nnls": "NNLS", "scferry": "sf.deconvolve", "uniport": "uniport 1.3 (plan)",
-          "cell2location": "cell2location", "tangram": "Tangram"}
+          "cell2location": "cell2location", "tangram": "Tangram",
+          "scferry_ml": "sf.deconvolve, prior_shape=None (ML)", "scferry_a1": "sf.deconvolve, prior_shape=1"}
 METRICS = ["RMSE", "JSD", "AUPR", "r"]
 
 
@@ -145,12 +146,12 @@ def tables(scores: pd.DataFrame) -> str:
     per dataset and per design (mean ± sd over seeds)."""
     from bench_integration import markdown
     out = []
-    per_seed = scores.groupby(["method", "seed"])[METRICS + ["cpu_s", "peak_rss_mb"]].mean()
+    per_seed = scores.groupby(["method", "seed"])[METRICS + ["absent", "cpu_s", "peak_rss_mb"]].mean()
     n_cells = scores.groupby(["method", "seed"]).size()
     full = n_cells.groupby("method").max() == n_cells.groupby("method").max().max()
     rows = []
     for m, g in per_seed.groupby("method"):
-        rows.append({"method": LABELS.get(m, m), **{k: mean_sd(g[k]) for k in METRICS},
+        rows.append({"method": LABELS.get(m, m), **{k: mean_sd(g[k]) for k in METRICS + ["absent"]},
                      "CPU s / run": f"{g['cpu_s'].mean():.1f}" if g["cpu_s"].notna().any() else "",
                      "peak MiB": f"{scores.loc[scores.method == m, 'peak_rss_mb'].max():.0f}"
                      if scores.loc[scores.method == m, "peak_rss_mb"].notna().any() else "",
@@ -169,7 +170,7 @@ def tables(scores: pd.DataFrame) -> str:
             for other in [m] + [x for x in ("scferry", "nnls", "uniform") if x != m]:
                 g = same[same.method == other]
                 rows.append({"runs of": LABELS.get(m, m), "n": len(runs), "method": LABELS.get(other, other),
-                             **{k: f"{g[k].mean():.3f}" for k in METRICS}})
+                             **{k: f"{g[k].mean():.3f}" for k in METRICS + ["absent"]}})
         out.append(markdown(pd.DataFrame(rows)))
     for key in ("dataset", "design"):
         out.append(f"\n### Per {key} (mean ± sd over seeds)\n")
