@@ -74,12 +74,16 @@ ferry_project <- function(query, reference, dataset = NULL, assay = NULL, layer 
 
 #' Impute another dataset's genes for cells through an integrated model
 #'
-#' Predicts, for the cells of \code{object}, the genes specific to training dataset \code{target}
-#' (its dataset-specific decoder): \code{scferry.impute()} in Python, e.g. genes a spatial panel
-#' did not measure, from the scRNA-seq reference integrated with it (uniPort's online prediction).
-#' The cells are encoded through training dataset \code{dataset}'s encoder, as
-#' \code{\link{ferry_project}} does. Needs a model with dataset-specific genes (\code{method =
-#' "uniport"} with \code{n_specific_genes > 0} or \code{specific_genes = list(<target> = c(...))}).
+#' Predicts, for the cells of \code{object}, the genes specific to training dataset \code{target}:
+#' \code{scferry.impute()} in Python, e.g. genes a spatial panel did not measure, from the
+#' scRNA-seq reference integrated with it (uniPort's online prediction), or the protein of RNA-only
+#' cells with a CITE-seq model. The cells are encoded through training dataset \code{dataset}'s
+#' encoder, as \code{\link{ferry_project}} does, then decoded by \code{target}'s decoder
+#' (\code{method = "decoder"}, uniPort) or given the mean measured values of their \code{k} nearest
+#' training cells of \code{target} in the joint space (\code{method = "knn"}, any model, e.g.
+#' MinNet; the model's training objects must be in this R session); \code{"auto"} takes the
+#' decoder when the model has one. Needs a model with dataset-specific genes
+#' (\code{n_specific_genes > 0} or \code{specific_genes = list(<target> = c(...))}).
 #'
 #' Written back as Seurat assay \code{new.assay} (data layer = genes x cells, in \code{target}'s
 #' log-normalised units, log1p of counts per 10,000; "_" in gene names becomes "-") or
@@ -94,6 +98,8 @@ ferry_project <- function(query, reference, dataset = NULL, assay = NULL, layer 
 #'   \code{target}.
 #' @param assay,layer Where \code{object}'s raw counts are.
 #' @param new.assay Name of the assay (Seurat) or altExp (SingleCellExperiment) to write.
+#' @param method \code{"auto"}, \code{"decoder"} or \code{"knn"} (see above).
+#' @param k Neighbours for \code{method = "knn"}.
 #' @return \code{object} with the imputed values added.
 #' @seealso \code{\link{ferry_project}}
 #' @examples
@@ -108,11 +114,12 @@ ferry_project <- function(query, reference, dataset = NULL, assay = NULL, layer 
 #' }
 #' @export
 ferry_impute <- function(object, target, reference = object, dataset = NULL, assay = NULL, layer = "counts",
-                         new.assay = "ferry.imputed") {
+                         new.assay = "ferry.imputed", method = "auto", k = 15L) {
     if (!(.ferry_is_seurat(object) || .ferry_is_sce(object))) {
         .ferry_stop("object must be a Seurat or SingleCellExperiment object; got ", class(object)[1L])
     }
-    for (a in list(list("target", target), list("new.assay", new.assay))) {
+    if (!is.numeric(k) || length(k) != 1L || is.na(k) || k < 1 || k != round(k)) .ferry_stop("k must be one positive whole number")
+    for (a in list(list("target", target), list("new.assay", new.assay), list("method", method))) {
         v <- a[[2L]]
         if (!is.character(v) || length(v) != 1L || is.na(v) || !nzchar(v)) .ferry_stop(a[[1L]], " must be one string")
     }
@@ -128,8 +135,9 @@ ferry_impute <- function(object, target, reference = object, dataset = NULL, ass
     sf <- .ferry_require_fun("impute")
     model <- .ferry_model_any(job$rec)
     a <- .ferry_anndata(m)
-    res <- .ferry_call(sf$impute, list(model, a, target, dataset = job$dataset),
-                       sprintf("scferry.impute(target = '%s', dataset = '%s')", target, job$dataset),
+    res <- .ferry_call(sf$impute, list(model, a, target, dataset = job$dataset, method = method, k = as.integer(k)),
+                       sprintf("scferry.impute(target = '%s', dataset = '%s', method = '%s')", target, job$dataset,
+                               method),
                        x_name = .ferry_x_name(.ferry_class(object), job$assay, layer))
     parts <- .ferry_py(.ferry$bridge$matrix_parts(res), "reading the imputed values")
     M <- t(parts$values)

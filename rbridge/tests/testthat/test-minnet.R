@@ -90,4 +90,11 @@ test_that("minnet options pass through ferry_integrate and held-apart query obje
     f <- foscttm(er, ea)
     message(sprintf("held-apart SNARE nuclei (ferry_project) FOSCTTM: MinNet InfoNCE %.3f, random %.3f", f, f_rand))
     expect_lt(f, f_rand - 0.1)
+    # RNA of the held-apart nuclei imputed from their ATAC: MinNet has no decoder, so kNN
+    imp <- suppressWarnings(ferry_impute(objs$atac[, held], target = "rna", reference = fit$atac, method = "knn"))
+    m <- SummarizedExperiment::assay(SingleCellExperiment::altExp(imp, "ferry.imputed"), "logcounts")
+    expect_identical(ncol(m), length(held))
+    expect_true(all(is.finite(m)) && all(m >= 0))
+    expect_error(ferry_impute(objs$atac[, held], target = "rna", reference = fit$atac, method = "decoder"),
+                 "no dataset-specific decoders")
 })
