@@ -38,7 +38,7 @@ venv=$(cd "$venv" && pwd)  # the record below must be an absolute path
 echo "== pip: scferry, its pinned dependencies (torch==2.13.0 CPU wheel, numpy<2 for reticulate 1.28) and the test and docs extras"
 "$venv/bin/python" -m pip install -q --upgrade pip >/dev/null
 "$venv/bin/python" -m pip install -q "torch==2.13.0"
-"$venv/bin/python" -m pip install -q -e "$repo[r,test,docs]"
+"$venv/bin/python" -m pip install -q -e "$repo[r,test,docs]"  # with lightning-fabric (distributed training), which keeps this torch
 
 echo "== R package scferry (rbridge/)"
 log=$(mktemp)
@@ -50,7 +50,7 @@ cfg=$(Rscript -e 'cat(tools::R_user_dir("scferry", "config"))')
 mkdir -p "$cfg"
 printf '%s\n' "$repo" > "$cfg/repo_path"
 printf '%s\n' "$venv/bin/python" > "$cfg/python"
-"$venv/bin/python" -c "import scferry, torch, numpy; print('scferry', scferry.__version__, '| torch', torch.__version__, '| numpy', numpy.__version__)"
+"$venv/bin/python" -c "import scferry, torch, numpy, lightning_fabric; print('scferry', scferry.__version__, '| torch', torch.__version__, '| numpy', numpy.__version__, '| lightning-fabric', lightning_fabric.__version__)"
 
 if [ "$run_demo" = 1 ]; then
     echo "== scferry demo (PDAC scRNA + spatial, real data from inst/extdata)"

@@ -15,7 +15,9 @@ from .data import check_obs_column, check_paired, collect_datasets, shared_featu
 from .errors import announce, record_choice
 from .model import EMBEDDING_KEY, Model
 from .methods import get_method
-from .train import MinibatchSampler, batch_sizes, fit, resolve_device, seeded
+from . import distributed
+from .distributed import check_cells, iters_per_epoch, resolve_placement
+from .train import MinibatchSampler, batch_sizes, fit, seeded
 
 MIN_SHARED_GENES = 50  # fewer shared genes used: the alignment rests on too little, say so
 
@@ -36,6 +38,9 @@ def integrate(
     patience: int | None | str = "default",
     seed: int = 0,
     device: str = "auto",
+    accelerator: str = "auto",
+    devices: int = 1,
+    strategy: str = "auto",
     progress: bool = True,
     **params: Any,
 ) -> Model:
@@ -81,7 +86,21 @@ def integrate(
         its own random generators: the caller's global ``random``, numpy and torch generators,
         thread settings and environment are left as they were.
     device
-        ``"auto"`` (CUDA when present), ``"cpu"`` or ``"cuda"``.
+        ``"auto"`` (CUDA when present), ``"cpu"``, ``"cuda"`` or ``"cuda:1"``: the device of a
+        single-process fit.
+    accelerator, devices, strategy
+        Data-parallel training on several processes (:mod:`scferry.distributed`, engine:
+        PyTorch Lightning Fabric): ``accelerator`` ``"auto"`` (a GPU when one is visible, else
+        the CPU), ``"cpu"`` or ``"gpu"``; ``devices`` the number of processes, one per device
+        (GPUs, or CPU processes); ``strategy`` ``"auto"`` or ``"ddp"`` (the only multi-process
+        strategy). ``devices=1`` (the default) is the single-process fit, unchanged. With
+        ``devices=N``, each process draws its own ``batch_size`` cells per step (disjoint cells,
+        so a step reads ``N * batch_size``; ``max_iter`` still counts steps), gradients and epoch
+        losses are averaged over processes (early stopping decides on all), uniPort's kept plan
+        is summed over processes, and the calling process writes the results once. Processes are
+        started from inside the call (fork on CPU; spawn on GPUs, where a script needs an
+        ``if __name__ == "__main__":`` guard). Results are reproducible for a given seed and
+        ``devices``, but differ from the single-process fit (other minibatches).
     progress
         Show a tqdm progress bar.
     **params
@@ -114,6 +133,9 @@ def integrate(
     times faster.
     """
     if isinstance(method, str) and method.lower() == "gw":
+        if devices != 1 or strategy != "auto" or accelerator not in ("auto", "cpu"):
+            raise ValueError("method='gw' has no training loop to spread over devices and runs on the "
+                             "CPU: drop accelerator=, devices= and strategy=.")
         if label_key is not None or reference is not None or specific_genes is not None:
             raise ValueError("method='gw' uses no labels, reference or specific genes: drop label_key, "
                              "reference and specific_genes.")
@@ -139,7 +161,8 @@ def integrate(
     if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0; got {seed!r}.")
     seed = int(seed)
-    dev = resolve_device(device)
+    placement = resolve_placement(device, accelerator, devices, strategy)
+    dev = placement.device
     data = collect_datasets(datasets, batch_key=batch_key, layer=layer)
     names = [d.name for d in data]
     for d in data:
@@ -148,6 +171,7 @@ def integrate(
                 f"dataset {d.name!r} has {d.n_obs} cell; integration needs at least 2 cells in "
                 "every dataset (batch normalisation and the alignment compare cells with each "
                 "other). Drop that dataset, or embed its cells later with scferry.project.")
+    check_cells([d.n_obs for d in data], names, placement.devices)
     if reference is not None and reference not in names:
         raise ValueError(f"reference {reference!r} is not one of the datasets {names}.")
     on_disk = any(ondisk.is_on_disk(d) for d in data)
@@ -188,19 +212,26 @@ def integrate(
         for v, c in zip(views, codes):
             v["labels"] = c
 
+    n_cells = [d.n_obs for d in data]
+    sizes = batch_sizes(n_cells, tp["batch_size"], placement.devices)
+    fit_kwargs = dict(max_iter=tp["max_iter"], lr=tp["lr"], weight_decay=tp["weight_decay"],
+                      iters_per_epoch=iters_per_epoch(n_cells, sizes, placement.devices),
+                      patience=tp["patience"], progress=progress, desc=f"scferry {cls.name}")
     with seeded(seed, dev) as rng:  # local generators: the caller's random state is untouched
         module = cls(dims, hp, names)
         module.init_from_data(views)
-        module.to(dev)
-        n_cells = [d.n_obs for d in data]
-        sizes = batch_sizes(n_cells, tp["batch_size"])
-        sampler = MinibatchSampler(views, sizes, rng, dev, paired=paired)
-        # An 'epoch' (the loss-averaging and early-stopping unit) covers the largest dataset once,
-        # and at least 50 steps so that small datasets do not stop on noise.
-        iters_per_epoch = max(50, math.ceil(max(n / b for n, b in zip(n_cells, sizes))))
-        history = fit(module, sampler, max_iter=tp["max_iter"], lr=tp["lr"], weight_decay=tp["weight_decay"],
-                      iters_per_epoch=iters_per_epoch, patience=tp["patience"], progress=progress,
-                      desc=f"scferry {cls.name}")
+        if placement.distributed:  # N processes train; this one loads rank 0's result
+            out = distributed.run(distributed.Job(module, views, sizes, paired, seed, fit_kwargs), placement)
+            module.load_state_dict(out["state"])
+            module.load_extra_state(out["extra"])
+            module.ot_solves, module.ot_unconverged = out["ot"]
+            history = out["history"]
+            tp["distributed"] = {**{k: v for k, v in out["launch"].items() if k != "rank0_pid"}, "cells_per_step": [b * placement.devices for b in sizes]}
+            module.to(dev)
+        else:
+            module.to(dev)
+            sampler = MinibatchSampler(views, sizes, rng, dev, paired=paired)
+            history = fit(module, sampler, **fit_kwargs)
     tp["iterations_run"] = history[-1]["iteration"] if history else 0
     _report_ot(module, tp)
     model = Model(module, prep, data, tp, history, batch_key=batch_key, choices=choices)

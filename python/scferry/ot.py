@@ -530,6 +530,30 @@ class TopKPlan:
         self.indices[tgt_idx] = torch.where(empty, -1, top_idx)
         self.values[tgt_idx] = torch.where(empty, 0.0, top_val)
 
+    @torch.no_grad()
+    def merge(self, indices: torch.Tensor, values: torch.Tensor) -> None:
+        """Replace this plan by the sum of several accumulators over the same cells (e.g. one per
+        training process), given stacked as ``indices``/``values`` of shape (R, n_target, k'):
+        per target row, the masses of a source present in several are added, and the ``k``
+        largest sums are kept (exact when no row holds more than ``k`` distinct sources)."""
+        if indices.shape != values.shape or indices.dim() != 3 or indices.shape[1] != self.n_target:
+            raise ValueError(f"indices and values must have shape (R, {self.n_target}, k); got "
+                             f"{tuple(indices.shape)} and {tuple(values.shape)}")
+        idx = indices.to(self.device).permute(1, 0, 2).reshape(self.n_target, -1)
+        val = values.to(self.device, self.dtype).permute(1, 0, 2).reshape(self.n_target, -1)
+        idx, order = torch.sort(idx, dim=1)  # equal sources side by side (empty slots, -1, first)
+        val = torch.gather(val, 1, order)
+        start = torch.ones_like(idx, dtype=torch.bool)
+        start[:, 1:] = idx[:, 1:] != idx[:, :-1]
+        seg = start.cumsum(1) - 1  # run number of each entry within its row
+        sums = torch.zeros_like(val).scatter_add_(1, seg, val)
+        src = torch.full_like(idx, -1).scatter_(1, seg, idx)
+        sums = torch.where(src >= 0, sums, 0.0)
+        top_val, top_pos = torch.topk(sums, self.k, dim=1)
+        empty = top_val <= 0
+        self.indices = torch.where(empty, -1, torch.gather(src, 1, top_pos))
+        self.values = torch.where(empty, 0.0, top_val).to(self.dtype)
+
     def to_csr(self):
         """Kept mass as ``scipy.sparse.csr_matrix`` of shape (n_target, n_source)."""
         import numpy as np

@@ -40,7 +40,9 @@
 #'   the assay holding raw counts (\code{"counts"}).
 #' @param ... Parameters passed to \code{scferry.integrate()} in Python: training settings
 #'   (\code{max_iter}, \code{lr}, \code{batch_size}, \code{device}, \code{reference} (a dataset name),
-#'   \code{preprocess}) and method hyper-parameters (e.g. \code{n_latent = 16}). Whole numbers are
+#'   \code{preprocess}), distributed training (\code{devices = 2} training processes,
+#'   \code{accelerator = "cpu"} or \code{"gpu"}, \code{strategy = "ddp"}; the processes are started
+#'   from inside the call) and method hyper-parameters (e.g. \code{n_latent = 16}). Whole numbers are
 #'   sent as Python \code{int} (in nested lists too); wrap a value in \code{I()} to send it
 #'   unchanged. Vectors and lists keep their shape (a named list becomes a \code{dict}, a vector a
 #'   \code{list}), except that a length-one vector becomes a scalar: write \code{list("CD3E")} for

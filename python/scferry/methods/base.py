@@ -78,6 +78,11 @@ class Method(nn.Module):
     def load_extra_state(self, state: dict[str, Any]) -> None:
         pass
 
+    def merge_ranks(self, comm) -> None:
+        """Distributed training, at the end, on every rank: combine what each rank kept on its
+        own beyond the (synchronised) parameters, through ``comm.all_gather`` / ``comm.sum``
+        (:class:`scferry.distributed.Comm`). uniPort merges its kept OT plans."""
+
 
 # ---------------------------------------------------------------------------- parameter checks
 # Shared by the methods' ``check_params``: numpy integers and floats are accepted as numbers.

@@ -453,6 +453,12 @@ class UniPort(Method):
     def plan(self, source: int, target: int) -> TopKPlan | None:
         return self.plans.get((source, target))
 
+    def merge_ranks(self, comm) -> None:
+        """Each rank accumulated the minibatch plans of its own cells: the kept plan is their sum
+        (top-k per target cell of the summed mass, ``TopKPlan.merge``)."""
+        for plan in self.plans.values():
+            plan.merge(comm.all_gather(plan.indices), comm.all_gather(plan.values))
+
     def extra_state(self) -> dict[str, Any]:
         return {f"{p}->{q}": plan.state_dict() for (p, q), plan in self.plans.items()}
 
