@@ -219,3 +219,29 @@ def test_unsynchronised_gradients_are_caught(pdac_small, monkeypatch):
     with pytest.raises(RuntimeError, match="out of sync"):
         sf.integrate({"rna": rna, "st": st}, "davae", devices=2, accelerator="cpu", max_iter=5,
                      progress=False, n_common_genes=300)
+
+
+def test_every_trained_method_runs_on_two_processes(pbmc_full):
+    """A few steps of each method on 2 processes: unpaired (davae, scbiot_vae, uniport diagonal),
+    paired (minnet, uniport vertical: one shared index stream) and linked features (scmodal)."""
+    import scferry as sf
+    from conftest import read_fixture
+    rna, atac = read_fixture("snare_cortex_rna.h5ad")[:400].copy(), read_fixture("snare_cortex_atac_gene.h5ad")[:400].copy()
+    cite_rna, adt = read_fixture("pbmc10k_cite_small_rna.h5ad"), read_fixture("pbmc10k_cite_small_adt.h5ad")
+    pbmc = pbmc_full[::2].copy()
+    runs = [
+        ("davae", pbmc, dict(batch_key="batch", n_common_genes=300)),
+        ("scbiot_vae", pbmc, dict(batch_key="batch", n_common_genes=300, warmup_steps=2)),
+        ("minnet", {"rna": rna, "atac": atac}, dict(label_key="cell_type", n_specific_genes=200, n_hidden=(32,))),
+        ("uniport", {"rna": rna, "atac": atac}, dict(mode="vertical", n_specific_genes=200)),
+        ("uniport", {"rna": rna, "atac": atac[:, ::-1].copy()}, dict(mode="diagonal", gw_prior=False, n_specific_genes=200)),
+        ("scmodal", {"rna": cite_rna, "adt": adt}, dict(linked=[("CD3E", "CD3"), ("CD4", "CD4"), ("CD14", "CD14")],
+                                                       n_specific_genes=300)),
+    ]
+    for method, data, kw in runs:
+        model = sf.integrate(data, method, devices=2, accelerator="cpu", max_iter=6, batch_size=64,
+                             progress=False, seed=0, **kw)
+        assert model.train_params["distributed"]["devices"] == 2, method
+        assert model.train_params["iterations_run"] == 6, method
+        for a in model.adatas.values():
+            assert np.isfinite(a.obsm["X_scferry"]).all(), method

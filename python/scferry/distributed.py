@@ -185,6 +185,13 @@ class Comm:
             off += n
 
     @torch.no_grad()
+    def average_state(self, module: torch.nn.Module, names) -> None:
+        """The named parameters/buffers (``Method.rank_local_state``) := their mean over ranks."""
+        for name in names:
+            t = module.get_parameter(name) if name in dict(module.named_parameters()) else module.get_buffer(name)
+            t.copy_(self.mean(t))
+
+    @torch.no_grad()
     def average_buffers(self, module: torch.nn.Module) -> None:
         """Floating buffers (batch-norm running statistics) := their mean over ranks; integer
         buffers (counters) are the same on every rank."""

@@ -17,7 +17,7 @@ from .model import EMBEDDING_KEY, Model
 from .methods import get_method
 from . import distributed
 from .distributed import check_cells, iters_per_epoch, resolve_placement
-from .train import MinibatchSampler, batch_sizes, fit, seeded
+from .train import MinibatchSampler, batch_sizes, callers_threads, fit, seeded
 
 MIN_SHARED_GENES = 50  # fewer shared genes used: the alignment rests on too little, say so
 
@@ -177,6 +177,10 @@ def integrate(
     on_disk = any(ondisk.is_on_disk(d) for d in data)
     if on_disk:
         ondisk.check_method(cls, data)
+        if placement.distributed:
+            raise ValueError(f"devices={placement.devices} with datasets on disk is not supported yet "
+                             "(the training processes would share the open files): use devices=1, or "
+                             "pass the datasets as AnnData objects in memory.")
     labels = _label_codes(data, label_key, cls)
     hp["_choices"] = {}  # Method.resolve records what it chose here (errors.record_choice)
     inputs, paired = cls.resolve(hp, data, labels)  # e.g. uniPort's mode, from params and data
@@ -189,15 +193,16 @@ def integrate(
     n_common = hp.get("n_common_genes", 2000) if "common" in inputs else 0
     # on-disk datasets: statistics in one chunked pass, model inputs read by minibatch
     fit_transform = partial(ondisk.fit_transform, progress=progress) if on_disk else pp.fit_transform
-    if preprocess:
-        prep, views = fit_transform(data, n_common=n_common,
-                                       n_specific=n_specific, scale=cls.scale_inputs,
-                                       extra_specific=specific_genes)
-    else:
-        prep, views = fit_transform(data, n_common=math.inf if n_common else 0,
-                                       n_specific=math.inf if n_specific and not n_common else 0,
-                                       normalize=False,
-                                       scale=cls.scale_inputs, extra_specific=specific_genes)
+    with callers_threads():  # the caller's torch thread count, whatever preprocessing's libraries do
+        if preprocess:
+            prep, views = fit_transform(data, n_common=n_common,
+                                        n_specific=n_specific, scale=cls.scale_inputs,
+                                        extra_specific=specific_genes)
+        else:
+            prep, views = fit_transform(data, n_common=math.inf if n_common else 0,
+                                        n_specific=math.inf if n_specific and not n_common else 0,
+                                        normalize=False,
+                                        scale=cls.scale_inputs, extra_specific=specific_genes)
     if preprocess and not on_disk:  # on disk: checked in the statistics pass
         for d in data:
             X = d.adata.X if d.layer is None else d.adata.layers[d.layer]
@@ -226,7 +231,8 @@ def integrate(
             module.load_extra_state(out["extra"])
             module.ot_solves, module.ot_unconverged = out["ot"]
             history = out["history"]
-            tp["distributed"] = {**{k: v for k, v in out["launch"].items() if k != "rank0_pid"}, "cells_per_step": [b * placement.devices for b in sizes]}
+            tp["distributed"] = {**{k: v for k, v in out["launch"].items() if k != "rank0_pid"},
+                                 "cells_per_step": [b * placement.devices for b in sizes]}
             module.to(dev)
         else:
             module.to(dev)

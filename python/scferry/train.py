@@ -45,6 +45,21 @@ def seeded(seed: int, device: torch.device):
         yield np.random.default_rng(seed)
 
 
+@contextmanager
+def callers_threads():
+    """Leave torch's intra-op thread count as the caller set it. Preprocessing's libraries can
+    change it as a side effect (observed: scanpy's numba kernels, once Lightning Fabric had
+    started training processes in this Python process, raised it to the number of cores, and
+    a one-thread fit then ran on two threads, much slower on a busy machine); it is put back
+    on exit."""
+    n = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != n:
+            torch.set_num_threads(n)
+
+
 @dataclass
 class LossRecord:
     """What a method returns for one minibatch: the total to minimise, named parts to log, and
@@ -110,6 +125,8 @@ def fit(module: torch.nn.Module, sampler: MinibatchSampler, *, max_iter: int, lr
         if comm is not None:
             comm.average_gradients(module)
         opt.step()
+        if comm is not None:
+            comm.average_state(module, getattr(module, "rank_local_state", ()))
         logged = {"loss": rec.total, **rec.parts}
         if rec.monitor is not None:
             logged["monitor"] = rec.monitor

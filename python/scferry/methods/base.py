@@ -32,6 +32,11 @@ class Method(nn.Module):
     # Per-dataset MaxAbs scaling of the inputs to [0, 1] (False: log-normalised values as is).
     scale_inputs: ClassVar[bool] = True
 
+    # Parameters or buffers a method updates from its own minibatch outside the optimiser (e.g.
+    # an EMA of prototypes): in distributed training they are averaged over the processes after
+    # every step, so that the replicas stay the same.
+    rank_local_state: ClassVar[tuple[str, ...]] = ()
+
     # Minibatch OT solves run during training and how many stopped at their iteration limit;
     # methods that solve OT count them, integrate() records them and warns once per fit.
     ot_solves: int = 0

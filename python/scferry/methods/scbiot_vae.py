@@ -78,6 +78,8 @@ _WEIGHTS = ("lam_clust", "lam_center", "lam_repulse", "lam_margin", "lam_sup", "
 
 class ScBIOTVAE(Method):
     name = "scbiot_vae"
+    # initialised from the first minibatch and moved by an EMA of minibatch assignments
+    rank_local_state = ("prototypes",)
     inputs = ("common",)  # one shared gene space
     scale_inputs = False  # the views standardise log-normalised values themselves
     uses_labels = "optional"
