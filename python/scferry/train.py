@@ -48,10 +48,10 @@ def seeded(seed: int, device: torch.device):
 @contextmanager
 def callers_threads():
     """Leave torch's intra-op thread count as the caller set it. Preprocessing's libraries can
-    change it as a side effect (observed: scanpy's numba kernels, once Lightning Fabric had
-    started training processes in this Python process, raised it to the number of cores, and
-    a one-thread fit then ran on two threads, much slower on a busy machine); it is put back
-    on exit."""
+    change it as a side effect (observed: once Lightning Fabric had started training processes
+    from this Python process, preprocessing left torch on as many threads as cores, cause not
+    pinned down, and a one-thread fit then ran on two threads, much slower on a busy machine);
+    it is put back on exit."""
     n = torch.get_num_threads()
     try:
         yield
