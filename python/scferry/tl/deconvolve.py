@@ -146,11 +146,17 @@ def _abundance_prior(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, a: np.n
     median cells per spot of the fit (cell2location's prior on cells per location, estimated
     instead of given)."""
     K = S.shape[0]
-    rows = np.repeat(np.arange(Y.shape[0]), np.diff(Y.indptr))
-    mu = np.einsum("ij,ij->i", a[rows], (S * scale[None, :]).T[Y.indices])
-    y = Y.data.astype(np.float64)
-    total_mu = float((a @ (S * scale[None, :]).sum(axis=1)).sum())
-    pearson = float((y * y / np.maximum(mu, 1e-300)).sum() - 2 * y.sum() + total_mu)
+    ST = (S * scale[None, :]).T                       # genes x types
+    # sum over spots x genes of (y - mu)^2 / mu = sum_nz y^2 / mu - 2 sum y + sum mu, at the
+    # non-zeros only, in chunks of spots (nnz x K at a time)
+    pearson = float((a @ ST.sum(axis=0)).sum()) - 2 * float(Y.sum())
+    size = int(max(16, min(CHUNK, DENSE_CELLS // max(S.shape[1], 1))))
+    for i in range(0, Y.shape[0], size):
+        Yc = Y[i:i + size]
+        rows = np.repeat(np.arange(Yc.shape[0]), np.diff(Yc.indptr))
+        mu = np.einsum("ij,ij->i", a[i:i + size][rows], ST[Yc.indices])
+        y = Yc.data.astype(np.float64)
+        pearson += float((y * y / np.maximum(mu, 1e-300)).sum())
     phi = max(pearson / max(Y.shape[0] * (Y.shape[1] - K), 1), 1.0)
     n_cells = float(np.median(a.sum(axis=1)))
     return float(shape), float(shape * K / max(n_cells, 1e-12)), phi
