@@ -37,6 +37,15 @@ Deliberate choices (documented for users and benchmarks):
 - The global plan is kept sparse (top-k sources per target cell, ``scferry.ot.TopKPlan``), each
   minibatch plan added with weight equal to its iteration number so that late, better aligned
   plans count more.
+- Minibatch OT with more than two datasets: every pair of datasets (or every dataset against
+  ``reference``) gets its own UOT problem, as in the paper; the problems of one step that have
+  the same shape are solved together as one batched Sinkhorn loop (the same plans; at minibatch
+  sizes the per-iteration overhead dominates, so 8 datasets' 28 pairs cost about one solve).
+- ``ot_iter`` 100 with ``tol`` 1e-4 on the log potentials: on trained latents the plans after
+  100 iterations are close to the converged ones while convergence to that tolerance takes
+  several times longer, and OT dominates a step's time; so default fits report unconverged
+  solves (``train_params["ot_unconverged"]``, one warning per fit). Measurements in
+  bench/batch_integration/RESULTS.md ("uniPort's minibatch OT").
 - ``plan_eps``: the kept plan (label transfer with ``method="plan"``, deconvolution) may be solved
   at another entropic regularisation than the training loss (``ot_eps``). The loss wants a sharp
   plan to mix (``ot_eps`` 0.01); proportions want a diffuse one, spreading each spot over all the
@@ -400,6 +409,7 @@ class UniPort(Method):
         self.step += 1
         ref = self.dataset_names.index(self.reference) if self.reference is not None else None
         total = mus[0].new_zeros(())
+        problems = []  # (p, q, latent cost, solver cost, a, b) of every pair with mass to move
         for p, q in self.pairs:
             mu_p, sd_p = (mus[p].detach(), sds[p].detach()) if p == ref else (mus[p], sds[p])
             cost = sqdist(mu_p, mus[q]) + sqdist(sd_p, sds[q])
@@ -414,24 +424,43 @@ class UniPort(Method):
                 g = sqdist(getattr(self, self.gw_coords[p])[batch[p]["idx"]],
                            getattr(self, self.gw_coords[q])[batch[q]["idx"]])
                 c = c + self.params["gw_weight"] * g / g.max().clamp_min(1e-12)
-            solved = unbalanced_sinkhorn(c, a, b, eps=self.params["ot_eps"],
-                                         rho=self.params["ot_rho"], max_iter=self.params["ot_iter"],
-                                         tol=1e-4, validate=False)
-            self.ot_solves += 1
-            self.ot_unconverged += not solved.converged  # integrate() warns once per fit
-            plan = solved.plan
+            problems.append((p, q, cost, c, a, b))
+        eps = self.params["ot_eps"]
+        plan_eps = self.params.get("plan_eps") or eps
+        plans = self._solve([pr[3:] for pr in problems], eps, count=True)
+        kept = plans if plan_eps == eps or not self.plans else \
+            self._solve([pr[3:] for pr in problems], plan_eps)  # plan_eps: see the docstring
+        for (p, q, cost, *_), plan, keep in zip(problems, plans, kept):
             total = total + (cost * plan).sum()
             if self.plans:
-                plan_eps = self.params.get("plan_eps") or self.params["ot_eps"]
-                if plan_eps != self.params["ot_eps"]:
-                    # the kept plan is solved again, more diffuse: see plan_eps in the docstring
-                    plan = unbalanced_sinkhorn(c, a, b, eps=plan_eps, rho=self.params["ot_rho"],
-                                               max_iter=self.params["ot_iter"], tol=1e-4,
-                                               validate=False).plan
-                w = plan * self.step.to(plan.dtype)
+                w = keep * self.step.to(keep.dtype)
                 self.plans[(p, q)].update(batch[p]["idx"], batch[q]["idx"], w, validate=False)
                 self.plans[(q, p)].update(batch[q]["idx"], batch[p]["idx"], w.T, validate=False)
         return total
+
+    def _solve(self, problems, eps: float, count: bool = False) -> list[torch.Tensor]:
+        """Plans of the minibatch UOT problems ``(cost, a, b)``. Problems of the same shape and
+        with the same kind of marginals are solved as one batch (one Sinkhorn loop for all the
+        pairs of many datasets: the per-iteration overhead, not the arithmetic, dominates at
+        minibatch sizes); a batch stops when all its problems have converged or at ``ot_iter``,
+        and with ``count`` each of its problems counts as unconverged when the batch did not
+        converge."""
+        groups: dict[tuple, list[int]] = {}
+        for i, (c, a, b) in enumerate(problems):
+            groups.setdefault((tuple(c.shape), a is None, b is None), []).append(i)
+        plans: list[torch.Tensor | None] = [None] * len(problems)
+        for (_, no_a, no_b), rows in groups.items():
+            C = torch.stack([problems[i][0] for i in rows])
+            a = None if no_a else torch.stack([problems[i][1] for i in rows])
+            b = None if no_b else torch.stack([problems[i][2] for i in rows])
+            solved = unbalanced_sinkhorn(C, a, b, eps=eps, rho=self.params["ot_rho"],
+                                         max_iter=self.params["ot_iter"], tol=1e-4, validate=False)
+            if count:
+                self.ot_solves += len(rows)
+                self.ot_unconverged += 0 if solved.converged else len(rows)  # integrate() warns
+            for k, i in enumerate(rows):
+                plans[i] = solved.plan[k]
+        return plans
 
     def _marginal(self, d: int, idx: torch.Tensor) -> torch.Tensor | None:
         """The sampled cells' marginal weights, normalised to total mass 1 (None: uniform)."""
