@@ -132,7 +132,7 @@ def child(store: str, mode: str, steps: int, seed: int) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--store", nargs="+", required=True)
+    p.add_argument("--store", nargs="+")
     p.add_argument("--mode", nargs="+", default=["memory", "disk"],
                    choices=["memory", "disk", "disk-anndata"])
     p.add_argument("--steps", type=int, default=1000)

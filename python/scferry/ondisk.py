@@ -115,7 +115,9 @@ class Store:
         try:
             if self.kind == "h5ad":
                 import h5py
-                self.file = h5py.File(p, mode)
+                # no chunk cache: a minibatch row would otherwise pull its whole HDF5 chunk
+                # (anndata writes resizable, chunked arrays) into the cache for a few bytes
+                self.file = h5py.File(p, mode, rdcc_nbytes=0)
                 self.group = self.file
             else:
                 import zarr
@@ -181,18 +183,38 @@ class Store:
         run = np.cumsum(new) - 1
         r_start = starts[new]
         r_end = np.maximum.reduceat(ends, np.flatnonzero(new))
-        data = [np.asarray(self.data[a:b]) for a, b in zip(r_start, r_end)]
-        ind = [np.asarray(self.indices[a:b]) for a, b in zip(r_start, r_end)]
+        if self.kind == "h5ad":  # one HDF5 read per array: the union of the runs
+            data, ind = _read_slices(self.data, r_start, r_end), _read_slices(self.indices, r_start, r_end)
+        else:
+            data = [np.asarray(self.data[a:b]) for a, b in zip(r_start, r_end)]
+            ind = [np.asarray(self.indices[a:b]) for a, b in zip(r_start, r_end)]
+            data = np.concatenate(data) if data else np.empty(0, np.float32)
+            ind = np.concatenate(ind) if ind else np.empty(0, np.int32)
         offset = np.r_[0, np.cumsum(r_end - r_start)[:-1]]
         first = starts - r_start[run] + offset[run]  # each row's start in the concatenated buffer
         ptr = np.r_[0, np.cumsum(lengths)]
         take = np.repeat(first - ptr[:-1], lengths) + np.arange(ptr[-1])
-        data = np.concatenate(data) if data else np.empty(0, np.float32)
-        ind = np.concatenate(ind) if ind else np.empty(0, np.int32)
         X = sp.csr_matrix((data[take].astype(np.float32, copy=False), ind[take], ptr),
                           shape=(len(rows), self.shape[1]))
         X.sum_duplicates()
         return X
+
+
+def _read_slices(dset, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """``concatenate([dset[a:b] for a, b in zip(starts, ends)])`` (sorted, disjoint slices of a
+    1-d h5py dataset) in one HDF5 read, through a union of hyperslabs."""
+    import h5py
+    total = int((ends - starts).sum())
+    out = np.empty(total, dset.dtype)
+    if total == 0:
+        return out
+    space = dset.id.get_space()
+    space.select_none()
+    for a, b in zip(starts.tolist(), ends.tolist()):
+        if b > a:
+            space.select_hyperslab((a,), (b - a,), op=h5py.h5s.SELECT_OR)
+    dset.id.read(h5py.h5s.create_simple((total,)), space, out)
+    return out
 
 
 def _csr32(A: np.ndarray) -> sp.csr_matrix:
