@@ -336,8 +336,9 @@ def gene_stats(d: Dataset, normalize: bool, target_sum: float, chunk: int | None
     empty, seen = 0, 0
     bar = tqdm(total=d.n_obs, desc=f"statistics {d.name}", disable=not progress, leave=False, unit="cells")
     for X in row_chunks(d, chunk):
-        check_values(X, what + f" (cells {seen}-{seen + X.shape[0] - 1})")
-        if normalize and seen < 5000:
+        if isinstance(d, DiskDataset):  # in memory: checked by collect_datasets already
+            check_values(X, what + f" (cells {seen}-{seen + X.shape[0] - 1})")
+        if normalize and seen < 5000 and isinstance(d, DiskDataset):  # in memory: integrate warns
             warn_if_not_counts(X[:5000 - seen], what, d.layer, stacklevel=6)
         if normalize:
             empty += int((np.asarray(X.sum(axis=1)).ravel() == 0).sum())
@@ -412,8 +413,8 @@ class LazyView:
     comes from the statistics pass."""
 
     def __init__(self, d: Dataset, genes: np.ndarray, scale: np.ndarray, normalize: bool,
-                 target_sum: float, col_mean: np.ndarray):
-        self.d, self.genes, self.scale = d, genes, scale.astype(np.float32)
+                 target_sum: float, col_mean: np.ndarray, sort: bool = False):
+        self.d, self.genes, self.scale, self.sort = d, genes, scale.astype(np.float32), sort
         self.normalize, self.target_sum, self.col_mean = normalize, target_sum, col_mean
         self.shape = (d.n_obs, len(genes))
         self.dtype = np.dtype(np.float32)
@@ -428,7 +429,10 @@ class LazyView:
         X = read_rows(self.d, uniq)
         if self.normalize:
             X = normalize_log1p(X, self.target_sum)
-        X = scale_columns(X[:, self.genes], self.scale)
+        X = X[:, self.genes]
+        if self.sort:  # as the in-memory path always did when scaling (scipy's abs() sorts in place)
+            X.sort_indices()
+        X = scale_columns(X, self.scale)
         back = np.empty(len(rows), np.int64)
         back[order] = inverse
         return X if len(uniq) == len(rows) and np.all(order == np.arange(len(rows))) else X[back]
@@ -441,10 +445,11 @@ class LazyView:
 
 def fit_transform(datasets: list[Dataset], *, n_common: int, n_specific: int, normalize: bool = True,
                   scale: bool = True, extra_specific: dict[str, list[str]] | None = None,
-                  progress: bool = False, chunk: int | None = None):
+                  progress: bool = False, chunk: int | None = None, materialized: bool = False):
     """:func:`scferry.pp.fit_transform` in one chunked pass per dataset: the same
     :class:`~scferry.pp.Preprocessing`, with :class:`LazyView` model inputs instead of matrices.
-    ``n_common``/``n_specific`` may be ``math.inf`` (all genes) as there."""
+    ``n_common``/``n_specific`` may be ``math.inf`` (all genes) as there. ``materialized=True``:
+    each model input built as one CSR matrix (:func:`materialize`), the in-memory path's."""
     from .data import shared_features
     from .pp import Preprocessing, TARGET_SUM
     common = shared_features(datasets) if n_common > 0 else datasets[0].var_names[:0]
@@ -472,7 +477,8 @@ def fit_transform(datasets: list[Dataset], *, n_common: int, n_specific: int, no
                   else np.ones(len(gi), np.float32)).astype(np.float32)
             (prep.common_scale if key == "common" else prep.specific_scale)[d.name] = sc
             if key == "specific" or n_common > 0:
-                views[d.name][key] = LazyView(d, gi, sc, normalize, TARGET_SUM, s.sum_log[gi] * sc / max(s.n, 1))
+                view = LazyView(d, gi, sc, normalize, TARGET_SUM, s.sum_log[gi] * sc / max(s.n, 1), sort=scale)
+                views[d.name][key] = materialize(view, expected_nnz(view, s), chunk) if materialized else view
     return prep, views
 
 
@@ -705,3 +711,34 @@ class ChunkedMatrix:
 
     def head(self, n: int = 1_000_000) -> np.ndarray:
         return next(row_chunks(self.d, self.chunk)).data[:n]
+
+
+def materialize(v: LazyView, nnz: int, chunk: int | None = None) -> sp.csr_matrix:
+    """The whole model input of a :class:`LazyView` as one CSR float32 matrix, built chunk by
+    chunk into arrays allocated once (``nnz``: the expected number of stored values, from the
+    statistics; grown if short), so that building it never holds more than it plus one chunk."""
+    chunk = chunk or CHUNK
+    n, g = v.shape
+    data, indices = np.empty(nnz, np.float32), np.empty(nnz, np.int32)
+    indptr = np.zeros(n + 1, np.int64)
+    pos = 0
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        X = v[np.arange(start, stop)]
+        k = X.nnz
+        if pos + k > len(data):  # more values than expected: grow
+            grow = max(pos + k, int(1.25 * len(data)))
+            data, indices = np.resize(data, grow), np.resize(indices, grow)
+        data[pos:pos + k], indices[pos:pos + k] = X.data, X.indices
+        indptr[start + 1:stop + 1] = pos + X.indptr[1:]
+        pos += k
+    if pos < len(data):
+        data, indices = data[:pos].copy(), indices[:pos].copy()
+    if pos < np.iinfo(np.int32).max:
+        indptr = indptr.astype(np.int32)
+    return sp.csr_matrix((data, indices, indptr), shape=(n, g))
+
+
+def expected_nnz(v: LazyView, stats: GeneStats) -> int:
+    """Stored values of a model input: its genes' cells with a positive value."""
+    return int(stats.n_cells[v.genes].sum())

@@ -113,34 +113,10 @@ def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: 
     ``extra_specific``: per dataset, genes added to its specific set (e.g. genes to impute)."""
     # n_common=0: the method reads only each dataset's own features (vertical / diagonal
     # integration, e.g. RNA + ATAC peaks), so no shared feature names are needed.
-    common = shared_features(datasets) if n_common > 0 else datasets[0].var_names[:0]
-    logged = {}
-    for d in datasets:
-        X = d.counts()
-        if normalize:
-            check_cell_totals(X, f"dataset {d.name!r}")
-            X = normalize_log1p(X)
-        logged[d.name] = X
-    if n_common > 0:
-        stacked = sp.vstack([select(logged[d.name], d.var_names, common) for d in datasets]).tocsr()
-        batches = np.repeat([d.name for d in datasets], [d.n_obs for d in datasets])
-        common_hv = highly_variable(stacked, common, n_common, batches)
-    else:
-        common_hv = common
-    prep = Preprocessing(list(common_hv), normalize=normalize, scaled=scale)
-    fit_scale = maxabs if scale else (lambda X: np.ones(X.shape[1], dtype=np.float32))
-    views = {}
-    for d in datasets:
-        X = logged[d.name]
-        spec = highly_variable(X, d.var_names, n_specific) if n_specific > 0 else d.var_names[:0]
-        if extra_specific and extra_specific.get(d.name):
-            spec = d.var_names[d.var_names.isin(spec) | d.var_names.isin(extra_specific[d.name])]
-        prep.specific_genes[d.name] = list(spec)
-        Xc = select(X, d.var_names, common_hv)
-        Xs = select(X, d.var_names, spec)
-        prep.common_scale[d.name] = fit_scale(Xc)
-        prep.specific_scale[d.name] = fit_scale(Xs)
-        views[d.name] = {"specific": scale_columns(Xs, prep.specific_scale[d.name])}
-        if n_common > 0:
-            views[d.name]["common"] = scale_columns(Xc, prep.common_scale[d.name])
-    return prep, views
+    # One pass over chunks of cells per dataset gives the statistics (the highly variable genes
+    # from per-gene sums, the MaxAbs scales from per-gene maxima); the model inputs are then
+    # built chunk by chunk into arrays allocated once: no whole copy of the counts, of their log,
+    # or of all datasets stacked is ever made (scferry.ondisk).
+    from . import ondisk
+    return ondisk.fit_transform(datasets, n_common=n_common, n_specific=n_specific, normalize=normalize,
+                                scale=scale, extra_specific=extra_specific, materialized=True)
