@@ -16,6 +16,10 @@ into the store itself (the only change made to it; the store is opened for writi
 model is trained), and the same embedding is kept on ``model.adatas[name]`` (an AnnData that
 holds ``obs`` and ``var`` but no matrix). See docs/inputs_outputs.md.
 
+The in-memory path (:func:`scferry.pp.fit_transform`) runs the same pass over chunks of the
+user's matrix and then builds each model input once (:func:`materialize`), so that
+preprocessing never copies the whole counts matrix.
+
 The highly variable genes follow scanpy's ``flavor="seurat"`` (Satija et al., Nat. Biotechnol.
 2015: per-gene dispersion of the normalised counts, z-scored within 20 bins of mean expression;
 with several datasets, genes ranked by the number of datasets in which they are variable, then by

@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import scanpy as sc
 from anndata import AnnData
 
-from .data import Dataset, check_cell_totals, shared_features
+from .data import Dataset
 
 TARGET_SUM = 1e4
 
@@ -42,12 +42,6 @@ def highly_variable(X: sp.csr_matrix, genes: pd.Index, n_top: int, batches=None)
         flavor="seurat", inplace=False, subset=False,
     )
     return genes[np.asarray(hv["highly_variable"], dtype=bool)]
-
-
-def maxabs(X: sp.csr_matrix) -> np.ndarray:
-    """Per-gene scale so that each gene's largest value in this dataset is 1 (0 for absent genes)."""
-    m = np.asarray(abs(X).max(axis=0).todense()).ravel().astype(np.float32)
-    return np.divide(1.0, m, out=np.zeros_like(m), where=m > 0)
 
 
 def scale_columns(X: sp.csr_matrix, scale: np.ndarray, clip: bool = False) -> sp.csr_matrix:
