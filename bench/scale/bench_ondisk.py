@@ -12,7 +12,10 @@ patience=None)`` (a fixed step budget of 128 cells per step, two datasets "A"/"B
 then ``sf.project(model, store, "A")`` of every cell of the store (on disk; in memory: the loaded
 AnnData). Modes: ``memory`` (anndata.read_h5ad, then the default in-memory path), ``disk`` (the
 path; minibatches read as sorted, merged slices), ``disk-anndata`` (the path; minibatch rows
-read through anndata's backed sparse dataset, ``anndata.io.sparse_dataset(...)[sorted rows]``).
+read through anndata's backed sparse dataset, ``anndata.io.sparse_dataset(...)[sorted rows]``);
+``memory-prep``: only ``scferry.pp.fit_transform`` on the loaded data (the preprocessing
+integrate runs here), for its memory: prep_growth_mb = peak resident during it minus resident
+before (the loaded input included in neither).
 
 Printed per run: input_mb (CSR data + indices + indptr of the store's matrix); load_s and
 load_mb (memory mode: reading the store into memory); prep_s and prep_growth_mb (validation
@@ -77,6 +80,16 @@ def child(store: str, mode: str, steps: int, seed: int) -> dict:
         input_mb = sum(g[k].size * g[k].dtype.itemsize for k in ("data", "indices", "indptr")) / 2**20
         n_cells = int(g.attrs["shape"][0])
     out = {"store": Path(store).name, "mode": mode, "cells": n_cells, "input_mb": input_mb, "steps": steps}
+    if mode == "memory-prep":  # preprocessing alone, as integrate runs it for davae here
+        from scferry import pp
+        from scferry.data import collect_datasets
+        data = ad.read_h5ad(store)
+        datasets = collect_datasets(data, batch_key="batch")
+        peak, t, c = Peak(), time.perf_counter(), time.process_time()
+        pp.fit_transform(datasets, n_common=300, n_specific=0, scale=False)
+        out.update(prep_s=time.perf_counter() - t, prep_cpu_s=time.process_time() - c,
+                   prep_growth_mb=peak.stop(), peak_mb=status_mb("VmHWM"), rss_base_mb=base)
+        return out
     if mode == "memory":
         t = time.perf_counter()
         data = ad.read_h5ad(store)
@@ -139,7 +152,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--store", nargs="+")
     p.add_argument("--mode", nargs="+", default=["memory", "disk"],
-                   choices=["memory", "disk", "disk-anndata"])
+                   choices=["memory", "disk", "disk-anndata", "memory-prep"])
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=BENCH / "out" / "scale_ondisk.jsonl")
