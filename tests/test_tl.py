@@ -409,7 +409,8 @@ def test_impute_merfish_held_out_genes():
     assert_unchanged(st_train, snap)
     assert isinstance(imp, ad.AnnData) and imp.shape == (st_train.n_obs, len(spec))
     assert list(imp.var_names) == spec and list(imp.obs_names) == list(st_train.obs_names)
-    assert imp.uns["scferry_impute"] == {"target": "ref", "dataset": "st", "units": "log1p(counts per 10000)"}
+    assert imp.uns["scferry_impute"] == {"target": "ref", "dataset": "st", "method": "decoder",
+                                         "units": "log1p(counts per 10000)"}
     np.testing.assert_allclose(imp.obsm["X_scferry"], st_train.obsm["X_scferry"], atol=1e-5)
     assert np.isfinite(imp.X).all() and (imp.X >= 0).all()
 

@@ -46,7 +46,9 @@ class Dataset:
     def counts(self) -> sp.csr_matrix:
         """The dataset's matrix as CSR float32 (a new object; the user's matrix is untouched)."""
         X = self.adata.X if self.layer is None else self.adata.layers[self.layer]
-        if self.rows is not None:
+        if self.rows is not None and len(self.rows):
+            X = take_rows(X, self.rows)
+        elif self.rows is not None:
             X = X[self.rows]
         if sp.issparse(X):
             X = sp.csr_matrix(X, dtype=np.float32, copy=True)
@@ -170,10 +172,33 @@ def check_dataset(d: Dataset, allow_negative: bool = False) -> None:
                  allow_negative=allow_negative)
 
 
-def check_values(X, what: str, rows: np.ndarray | None = None, allow_negative: bool = False) -> None:
-    """Non-finite or (unless ``allow_negative``) negative values are errors (counts are expected)."""
+def take_rows(X, rows: np.ndarray):
+    """``X[rows]`` for sorted ``rows``, read through the block of rows they span. For CSR input
+    the block is cut from the raw arrays: scipy's own row slicing and fancy indexing cast the
+    index arrays of the *whole* matrix to a common dtype when ``indptr`` and ``indices`` differ
+    (int64 / int32, as anndata stores large matrices), a transient copy as large as the
+    matrix's indices."""
+    lo, hi = int(rows[0]), int(rows[-1]) + 1
+    if sp.issparse(X) and X.format == "csr":
+        a, b = int(X.indptr[lo]), int(X.indptr[hi])
+        part = sp.csr_matrix((X.data[a:b], X.indices[a:b], X.indptr[lo:hi + 1] - a),
+                             shape=(hi - lo, X.shape[1]))
+    else:
+        part = X[lo:hi]
+    return part if hi - lo == len(rows) else part[rows - lo]
+
+
+def check_values(X, what: str, rows: np.ndarray | None = None, allow_negative: bool = False,
+                 chunk: int = 20_000) -> None:
+    """Non-finite or (unless ``allow_negative``) negative values are errors (counts are expected).
+    ``rows``: the dataset's rows of ``X`` (sorted), checked ``chunk`` rows at a time, so that no
+    copy of the dataset's whole matrix is made."""
     if rows is not None:
-        X = X[rows]
+        if len(rows) > chunk:
+            for start in range(0, len(rows), chunk):
+                check_values(X, what, rows[start:start + chunk], allow_negative, chunk)
+            return
+        X = take_rows(X, rows) if len(rows) else X[rows]
     values = X.data if sp.issparse(X) else np.asarray(X)
     if not np.issubdtype(values.dtype, np.number):
         raise TypeError(f"{what} has a non-numeric matrix (dtype {values.dtype}).")

@@ -11,7 +11,7 @@ import pandas as pd
 from anndata import AnnData
 
 from . import ondisk, pp
-from .data import check_obs_column, check_paired, collect_datasets, shared_features, warn_if_not_counts
+from .data import check_obs_column, check_paired, collect_datasets, shared_features, take_rows, warn_if_not_counts
 from .errors import announce, record_choice
 from .model import EMBEDDING_KEY, Model
 from .methods import get_method
@@ -206,7 +206,8 @@ def integrate(
     if preprocess and not on_disk:  # on disk: checked in the statistics pass
         for d in data:
             X = d.adata.X if d.layer is None else d.adata.layers[d.layer]
-            warn_if_not_counts(X if d.rows is None else X[d.rows], f"dataset {d.name!r}", d.layer)
+            first = X if d.rows is None else take_rows(X, d.rows[:5000])  # the rows it checks
+            warn_if_not_counts(first, f"dataset {d.name!r}", d.layer)
     if "common" in inputs:
         _record_common_genes(choices, len(prep.common_genes), len(shared_features(data)),
                              hp.get("n_common_genes"), preprocess)

@@ -36,7 +36,7 @@ import pandas as pd
 import scipy.sparse as sp
 from anndata import AnnData
 
-from .data import Dataset
+from .data import Dataset, take_rows
 
 SUFFIXES = (".h5ad", ".zarr")
 CHUNK = 20_000  # cells per read of the statistics pass and of the embedding write
@@ -282,8 +282,7 @@ def read_rows(d: Dataset, local: np.ndarray) -> sp.csr_matrix:
         return d.read_rows(local)
     X = d.adata.X if d.layer is None else d.adata.layers[d.layer]
     rows = local if d.rows is None else d.rows[local]
-    contiguous = len(rows) and rows[-1] - rows[0] + 1 == len(rows)
-    part = X[int(rows[0]):int(rows[-1]) + 1] if contiguous else X[rows]
+    part = take_rows(X, rows) if len(rows) else X[rows]
     if sp.issparse(part):
         part = sp.csr_matrix(part, dtype=np.float32, copy=True)
     else:
