@@ -63,11 +63,13 @@ def impute(model: Model, adata: AnnData, target: str, *, dataset: str | None = N
 
     The cells are encoded as :func:`project` does (through ``dataset``'s encoder and saved
     preprocessing), then
+
     - ``method="decoder"``: decoded by ``target``'s specific decoder (uniPort);
     - ``method="knn"``: given the mean measured values (log1p of counts per 10,000) of their ``k``
       nearest training cells of ``target`` in the joint space. This needs no decoder (MinNet
       and every other model) but the training AnnData of ``target`` attached to the model;
     - ``"auto"``: the decoder when the model has one, else kNN (announced).
+
     To impute given genes, make sure they are in ``target``'s specific set:
     ``scferry.integrate(..., specific_genes={target: [...]})``.
 
