@@ -126,8 +126,14 @@ def resolve_placement(device: str | torch.device = "auto", accelerator: str = "a
 
 
 def check_cells(n_cells: list[int], names: list[str], devices: int) -> None:
-    """Every process needs at least 2 cells of every dataset per step (batch normalisation)."""
+    """Every process needs at least 2 cells of every dataset per step (batch normalisation and
+    the alignment compare cells with each other)."""
     for n, name in zip(n_cells, names):
+        if n < 2 and devices == 1:
+            raise ValueError(
+                f"dataset {name!r} has {n} cell; integration needs at least 2 cells in every "
+                "dataset (batch normalisation and the alignment compare cells with each other). "
+                "Drop that dataset, or embed its cells later with scferry.project.")
         if n < 2 * devices:
             raise ValueError(f"dataset {name!r} has {n} cells; with devices={devices} every process "
                              f"needs at least 2 of them per step ({2 * devices} in all). Use "

@@ -165,12 +165,6 @@ def integrate(
     dev = placement.device
     data = collect_datasets(datasets, batch_key=batch_key, layer=layer)
     names = [d.name for d in data]
-    for d in data:
-        if d.n_obs < 2:
-            raise ValueError(
-                f"dataset {d.name!r} has {d.n_obs} cell; integration needs at least 2 cells in "
-                "every dataset (batch normalisation and the alignment compare cells with each "
-                "other). Drop that dataset, or embed its cells later with scferry.project.")
     check_cells([d.n_obs for d in data], names, placement.devices)
     if reference is not None and reference not in names:
         raise ValueError(f"reference {reference!r} is not one of the datasets {names}.")
