@@ -245,3 +245,50 @@ def test_every_trained_method_runs_on_two_processes(pbmc_full):
         assert model.train_params["iterations_run"] == 6, method
         for a in model.adatas.values():
             assert np.isfinite(a.obsm["X_scferry"]).all(), method
+
+
+_AFTER_PARALLEL_WORK = """
+import torch
+from scferry.distributed import Placement, launch
+from tests.test_distributed import _parallel_sum
+torch.set_num_threads(2)              # the caller's threads (torch's default is every core)
+torch.ones(4_000_000).mul(2).sum()    # a parallel op: the caller now holds an OpenMP thread team
+out, record = launch(_parallel_sum, Placement(torch.device("cpu"), 2, "ddp"))
+assert torch.get_num_threads() == 2, torch.get_num_threads()
+print("RESULT", float(out), record["threads_per_process"])
+"""
+
+
+def _parallel_sum(comm):
+    """A rank's share of work large enough for torch to use its thread pool, summed over ranks."""
+    import torch
+    x = torch.cat([torch.ones(2_000_000), torch.full((2_000_000,), 2.0)]).mul(comm.rank + 1).sum()
+    return comm.sum(x.reshape(1))[0]
+
+
+def test_processes_forked_after_parallel_torch_work_do_not_hang():
+    """A user's session has usually run parallel torch work before asking for devices=2 (and
+    torch uses every core by default); the forked processes must still train. Run in a fresh
+    interpreter with a timeout, since the failure is a hang."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root / "python"), str(root),
+                                                        os.environ.get("PYTHONPATH", "")]))
+    import signal
+    proc = subprocess.Popen([sys.executable, "-c", _AFTER_PARALLEL_WORK], env=env, cwd=root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group, workers included
+    try:
+        out, err = proc.communicate(timeout=180)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("devices=2 hung after parallel torch work in the calling process "
+                    "(forked workers waiting on the caller's OpenMP thread team)")
+    assert proc.returncode == 0, err[-3000:]
+    value, threads = out.split("RESULT")[1].split()
+    assert float(value) == (1 + 2) * 6_000_000.0  # rank 0: 6e6, rank 1: 12e6
+    assert int(threads) == 1

@@ -260,15 +260,24 @@ def _train_rank(comm: Comm, job: Job):
             "ot": (int(counts[0]), int(counts[1]))}
 
 
-def _rank_main(fabric, fn, path, args):
+def _rank_main(fabric, fn, path, forked, args):
     """What every process runs: ``fn(comm, *args)``; rank 0 saves its result to ``path``.
     Through a file: Fabric's launcher reads its result queue only after every process has exited
     (a result larger than a pipe's buffer would wait for ever), and tensors put on a
-    multiprocessing queue travel as shared-memory handles that die with the process."""
+    multiprocessing queue travel as shared-memory handles that die with the process.
+
+    A forked process runs torch on one thread, as PyTorch's own DataLoader workers do: GNU
+    OpenMP (torch's CPU thread pool) does not survive ``fork``. Once the calling process has run
+    any parallel torch operation (torch's default uses every core), the child inherits a thread
+    team whose threads do not exist in it, and its first parallel operation waits for them for
+    ever. One thread per process is also the layout ``devices`` describes on CPU: one training
+    process per core."""
+    if forked:
+        torch.set_num_threads(1)
     comm = Comm(fabric)
     out = fn(comm, *args)
     if comm.rank == 0:
-        torch.save({"result": _to_cpu(out), "pid": os.getpid()}, path)
+        torch.save({"result": _to_cpu(out), "pid": os.getpid(), "threads": torch.get_num_threads()}, path)
 
 
 def _to_cpu(x):
@@ -332,14 +341,14 @@ def launch(fn, placement: Placement, *args) -> tuple[Any, dict]:
         with tempfile.TemporaryDirectory(prefix="scferry-ddp-") as tmp:
             path = os.path.join(tmp, "rank0.pt")
             try:
-                fabric.launch(_rank_main, fn, path, args)
+                fabric.launch(_rank_main, fn, path, method == "fork", args)
             except torch.multiprocessing.ProcessRaisedException as e:
                 raise RuntimeError(f"a training process failed (devices={placement.devices}); its "
                                    f"error:\n{e}") from None
             out = torch.load(path, weights_only=False)
     record = {"devices": placement.devices, "strategy": "ddp", "engine": "lightning_fabric",
               "start_method": method, "backend": backend, "accelerator": placement.device.type,
-              "rank0_pid": out["pid"]}
+              "rank0_pid": out["pid"], "threads_per_process": out["threads"]}
     return out["result"], record
 
 

@@ -98,8 +98,8 @@ def integrate(
         so a step reads ``N * batch_size``; ``max_iter`` still counts steps), gradients and epoch
         losses are averaged over processes (early stopping decides on all), uniPort's kept plan
         is summed over processes, and the calling process writes the results once. Processes are
-        started from inside the call (fork on CPU; spawn on GPUs, where a script needs an
-        ``if __name__ == "__main__":`` guard). Results are reproducible for a given seed and
+        started from inside the call (fork on CPU, each process on one torch thread; spawn on
+        GPUs, where a script needs an ``if __name__ == "__main__":`` guard). Results are reproducible for a given seed and
         ``devices``, but differ from the single-process fit (other minibatches).
     progress
         Show a tqdm progress bar.
