@@ -107,8 +107,9 @@ def metrics(pred: np.ndarray, truth: np.ndarray) -> dict:
     """Spotless's metrics of spots x types proportions against the truth: RMSE over all entries,
     mean Jensen-Shannon divergence of the spots (base 2, in [0, 1]), AUPR of presence (truth > 0)
     ranked by the predicted proportion over all entries, and mean per-type Pearson r (types where
-    either side is constant are left out); also ``absent``, the mean estimate of the types absent
-    from a spot (truth 0)."""
+    either side is constant are left out); also ``absent`` and ``absent_med``, the mean and median
+    estimate of the types absent from a spot (truth 0), and ``absent_gt05``, the share of those
+    estimates above 0.05."""
     from scipy.spatial.distance import jensenshannon
     from sklearn.metrics import average_precision_score
     P = np.clip(np.nan_to_num(pred), 0, None)
@@ -119,7 +120,9 @@ def metrics(pred: np.ndarray, truth: np.ndarray) -> dict:
     rs = [np.corrcoef(P[:, k], truth[:, k])[0, 1] for k in range(truth.shape[1])
           if P[:, k].std() > 1e-12 and truth[:, k].std() > 1e-12]
     return {"RMSE": rmse, "JSD": jsd, "AUPR": aupr, "r": float(np.mean(rs)) if rs else np.nan,
-            "absent": float(P[truth == 0].mean()) if (truth == 0).any() else np.nan}
+            "absent": float(P[truth == 0].mean()) if (truth == 0).any() else np.nan,
+            "absent_med": float(np.median(P[truth == 0])) if (truth == 0).any() else np.nan,
+            "absent_gt05": float((P[truth == 0] > 0.05).mean()) if (truth == 0).any() else np.nan}
 
 
 def nnls_proportions(Y: sp.csr_matrix, signatures: np.ndarray) -> np.ndarray:

@@ -56,26 +56,37 @@ def _poisson_abundance(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_ite
     the conjugate updates of Poisson factorisation with Gamma priors (Cemgil, Comput Intell
     Neurosci 2009), signatures fixed. The E-step uses the geometric mean ``exp(E log a)``."""
     K = S.shape[0]
-    y = Y.data.astype(np.float64)
-    dense = Y.nnz > DENSE_FILL * Y.shape[0] * Y.shape[1]
-    if dense:  # BLAS on the chunk's dense counts (float32) beats gathering at the non-zeros
-        Yd, S32 = Y.toarray(), S.astype(np.float32)
-    else:
-        rows = np.repeat(np.arange(Y.shape[0]), np.diff(Y.indptr))
-        ST = S.T[Y.indices]                   # nnz x K: the signatures at the spots' non-zeros
     c = (S * scale[None, :]).sum(axis=1)      # K
     lib = np.asarray(Y.sum(axis=1), dtype=np.float64).ravel()
     # flat start (the spot's counts spread over the types), or a warm start
     a = np.tile(lib[:, None] / c.sum(), (1, K)) if init is None else init.copy()
-    cut = min_share * lib[:, None]
-    mean = a  # prior: the posterior mean; a is then the geometric mean the E-step uses
-    for _ in range(n_iter):
+    mean = a.copy()  # prior: the posterior mean; a is then the geometric mean the E-step uses
+    # Each spot stops once its own abundances change by less than ``tol`` (its fit does not
+    # depend on the other spots'): the spots still moving are re-gathered when they fall under
+    # half of those in the working set, so that converged spots cost nothing.
+    active = np.ones(Y.shape[0], bool)
+    work = todo = np.arange(Y.shape[0])
+    for it in range(n_iter):
+        if not len(todo):
+            break
+        if it == 0 or len(todo) < 0.5 * len(work):
+            work = todo
+            Yw = Y[work] if len(work) < Y.shape[0] else Y
+            dense = Yw.nnz > DENSE_FILL * Yw.shape[0] * Yw.shape[1]
+            if dense:  # BLAS on the chunk's dense counts (float32) beats gathering at the non-zeros
+                Yd, S32 = Yw.toarray(), S.astype(np.float32)
+            else:
+                y = Yw.data.astype(np.float64)
+                rows = np.repeat(np.arange(Yw.shape[0]), np.diff(Yw.indptr))
+                ST = S.T[Yw.indices]          # nnz x K: the signatures at the spots' non-zeros
+            cut = min_share * lib[work, None]
+        aw = a[work]
         if dense:
-            ratio = Yd / np.maximum((a @ S).astype(np.float32), 1e-30)
+            ratio = Yd / np.maximum((aw @ S).astype(np.float32), 1e-30)
         else:
-            mu = np.einsum("ij,ij->i", a[rows], ST)
-            ratio = sp.csr_matrix((y / np.maximum(mu, 1e-300), Y.indices, Y.indptr), shape=Y.shape)
-        attributed = a * (ratio @ S32.T if dense else ratio @ S.T)  # counts the E-step gives each type
+            mu = np.einsum("ij,ij->i", aw[rows], ST)
+            ratio = sp.csr_matrix((y / np.maximum(mu, 1e-300), Yw.indices, Yw.indptr), shape=Yw.shape)
+        attributed = aw * (ratio @ S32.T if dense else ratio @ S.T)  # counts the E-step gives each type
         kept = np.maximum(attributed - cut, 0.0)
         if prior is None:
             new = kept / c[None, :]
@@ -83,21 +94,23 @@ def _poisson_abundance(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_ite
             if empty.any():
                 best = attributed[empty].argmax(axis=1)
                 new[np.flatnonzero(empty), best] = attributed[empty, best] / c[best]
-            step = np.abs(new - a).sum(axis=1) / np.maximum(a.sum(axis=1), 1e-300)
-            a = mean = new
+            geo = new
         else:
             shape, rate, phi = prior
             post_shape = shape + kept / phi
             post_rate = rate + c[None, :] / phi
             new = post_shape / post_rate
-            a = np.exp(digamma(post_shape)) / post_rate
+            geo = np.exp(digamma(post_shape)) / post_rate
             if min_share > 0:                 # the cut removes a type from the spot, prior or not
                 gone = (kept == 0) & (kept.sum(axis=1, keepdims=True) > 0)
-                new[gone], a[gone] = 0.0, 0.0
-            step = np.abs(new - mean).sum(axis=1) / np.maximum(mean.sum(axis=1), 1e-300)
-            mean = new
-        if step.max() < tol:
-            break
+                new[gone], geo[gone] = 0.0, 0.0
+        old = mean[work]
+        step = np.abs(new - old).sum(axis=1) / np.maximum(old.sum(axis=1), 1e-300)
+        moving = active[work]                 # spots of the working set not yet done
+        upd = work[moving]
+        a[upd], mean[upd] = geo[moving], new[moving]
+        active[upd[step[moving] < tol]] = False
+        todo = upd[step[moving] >= tol]
     return mean
 
 
