@@ -21,7 +21,7 @@ DENSE_CELLS = 10_000_000  # spot x gene entries of one chunk (dense: ~80 MB a ma
 DENSE_FILL = 0.05  # a chunk with more non-zeros than this fraction is fitted dense
 PLATFORM_SPOTS = 5000  # spots (at most, seeded subsample) that estimate the gene factors
 MIN_SHARE = 0.0  # readout="counts": sparsity cut (off by default: it costs AUPR and RMSE, bench/deconvolution)
-TOL = 1e-4  # readout="counts": EM stops once no spot's abundances change by more (relative L1)
+TOL = 1e-4  # readout="counts": a spot's EM stops once its abundances change by less (relative L1)
 PRIOR_COUNTS = 10.0  # Gamma(b, b) prior of the gene factors, in counts
 PRIOR_SHAPE = 0.5  # readout="counts": Gamma shape of each type's abundance (posterior mean; None: maximum likelihood)
 
@@ -255,8 +255,8 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
         above), in (0, 100]: 1 is an exponential prior, below 1 (default 0.5) its density is
         highest at 0; ``None``: maximum likelihood.
     max_iter
-        ``readout="counts"``: EM iterations at most (stops earlier once abundances change by
-        less than 1e-4, relative L1, in every spot).
+        ``readout="counts"``: EM iterations at most per spot (each spot stops earlier, once its
+        abundances change by less than 1e-4, relative L1).
     seed
         ``readout="counts"``: the subsamples of spots that estimate ``lambda`` and the prior (more
         than 5,000 spots).
