@@ -98,6 +98,27 @@ def test_vertical_held_apart_nuclei_align_better_than_cca(snare_vertical):
     assert f_new < f_cca, (f_new, f_cca, f_rand)
 
 
+def test_vertical_features_follow_each_modalitys_sparsity():
+    """Vertical mode by default reads 10,000 features of a sparse modality (ATAC peaks: under 2 %
+    of entries non-zero) and 2,000 of a denser one (RNA); an integer or a dict overrides it."""
+    rna, atac = paired("snare_cortex", "atac", 200)
+    model = sf.integrate({"rna": rna, "atac": atac}, max_iter=2, progress=False, seed=0)
+    assert model.params["n_specific_genes"] == {"rna": 2000, "atac": 10000}
+    assert len(model.features("atac", "specific")) == min(10000, atac.n_vars) > 2000
+    assert len(model.features("rna", "specific")) == min(2000, rna.n_vars)
+    model = sf.integrate({"rna": rna, "atac": atac}, max_iter=2, progress=False, seed=0,
+                         n_specific_genes={"rna": 300, "atac": 700})
+    n_rna, n_atac = len(model.features("rna", "specific")), len(model.features("atac", "specific"))
+    assert 300 <= n_rna < 330 and 700 <= n_atac < 770, (n_rna, n_atac)  # ties at the cut are kept
+    model = sf.integrate({"rna": rna, "atac": atac}, max_iter=2, progress=False, seed=0, n_specific_genes=400)
+    assert model.params["n_specific_genes"] == 400 and 400 <= len(model.features("atac", "specific")) < 440
+    with pytest.raises(ValueError, match="one entry per dataset"):
+        sf.integrate({"rna": rna, "atac": atac}, max_iter=2, progress=False, n_specific_genes={"rna": 300})
+    with pytest.raises(ValueError, match=r"n_specific_genes\['atac'\] must be an integer"):
+        sf.integrate({"rna": rna, "atac": atac}, max_iter=2, progress=False,
+                     n_specific_genes={"rna": 300, "atac": -1})
+
+
 def test_vertical_impute_predicts_rna_from_atac(snare_vertical):
     model, rna, atac, rna_new, atac_new = snare_vertical
     # RNA predicted from the ATAC of the training nuclei (the decoders were trained on these

@@ -95,7 +95,7 @@ class Preprocessing:
                    d.get("scaled", True))
 
 
-def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: int = 2000,
+def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: int | dict[str, int] = 2000,
                   normalize: bool = True, scale: bool = True,
                   extra_specific: dict[str, list[str]] | None = None,
                   ) -> tuple[Preprocessing, dict[str, dict[str, sp.csr_matrix]]]:
@@ -104,7 +104,8 @@ def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: 
     float32 scaled to [0, 1] (no "common" view and no shared genes needed when ``n_common=0``). With ``normalize=False`` the inputs are taken as already normalised
     (and must then lie in [0, 1] after MaxAbs scaling, which holds for any nonnegative data).
     ``scale=False`` skips the MaxAbs scaling (scale factors 1; DAVAE models log values).
-    ``extra_specific``: per dataset, genes added to its specific set (e.g. genes to impute)."""
+    ``extra_specific``: per dataset, genes added to its specific set (e.g. genes to impute).
+    ``n_specific`` as a dict: dataset name -> its number of specific genes."""
     # n_common=0: the method reads only each dataset's own features (vertical / diagonal
     # integration, e.g. RNA + ATAC peaks), so no shared feature names are needed.
     # One pass over chunks of cells per dataset gives the statistics (the highly variable genes

@@ -20,6 +20,16 @@ Deliberate choices (documented for users and benchmarks):
   cross-reconstruction of each modality from the other's latent code). The reference
   implementation's vertical mode encodes the first modality only; ours keeps one encoder per
   modality so that either can be projected later.
+- Vertical mode, ``n_specific_genes=None`` (the default): each modality's number of highly
+  variable features is chosen from its sparsity: 10,000 for a sparse modality (under 2 % of its
+  entries non-zero, e.g. ATAC peaks), 2,000 (the paper's number, and the other modes' default)
+  otherwise; recorded per modality in ``params["n_specific_genes"]``. Of 2,000 peaks a nucleus
+  has only a handful of reads, some none at all, and each modality must place its cell alone
+  when it is projected without its pair: with 10,000 peaks held-apart nuclei of SNARE-seq and
+  sci-CAR align much better, while 10,000 RNA genes (TEA-seq) did not help and cost five times
+  the time. More steps, a larger learning rate or input dropout did not close that gap
+  (bench/multiome/RESULTS.md, "Vertical uniPort on held-apart cells"). An integer applies to
+  every modality; a dict ``{dataset: n}`` sets each.
 - Guidance (paper, Supplementary Notes 5-6): per-cell OT marginal weights (``ot_marginals``,
   the vectors a and b of the minibatch UOT instead of uniform ones) and, with
   ``integrate(label_key=...)``, a prior cell-type correspondence: the cost between labelled cells
@@ -114,6 +124,10 @@ class _Encoder(nn.Module):
 
 
 MODES = ("horizontal", "vertical", "diagonal")
+# Vertical mode's default number of features of a sparse modality (``n_specific_genes=None``: a
+# modality with under SPARSE_DENSITY of its entries non-zero, e.g. ATAC peaks); 2,000 otherwise
+# and in the other modes. See the module docstring.
+SPARSE_FEATURES, DENSE_FEATURES, SPARSE_DENSITY = 10000, 2000, 0.02
 
 
 class UniPort(Method):
@@ -128,7 +142,7 @@ class UniPort(Method):
     # - 2,000 steps, not 30,000: with the data-informed decoder start the reference's 30,000-step
     #   quality is reached in 1,500.
     defaults = dict(
-        n_latent=16, n_hidden=(256,), n_common_genes=2000, n_specific_genes=2000,
+        n_latent=16, n_hidden=(256,), n_common_genes=2000, n_specific_genes=None,
         kl_weight=0.5, specific_weight=0.5, ot_weight=4.0, ot_eps=0.01, ot_rho=1.0,
         ot_iter=100, keep_plan=True, plan_k=50, plan_eps=None,
         mode=None, cross_weight=1.0, ot_marginals=None, prior_alpha=2.0, prior_pairs=None,
@@ -205,7 +219,12 @@ class UniPort(Method):
     def check_params(cls, params: dict[str, Any]) -> None:
         for key in ("n_latent", "n_common_genes", "ot_iter", "plan_k"):
             check_int(params, key)
-        check_int(params, "n_specific_genes", 0)
+        n_spec = params["n_specific_genes"]
+        if isinstance(n_spec, dict):  # per dataset (names checked in resolve)
+            for name, n in n_spec.items():
+                check_int({f"n_specific_genes[{name!r}]": n}, f"n_specific_genes[{name!r}]", 0)
+        elif n_spec is not None:  # None: by mode and sparsity (resolve)
+            check_int(params, "n_specific_genes", 0)
         check_hidden(params)
         for key in ("kl_weight", "specific_weight", "ot_weight"):
             check_number(params, key)
@@ -260,6 +279,7 @@ class UniPort(Method):
             shared_features(datasets)  # none shared: the error that says what to do
         params["mode"] = mode
         names = [d.name for d in datasets]
+        params["n_specific_genes"] = _specific_features(params.get("n_specific_genes"), mode, datasets)
         params["ot_marginals"] = _check_marginals(params.get("ot_marginals"), datasets)
         if mode == "vertical" and (params["ot_marginals"] or labels is not None):
             raise ValueError(
@@ -524,6 +544,28 @@ def _gw_guidance(params: dict[str, Any], datasets) -> dict[str, np.ndarray] | bo
                                            if isinstance(v, (int, float, str, bool, list)) or v is None},
                            "choices": choices}
     return dict(zip([d.name for d in datasets], al.joint()))
+
+
+def _specific_features(given, mode: str, datasets) -> int | dict[str, int]:
+    """``n_specific_genes`` resolved: the user's integer, their dict (one entry per dataset), or
+    by default 2,000, or in vertical mode per modality by its sparsity (module docstring)."""
+    names = [d.name for d in datasets]
+    if isinstance(given, dict):
+        if set(given) != set(names):
+            raise ValueError(f"n_specific_genes as a dict needs one entry per dataset {names}; got "
+                             f"{sorted(map(str, given))}.")
+        return {n: int(given[n]) for n in names}
+    if given is not None:
+        return int(given)
+    if mode != "vertical":
+        return DENSE_FEATURES
+    from ..ondisk import read_rows
+    out = {}
+    for d in datasets:  # density from up to 2,000 cells (every dataset of a pair has the same cells)
+        X = read_rows(d, np.arange(min(d.n_obs, 2000)))
+        sparse = X.nnz < SPARSE_DENSITY * X.shape[0] * X.shape[1]
+        out[d.name] = SPARSE_FEATURES if sparse else DENSE_FEATURES
+    return out
 
 
 def _default_names(names) -> bool:
