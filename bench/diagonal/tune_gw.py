@@ -27,25 +27,29 @@ def main() -> int:
     p.add_argument("--epsilon", nargs="+", type=float, default=[1e-3, 5e-3])
     p.add_argument("--n-metacells", nargs="+", type=int, default=[300, 600])
     p.add_argument("--k", nargs="+", type=int, default=[10, 30])
+    p.add_argument("--n-starts", nargs="+", type=int, default=[10])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--out", type=Path, default=HERE.parent / "out" / "diagonal")
     args = p.parse_args()
     import scferry as sf
     args.out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for name in args.datasets:
-        rna, oth, other, paired = load(name, args.max_cells, 0)
-        for eps, m, k in itertools.product(args.epsilon, args.n_metacells, args.k):
+    for name, seed in itertools.product(args.datasets, args.seeds):
+        rna, oth, other, paired = load(name, args.max_cells, seed)
+        for eps, m, k, ns in itertools.product(args.epsilon, args.n_metacells, args.k, args.n_starts):
             if k != args.k[0] and m != args.n_metacells[0]:
                 continue  # k varied at the first metacell count only
             t = time.process_time()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                sf.integrate({"rna": rna, other: oth}, method="gw", epsilon=eps, n_metacells=m, k=k,
-                             progress=False)
+                model = sf.integrate({"rna": rna, other: oth}, method="gw", epsilon=eps, n_metacells=m,
+                                     k=k, n_starts=ns, seed=seed, progress=False)
             cpu = time.process_time() - t
             s = score(rna.obsm["X_scferry"], oth.obsm["X_scferry"], rna.obs["cell_type"],
                       oth.obs["cell_type"], paired)
-            rows.append({"dataset": name, "epsilon": eps, "n_metacells": m, "k": k, **s, "cpu_s": cpu})
+            rows.append({"dataset": name, "seed": seed, "epsilon": eps, "n_metacells": m, "k": k,
+                         "n_starts": ns, **s, "gw_cost": model.alignment.gw_distance,
+                         "chosen": model.params["start_chosen"], "cpu_s": cpu})
             print(rows[-1], flush=True)
             pd.DataFrame(rows).to_csv(args.out / "tune.tsv", sep="\t", index=False)
     return 0

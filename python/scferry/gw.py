@@ -34,8 +34,9 @@ Preprocessing per modality (``kind``, guessed from the data when None):
   SVD (LSI), the first component (sequencing depth) dropped;
 - ``"adt"`` (a protein panel, counts): per-cell centred log-ratio (CLR), standardised features,
   PCA up to the number of proteins;
-- ``"other"`` (real-valued processed features, negatives allowed, e.g. Pamona's 50-d inputs):
-  standardised features, PCA.
+- ``"other"`` (real-valued processed features, negatives allowed, e.g. Pamona's 50-d PCA / LSI
+  inputs): centred only and used as given up to 100 features (a reduced space already: its
+  components' variances are information, so they are not re-standardised), else PCA.
 
 Every embedding's rows are then divided by the embedding's root-mean-square norm.
 """
@@ -52,7 +53,11 @@ import scipy.sparse as sp
 KINDS = ("counts", "peaks", "adt", "other")
 # Defaults chosen by measurement across datasets (bench/diagonal/RESULTS.md).
 DEFAULTS = dict(n_metacells=300, k=30, epsilon=5e-3, n_components=30, n_features=2000,
-                n_soft=3, fused_alpha=0.5, max_iter=200)
+                n_soft=3, fused_alpha=0.5, max_iter=200, n_starts=10)
+# "other" inputs with at most this many features are already a reduced space (PCA, LSI): used
+# as given, centred only (re-standardising gives noise PCs the weight of the first ones)
+MAX_OTHER_KEPT = 100
+SCREEN_ITER = 30  # GW steps per start in gw_multistart's screening
 _PEAK_NAME = re.compile(r"^(chr)?[0-9A-Za-z_.]+[:_-]\d+[-_]\d+$")
 
 
@@ -114,14 +119,17 @@ def embed_modality(X, kind: str, *, n_components: int = 30, n_features: int = 20
         keep = np.argsort(-var)[:min(n_features, X.shape[1])]
         keep = np.sort(keep[var[keep] > 0])
         Z = _pca(X[:, keep].toarray(), n_components, seed)
-    else:
+    elif kind == "adt":
         X = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
-        if kind == "adt":
-            L = np.log1p(np.clip(X, 0, None))
-            X = L - L.mean(axis=1, keepdims=True)  # per-cell CLR
+        L = np.log1p(np.clip(X, 0, None))
+        X = L - L.mean(axis=1, keepdims=True)  # per-cell CLR
         sd = X.std(0)
         X = (X[:, sd > 0] - X[:, sd > 0].mean(0)) / sd[sd > 0]
         Z = _pca(X, n_components, seed)
+    else:  # already processed: its scale is information (PC variances), keep it
+        X = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
+        X = X - X.mean(0)
+        Z = X if X.shape[1] <= MAX_OTHER_KEPT else _pca(X, n_components, seed)
     Z = np.asarray(Z, dtype=np.float32)
     rms = float(np.sqrt((Z.astype(np.float64) ** 2).sum(1).mean()))
     return Z / max(rms, 1e-12)
@@ -201,23 +209,25 @@ def _sinkhorn_log(a: np.ndarray, b: np.ndarray, C: np.ndarray, eps: float, f: np
 
 def gw_coupling(D1: np.ndarray, D2: np.ndarray, a: np.ndarray, b: np.ndarray, *, epsilon: float,
                 M: np.ndarray | None = None, alpha: float = 0.5, max_iter: int = 200,
-                tol: float = 1e-5) -> np.ndarray:
+                tol: float = 1e-5, init: np.ndarray | None = None, anneal: bool = True) -> np.ndarray:
     """Entropic (fused when ``M`` is given) GW coupling between two metric spaces, by the
     projected-gradient scheme of Peyre, Cuturi & Solomon (ICML 2016; as in SCOT and POT's
     ``entropic_gromov_wasserstein``): starting from ``a b^T``, repeat ``T <- Sinkhorn(a, b, C(T),
     epsilon)`` with the linearised square-loss cost ``C(T) = D1^2 a 1^T + 1 (D2^2 b)^T - 2 D1 T
     D2^T`` (fused: ``(1 - alpha) M + alpha C(T)``, Vayer et al.), until ``T`` changes by less
-    than ``tol`` (sum of absolute changes) or ``max_iter`` steps. The Sinkhorn steps run in the
+    than ``tol`` (sum of absolute changes) or ``max_iter`` steps. ``init``: the starting coupling
+    (default ``a b^T``); ``anneal``: start from 16x ``epsilon``. The Sinkhorn steps run in the
     log domain, warm-started from the previous step's potentials, so a small ``epsilon`` neither
     underflows nor costs many iterations. Returns the coupling (len(a) x len(b), sums to 1)."""
     a = np.asarray(a, np.float64) / np.sum(a)
     b = np.asarray(b, np.float64) / np.sum(b)
     const = (D1 ** 2) @ a[:, None] + ((D2 ** 2) @ b)[None, :]
-    T = np.outer(a, b)
+    T = np.outer(a, b) if init is None else np.asarray(init, np.float64) / np.sum(init)
     f, g = np.zeros(len(a)), np.zeros(len(b))
     # epsilon annealed from 16x down to the target (halving each step): the large-epsilon
     # couplings steer the non-convex problem away from poor local minima
-    schedule = [epsilon * 2.0 ** i for i in range(4, 0, -1)] + [epsilon] * max(1, max_iter)
+    schedule = [epsilon * 2.0 ** i for i in range(4, 0, -1)] if anneal else []
+    schedule += [epsilon] * max(1, max_iter)
     for eps_now in schedule:
         epsilon_step = eps_now
         C = const - 2 * D1 @ T @ D2.T
@@ -232,6 +242,79 @@ def gw_coupling(D1: np.ndarray, D2: np.ndarray, a: np.ndarray, b: np.ndarray, *,
         if change < tol and epsilon_step == epsilon:
             break
     return T / T.sum()
+
+
+def gw_cost(D1: np.ndarray, D2: np.ndarray, T: np.ndarray) -> float:
+    """The square-loss GW objective ``sum (D1[i,k] - D2[j,l])^2 T[i,j] T[k,l]`` of a coupling."""
+    C = (D1 ** 2) @ T.sum(1)[:, None] + ((D2 ** 2) @ T.sum(0))[None, :] - 2 * D1 @ T @ D2.T
+    return float(np.einsum("ij,ij->", C, T))
+
+
+def random_coupling(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
+                    spread: float = 0.05) -> np.ndarray:
+    """A random coupling with marginals ``a``, ``b``: the entropic OT plan (regularisation
+    ``spread``) of a cost drawn uniformly in [0, 1]. A start for :func:`gw_multistart`."""
+    C = rng.random((len(a), len(b)))
+    f, g = _sinkhorn_log(a / a.sum(), b / b.sum(), C, spread, np.zeros(len(a)), np.zeros(len(b)),
+                         n_iter=500, tol=1e-6)
+    T = np.exp((f[:, None] + g[None, :] - C) / spread)
+    return T / T.sum()
+
+
+def gw_multistart(D1: np.ndarray, D2: np.ndarray, a: np.ndarray, b: np.ndarray, *, epsilon: float,
+                  M: np.ndarray | None = None, alpha: float = 0.5, max_iter: int = 200,
+                  n_starts: int = 1, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+    """:func:`gw_coupling` from ``n_starts`` starting couplings, keeping the one of lowest
+    objective (the GW cost, plus ``(1 - alpha) <M, T>`` / ``alpha`` scaling when fused).
+
+    GW is not convex and two geometries often admit several near-isometric matches (two clusters
+    of similar size and spread can be swapped). The objective is what tells them apart, so, as
+    SCOT (Demetci et al. 2022) selects its hyperparameters by the lowest GW distance, the
+    solution kept is the lowest-cost one among local minima reached from different starts: the
+    product coupling ``a b^T`` with epsilon annealing (a deterministic start) and ``n_starts - 1``
+    random couplings (:func:`random_coupling`, no annealing: a large epsilon would wash the start
+    out). Each start is screened with ``SCREEN_ITER`` steps; the lowest-cost one is run on to
+    ``max_iter`` steps. Returns the coupling and ``{"costs": [...], "chosen": index}``."""
+    rng = np.random.default_rng(seed)
+
+    def objective(T):
+        cost = gw_cost(D1, D2, T)
+        return cost if M is None else alpha * cost + (1 - alpha) * float((M * T).sum())
+
+    kw = dict(epsilon=epsilon, M=M, alpha=alpha)
+    if n_starts == 1:
+        T = gw_coupling(D1, D2, a, b, max_iter=max_iter, **kw)
+        return T, {"costs": [objective(T)], "chosen": 0}
+    # screening: every start for a few steps (the basin is settled early), then the best finished
+    found = []
+    for s in range(n_starts):
+        init = None if s == 0 else random_coupling(a, b, rng)
+        T = gw_coupling(D1, D2, a, b, max_iter=min(max_iter, SCREEN_ITER), init=init,
+                        anneal=init is None, **kw)
+        found.append((objective(T), T))
+    chosen = int(np.argmin([c for c, _ in found]))
+    T = gw_coupling(D1, D2, a, b, max_iter=max_iter, init=found[chosen][1], anneal=False, **kw)
+    return T, {"costs": [c for c, _ in found], "chosen": chosen}
+
+
+def eccentricity_cost(D1: np.ndarray, D2: np.ndarray, a: np.ndarray, b: np.ndarray,
+                      n_quantiles: int = 100) -> np.ndarray:
+    """Memoli's third lower bound of GW (Memoli, Found Comput Math 11, 417 (2011)) as a cost:
+    ``M[i, j]`` = 1-D Wasserstein distance between point i's distance distribution (``D1[i, :]``
+    weighted by ``a``) and point j's (``D2[j, :]`` by ``b``). Invariant to any isometry, it tells
+    a cluster's core from its periphery and needs no shared features."""
+    t = (np.arange(n_quantiles) + 0.5) / n_quantiles
+
+    def quantiles(D, w):
+        order = np.argsort(D, axis=1)
+        Ds = np.take_along_axis(D, order, axis=1)
+        cw = np.cumsum(w[order], axis=1)
+        cw /= cw[:, -1:]
+        idx = np.stack([np.searchsorted(c, t) for c in cw])
+        return np.take_along_axis(Ds, np.minimum(idx, D.shape[1] - 1), axis=1)
+
+    from scipy.spatial.distance import cdist
+    return cdist(quantiles(D1, a), quantiles(D2, b), "cityblock") / n_quantiles
 
 
 def _feature_cost(A: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -274,13 +357,16 @@ def align(X, Y, *, kinds: tuple[str | None, str | None] = (None, None), linked: 
           epsilon: float = DEFAULTS["epsilon"], n_components: int = DEFAULTS["n_components"],
           n_features: int = DEFAULTS["n_features"], n_soft: int = DEFAULTS["n_soft"],
           fused_alpha: float = DEFAULTS["fused_alpha"], max_iter: int = DEFAULTS["max_iter"],
-          var: tuple = (None, None), var_names: tuple = (None, None), seed: int = 0,
+          n_starts: int = DEFAULTS["n_starts"], var: tuple = (None, None),
+          var_names: tuple = (None, None), seed: int = 0,
           progress: bool = False) -> Alignment:
     """GW alignment of two modalities' cells (matrices cells x features, not modified).
 
     ``kinds``: each modality's preprocessing (None: :func:`guess_kind`). ``linked``: optional
     ``(X_linked, Y_linked)``, cells x linked features in the same feature order (e.g. the shared
-    genes of RNA and gene activity): fused GW with weight ``fused_alpha`` on the GW term. See the
+    genes of RNA and gene activity): fused GW with weight ``fused_alpha`` on the GW term.
+    ``n_starts``: GW solved from that many starting couplings, the lowest-cost solution kept
+    (:func:`gw_multistart`). See the
     module docstring for the maths; the result's :meth:`Alignment.joint` is the embedding."""
     from tqdm.auto import tqdm
     rng = np.random.default_rng(seed)
@@ -297,16 +383,17 @@ def align(X, Y, *, kinds: tuple[str | None, str | None] = (None, None), linked: 
     if linked is not None:
         lk = [_linked_profiles(L, m) for L, m in zip(linked, meta)]
         M = _feature_cost(*lk)
-    T = gw_coupling(D[0], D[1], meta[0].mass, meta[1].mass, epsilon=epsilon, M=M,
-                    alpha=fused_alpha, max_iter=max_iter)
+    T, starts = gw_multistart(D[0], D[1], meta[0].mass, meta[1].mass, epsilon=epsilon, M=M,
+                              alpha=fused_alpha, max_iter=max_iter, n_starts=n_starts,
+                              seed=int(rng.integers(2 ** 31)))
     bar.update()
     bar.close()
-    gwd = float(np.einsum("ij,ij->", (D[0] ** 2) @ T.sum(1)[:, None] + ((D[1] ** 2) @ T.sum(0))[None, :]
-                          - 2 * D[0] @ T @ D[1].T, T))
+    gwd = gw_cost(D[0], D[1], T)
     params = dict(kinds=list(kinds), n_metacells=[len(m.mass) for m in meta], k=k, epsilon=epsilon,
                   n_components=n_components, n_features=n_features, n_soft=n_soft,
                   fused=M is not None, fused_alpha=fused_alpha if M is not None else None,
-                  max_iter=max_iter, seed=seed)
+                  max_iter=max_iter, n_starts=n_starts, start_costs=starts["costs"],
+                  start_chosen=starts["chosen"], seed=seed)
     return Alignment(T, meta, Z, params, gwd)
 
 

@@ -84,10 +84,11 @@ class GWModel:
 
 def check_params(params: dict[str, Any]) -> None:
     """Reject bad GW settings before any data is touched."""
-    for key in ("n_metacells", "k", "n_components", "n_features", "n_soft", "max_iter"):
+    for key in ("n_metacells", "k", "n_components", "n_features", "n_soft", "max_iter", "n_starts"):
         v = params[key]
-        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < (2 if key != "n_soft" else 1):
-            raise ValueError(f"{key} must be an integer >= {2 if key != 'n_soft' else 1}; got {v!r}.")
+        low = 1 if key in ("n_soft", "n_starts") else 2
+        if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
+            raise ValueError(f"{key} must be an integer >= {low}; got {v!r}.")
     eps = params["epsilon"]
     if not isinstance(eps, (int, float)) or isinstance(eps, bool) or not np.isfinite(eps) or eps <= 0:
         raise ValueError(f"epsilon must be a number > 0 (entropic regularisation of GW, relative to "
