@@ -52,7 +52,7 @@ import scipy.sparse as sp
 
 KINDS = ("counts", "peaks", "adt", "other")
 # Defaults chosen by measurement across datasets (bench/diagonal/RESULTS.md).
-DEFAULTS = dict(n_metacells=300, k=30, epsilon=5e-3, n_components=30, n_features=2000,
+DEFAULTS = dict(n_metacells=300, k=10, epsilon=5e-3, n_components=30, n_features=2000,
                 n_soft=3, fused_alpha=0.5, max_iter=200, n_starts=10)
 # "other" inputs with at most this many features are already a reduced space (PCA, LSI): used
 # as given, centred only (re-standardising gives noise PCs the weight of the first ones)
