@@ -20,7 +20,7 @@ def test_mixes_chemistries_and_keeps_cell_types(pbmc):
                          progress=False, n_common_genes=1000)
     assert_unchanged(pbmc, snap, allowed_obsm={"X_scferry"})
     X = pbmc.obsm["X_scferry"]
-    assert X.shape == (pbmc.n_obs, 5) and X.dtype == np.float32 and np.isfinite(X).all()
+    assert X.shape == (pbmc.n_obs, 10) and X.dtype == np.float32 and np.isfinite(X).all()
     assert model.train_params["iterations_run"] == 600
     assert {"recon", "kl", "domain", "noise_var", "monitor"} <= set(model.history[-1])
     # mixing beats PCA; silhouette within 0.03 of PCA, kNN transfer within 0.1 (both far above random)
@@ -53,7 +53,7 @@ def test_inputs_save_load_and_transfer(pbmc, tmp_path):
     model.save(tmp_path / "davae.pt")
     loaded = sf.load(tmp_path / "davae.pt", adatas=data)
     assert loaded.method == "davae" and loaded.dataset_names == list(data)
-    assert loaded.params["n_latent"] == 5 and not loaded.preprocessing.scaled
+    assert loaded.params["n_latent"] == 10 and not loaded.preprocessing.scaled
     for k, v in model.module.state_dict().items():
         assert torch.equal(v, loaded.module.state_dict()[k])
     # the loaded network re-encodes the cells to the same coordinates
@@ -74,7 +74,7 @@ def test_small_batch_is_used_whole_every_step(pbmc):
     model = sf.integrate(small, method="davae", batch_key="batch", seed=0, **FAST)
     assert model.train_params["iterations_run"] == 60
     X = small.obsm["X_scferry"]
-    assert X.shape == (small.n_obs, 5) and np.isfinite(X).all()
+    assert X.shape == (small.n_obs, 10) and np.isfinite(X).all()
     assert len(model.obs_names["10x_3p_v1"]) == 5
 
 

@@ -102,7 +102,7 @@ def write_result(out: Path, emb: np.ndarray, run_s: float, cpu_s: float, t0: flo
 
 
 # ------------------------------------------------------------------ children in the main venv
-def child(method: str, ddir: Path, out: Path, seed: int, threads: int) -> None:
+def child(method: str, ddir: Path, out: Path, seed: int, threads: int, params: dict | None = None) -> None:
     t0 = time.perf_counter()
     import torch
     torch.set_num_threads(threads)
@@ -132,7 +132,7 @@ def child(method: str, ddir: Path, out: Path, seed: int, threads: int) -> None:
         return
     datasets = {n: adata[(obs["batch"] == n).to_numpy()].copy() for n in names}
     c1, t1 = time.process_time(), time.perf_counter()
-    model = sf.integrate(datasets, method=method, seed=seed, device="cpu", progress=False)
+    model = sf.integrate(datasets, method=method, seed=seed, device="cpu", progress=False, **(params or {}))
     run_s, cpu_s = time.perf_counter() - t1, time.process_time() - c1
     emb = np.vstack([datasets[n].obsm["X_scferry"] for n in names])  # obs order: stacked by batch
     write_result(out, emb, run_s, cpu_s, t0, iterations=model.train_params["iterations_run"],
@@ -140,12 +140,18 @@ def child(method: str, ddir: Path, out: Path, seed: int, threads: int) -> None:
                          if isinstance(v, (int, float, str, bool, type(None)))})
 
 
-def run_method(method: str, ddir: Path, seed: int, threads: int, venvs: Path) -> float:
+def run_method(method: str, ddir: Path, seed: int, threads: int, venvs: Path,
+               params: dict | None = None, tag: str = "") -> float:
+    """Run ``method`` on seed ``seed`` in its own process; ``params`` (scferry methods only):
+    keyword arguments of ``sf.integrate`` for a variant, written to ``METHOD@TAG/``."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2"}
     tool = method.split("_")[0]
-    out = ddir / f"seed{seed}" / method
+    name = f"{method}@{tag}" if tag else method
+    out = ddir / f"seed{seed}" / name
     out.parent.mkdir(parents=True, exist_ok=True)
+    if params and method not in ("davae", "uniport", "scbiot_vae"):
+        raise ValueError("--params applies to the scferry methods davae, uniport, scbiot_vae only")
     if tool in RUNNERS:
         vname = {"harmony": "scvi"}.get(tool, tool)
         py = venvs / vname / "bin" / "python"
@@ -165,18 +171,19 @@ def run_method(method: str, ddir: Path, seed: int, threads: int, venvs: Path) ->
             cmd += ["--max-steps", str(SCVI_MAX_STEPS)]
     else:
         cmd = [MAIN_PY, __file__, "--_child", method, str(ddir), str(out), "--seed", str(seed),
-               "--threads", str(threads)]
+               "--threads", str(threads), "--params", json.dumps(params or {})]
     t = time.perf_counter()
-    with open(out.parent / f"{method}.log", "w") as log:
+    with open(out.parent / f"{name}.log", "w") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=ddir)
     if rc != 0:
-        raise RuntimeError(f"{method} failed (exit {rc}); see {out.parent / f'{method}.log'}")
+        raise RuntimeError(f"{name} failed (exit {rc}); see {out.parent / f'{name}.log'}")
     return time.perf_counter() - t
 
 
 # ------------------------------------------------------------------ scoring
 def score(emb: np.ndarray, obs: pd.DataFrame, seed: int = 0, leiden_seeds: int = 1) -> dict:
-    """The study's scores of one embedding (rows in ``obs`` order); module docstring."""
+    """The study's scores of one embedding (rows in ``obs`` order); module docstring.
+    ``leiden_seeds=0``: no ARI / NMI (screening variants: the Leiden sweep is most of the cost)."""
     from scferry import metrics
     ok = np.isfinite(emb).all(axis=1)  # scbean may filter cells; they are scored as missing
     X, obs = emb[ok], obs[ok].reset_index(drop=True)
@@ -195,10 +202,16 @@ def score(emb: np.ndarray, obs: pd.DataFrame, seed: int = 0, leiden_seeds: int =
     out["ilisi"] = metrics.ilisi(X, obs["batch"], scaled=True, seed=seed)
     out["silhouette"] = metrics.silhouette(Xl, lab, seed=seed)
     clus = [metrics.leiden_ari_nmi(Xl, lab, seed=seed + 100 * i) for i in range(leiden_seeds)]
-    out["ari"] = float(np.mean([c["ari"] for c in clus]))
-    out["nmi"] = float(np.mean([c["nmi"] for c in clus]))
+    out["ari"] = float(np.mean([c["ari"] for c in clus])) if clus else np.nan
+    out["nmi"] = float(np.mean([c["nmi"] for c in clus])) if clus else np.nan
     out["cells_scored"] = int(ok.sum())
     return out
+
+
+def label(method: str) -> str:
+    """Table name of a method or a variant ``METHOD@TAG``."""
+    base, _, tag = method.partition("@")
+    return LABELS[base] + (f" [{tag}]" if tag else "")
 
 
 SCORES = ["transfer", "batch_entropy", "ilisi", "silhouette", "ari", "nmi", "cpu_s", "peak_mb"]
@@ -208,7 +221,7 @@ def summary(rows: pd.DataFrame) -> pd.DataFrame:
     """mean ± sd over seeds per dataset and method (scores to 3 decimals, CPU s and MiB whole)."""
     out = []
     for (dataset, method), g in rows.groupby(["dataset", "method"], sort=False):
-        row = {"data": dataset, "method": LABELS[method], "seeds": len(g)}
+        row = {"data": dataset, "method": label(method), "seeds": len(g)}
         for c in SCORES:
             v = g[c].astype(float) if c in g else pd.Series([np.nan])
             if v.isna().all():
@@ -225,7 +238,9 @@ def goals(rows: pd.DataFrame) -> str:
     """Issue 16's goals per dataset on the seed means: for davae and uniport, transfer >= max(Harmony,
     scVI), batch entropy >= Harmony's, silhouette >= PCA's; for refine, transfer >= Harmony's and
     batch entropy >= Harmony's, and never below the PCA on transfer / silhouette."""
-    m = rows.groupby(["dataset", "method"])[["transfer", "batch_entropy", "silhouette"]].mean()
+    cols = ["transfer", "batch_entropy", "silhouette"]
+    m = rows.reindex(columns=[*rows.columns, *[c for c in cols if c not in rows]]) \
+        .groupby(["dataset", "method"])[cols].mean()  # no transfer where no batch is labelled whole
     lines = ["| data | method | transfer >= max(Harmony, scVI) | batch entropy >= Harmony | "
              "silhouette >= PCA |", "|---|---|---|---|---|"]
 
@@ -236,9 +251,9 @@ def goals(rows: pd.DataFrame) -> str:
         v, ref = m.loc[(d, meth), col], max(vals)
         return f"{'yes' if v >= ref else '**no**'} ({v:.3f} vs {ref:.3f})"
     for d in dict.fromkeys(rows["dataset"]):
-        for meth in ("davae", "uniport", "refine"):
-            if (d, meth) in m.index:
-                lines.append(f"| {d} | {LABELS[meth]} | {cmp(d, meth, 'transfer', ['harmony', 'scvi'])} | "
+        for meth in dict.fromkeys(rows["method"]):
+            if meth.split("@")[0] in ("davae", "uniport", "refine") and (d, meth) in m.index:
+                lines.append(f"| {d} | {label(meth)} | {cmp(d, meth, 'transfer', ['harmony', 'scvi'])} | "
                              f"{cmp(d, meth, 'batch_entropy', ['harmony'])} | "
                              f"{cmp(d, meth, 'silhouette', ['pca'])} |")
     return "\n".join(lines)
@@ -282,7 +297,7 @@ def umap_grid(out: Path, datasets: list[str], methods: list[str], seed: int = 0,
                 if i == 0:
                     ax.set_title(f"{d}: {key.replace('_', ' ')}", fontsize=9)
                 if c == 0 and j == 0:
-                    ax.set_ylabel(LABELS[meth], fontsize=8)
+                    ax.set_ylabel(label(meth), fontsize=8)
             if not f.exists():
                 continue
             emb = np.load(f)[take]
@@ -307,7 +322,8 @@ def main() -> int:
     from datasets import shared_data_dir
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
-    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=METHODS)
+    p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
+                   help=f"of {METHODS}; METHOD@TAG: a variant's finished runs (--score-only)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--leiden-seeds", type=int, default=3, help="Leiden seeds per ARI/NMI")
     p.add_argument("--data-dir", default=shared_data_dir())
@@ -318,17 +334,27 @@ def main() -> int:
     p.add_argument("--skip-done", action="store_true", help="do not rerun runs with an embedding")
     p.add_argument("--no-score", action="store_true", help="run only; score later with --score-only")
     p.add_argument("--umap", action="store_true", help="draw umap.png (seed 0)")
+    p.add_argument("--params", type=json.loads, default={},
+                   help='a variant: sf.integrate keyword arguments as JSON, e.g. \'{"n_latent": 16}\'')
+    p.add_argument("--tag", default="", help="the variant's name: results in METHOD@TAG/")
+    p.add_argument("--table", default="table.md", help="file name of the table in --out")
     p.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args()
     args.out = args.out.resolve()  # children run inside their dataset folder
     if args._child:
-        child(args._child[0], Path(args._child[1]), Path(args._child[2]), args.seeds[0], args.threads)
+        child(args._child[0], Path(args._child[1]), Path(args._child[2]), args.seeds[0], args.threads,
+              args.params)
         return 0
 
     import torch
     torch.set_num_threads(args.threads)
     rows = []
-    methods = [m for m in METHODS if m in args.methods]
+    if args.params and not args.tag:
+        p.error("--params needs --tag (the variant's folder name)")
+    bad = [m for m in args.methods if m.split("@")[0] not in METHODS]
+    if bad:
+        p.error(f"unknown methods {bad}; choose from {METHODS}")
+    methods = sorted(dict.fromkeys(args.methods), key=lambda m: METHODS.index(m.split("@")[0]))
     if any(m in methods for m in ("harmony", "refine")) and "pca" not in methods:
         methods.insert(0, "pca")  # Harmony and refine correct the PCA
     for dataset in args.datasets:
@@ -337,12 +363,17 @@ def main() -> int:
             prepare(dataset, args.data_dir, ddir / "input")
         obs = pd.read_csv(ddir / "input" / "obs.tsv", sep="\t", keep_default_na=False, dtype=str)
         for seed in args.seeds:
-            for method in methods:
+            for base in methods:
+                variant = bool(args.tag) and "@" not in base and base in ("davae", "uniport", "scbiot_vae")
+                method = f"{base}@{args.tag}" if variant else base
+                run = not args.score_only and "@" not in base  # METHOD@TAG given: scored, not run
+                base = base.split("@")[0]
                 res = ddir / f"seed{seed}" / method
-                if not args.score_only and not (args.skip_done and (res / "embedding.npy").exists()):
+                if run and not (args.skip_done and (res / "embedding.npy").exists()):
                     print(f"[{dataset} seed {seed}] {method} ...", flush=True)
                     load = os.getloadavg()[0]
-                    process_s = run_method(method, ddir, seed, args.threads, args.venvs)
+                    process_s = run_method(base, ddir, seed, args.threads, args.venvs,
+                                           args.params if variant else None, args.tag if variant else "")
                     json.dump({"process_seconds": process_s, "loadavg_1min": [load, os.getloadavg()[0]]},
                               open(res / "process.json", "w"))
                 if args.no_score or not (res / "embedding.npy").exists():
@@ -366,12 +397,13 @@ def main() -> int:
         return 0
     table = pd.DataFrame(rows)
     args.out.mkdir(parents=True, exist_ok=True)
-    table.to_csv(args.out / "scores.tsv", sep="\t", index=False)
+    table.to_csv(args.out / Path(args.table).with_suffix(".tsv").name.replace("table", "scores"),
+                 sep="\t", index=False)
     md = markdown(summary(table)) + "\n\nGoals (seed means):\n\n" + goals(table)
-    (args.out / "table.md").write_text(md + "\n")
+    (args.out / args.table).write_text(md + "\n")
     print(md)
     if args.umap:
-        print("UMAP grid:", umap_grid(args.out, args.datasets, methods))
+        print("UMAP grid:", umap_grid(args.out, args.datasets, list(dict.fromkeys(table["method"]))))
     return 0
 
 

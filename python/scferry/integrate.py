@@ -78,7 +78,9 @@ def integrate(
         Training budget (optimiser steps), Adam learning rate, cells per step (split evenly over
         datasets; a dataset with fewer cells than its share gives all its cells to every step),
         early-stopping patience in epochs (``None`` disables early stopping). Defaults are the
-        method's (``get_method(name).train_defaults``).
+        method's (``get_method(name).train_defaults``); a default ``max_iter="auto"`` is set from
+        the number of cells by the method's ``auto_max_iter`` (DAVAE) and recorded in
+        ``model.train_params["max_iter"]`` and ``model.choices``.
     seed
         An integer >= 0. The same seed gives the same embedding on CPU with the same number of
         torch threads (``torch.set_num_threads``; results with another thread count differ in
@@ -158,6 +160,8 @@ def integrate(
     if patience != "default":
         tp["patience"] = patience
     _check_positive(tp)
+    if tp["max_iter"] == "auto" and "auto_max_iter" not in vars(cls):
+        raise ValueError(f"method {cls.name!r} has no automatic budget: pass max_iter as a positive integer.")
     if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0; got {seed!r}.")
     seed = int(seed)
@@ -213,6 +217,10 @@ def integrate(
             v["labels"] = c
 
     n_cells = [d.n_obs for d in data]
+    if tp["max_iter"] == "auto":  # the method's budget rule, from the number of cells
+        tp["max_iter"] = int(cls.auto_max_iter(n_cells))
+        record_choice(choices, "max_iter", tp["max_iter"],
+                      f"{cls.name}'s training budget for {sum(n_cells)} cells (pass max_iter= to set it)")
     sizes = batch_sizes(n_cells, tp["batch_size"], placement.devices)
     fit_kwargs = dict(max_iter=tp["max_iter"], lr=tp["lr"], weight_decay=tp["weight_decay"],
                       iters_per_epoch=iters_per_epoch(n_cells, sizes, placement.devices),
@@ -322,6 +330,8 @@ def _check_specific_genes(specific_genes, data, cls, inputs) -> dict[str, list[s
 
 def _check_positive(tp: dict) -> None:
     for key in ("max_iter", "batch_size"):
+        if key == "max_iter" and tp[key] == "auto":  # a method default: set from the data later
+            continue
         if not isinstance(tp[key], int) or tp[key] < 1:
             raise ValueError(f"{key} must be a positive integer; got {tp[key]!r}.")
     if not tp["lr"] > 0:

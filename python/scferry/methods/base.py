@@ -51,6 +51,12 @@ class Method(nn.Module):
         """Reject bad hyper-parameters before any data is touched (optional)."""
 
     @classmethod
+    def auto_max_iter(cls, n_cells: list[int]) -> int:
+        """The training budget in optimiser steps for datasets of ``n_cells`` cells, used when
+        ``train_defaults["max_iter"]`` is ``"auto"`` and the user passes no ``max_iter``."""
+        raise NotImplementedError(f"{cls.name} has no budget rule; give train_defaults a max_iter")
+
+    @classmethod
     def resolve(cls, params: dict[str, Any], datasets: list, labels) -> tuple[tuple[str, ...], bool]:
         """Called by integrate() after the input checks, before preprocessing: the model inputs
         and whether the datasets are paired, for these ``params`` and data (``datasets``: the

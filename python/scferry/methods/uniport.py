@@ -146,7 +146,7 @@ class UniPort(Method):
         kl_weight=0.5, specific_weight=0.5, ot_weight=4.0, ot_eps=0.01, ot_rho=1.0,
         ot_iter=100, keep_plan=True, plan_k=50, plan_eps=None,
         mode=None, cross_weight=1.0, ot_marginals=None, prior_alpha=2.0, prior_pairs=None,
-        gw_prior=True, gw_weight=1.0, gw_params=None,
+        gw_prior=True, gw_weight=1.0, gw_params=None, pair_reduction="sum",
     )
     train_defaults = dict(max_iter=2000, lr=2e-4, weight_decay=5e-4, batch_size=256, patience=10)
 
@@ -262,6 +262,10 @@ class UniPort(Method):
                 raise ValueError(f"gw_params must be a dict with keys among {sorted(gw_method.DEFAULTS)}; "
                                  f"got {gwp!r}.")
             gw_method.check_params({**gw_method.DEFAULTS, **gwp})
+        if params.get("pair_reduction") not in ("sum", "mean"):
+            raise ValueError(f"pair_reduction must be 'sum' (the OT losses of the dataset pairs added, as "
+                             f"the paper) or 'mean' (averaged: the same OT weight for any number of "
+                             f"datasets); got {params.get('pair_reduction')!r}.")
         if not isinstance(params.get("cross_weight"), (int, float)) or params["cross_weight"] < 0:
             raise ValueError(f"cross_weight must be a number >= 0; got {params.get('cross_weight')!r}.")
 
@@ -456,6 +460,8 @@ class UniPort(Method):
                 w = keep * self.step.to(keep.dtype)
                 self.plans[(p, q)].update(batch[p]["idx"], batch[q]["idx"], w, validate=False)
                 self.plans[(q, p)].update(batch[q]["idx"], batch[p]["idx"], w.T, validate=False)
+        if self.params.get("pair_reduction", "sum") == "mean" and problems:
+            total = total / len(problems)
         return total
 
     def _solve(self, problems, eps: float, count: bool = False) -> list[torch.Tensor]:

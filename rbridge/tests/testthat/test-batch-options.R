@@ -1,0 +1,32 @@
+# Issue 16 options of DAVAE (kl_warmup, likelihood) and uniPort (pair_reduction) reach
+# scferry.integrate() unchanged in shape (an integer, strings), and DAVAE's default budget is set
+# from the number of cells and recorded.
+
+test_that("ferry_integrate passes davae's kl_warmup / likelihood and uniport's pair_reduction", {
+    skip_if_no_python()
+    skip_if_no_seurat()
+    objs0 <- pbmc_pair()
+    objs <- ferry_integrate(objs0, method = "davae", kl_warmup = 5, likelihood = "nb", max_iter = 10,
+                            progress = FALSE, verbose = FALSE, model_dir = tempfile("models"))
+    rec <- objs$g1@misc$ferry
+    expect_identical(rec$params$kl_warmup, 5L)
+    expect_identical(rec$params$likelihood, "nb")
+    params <- reticulate::py_to_r(scferry:::.ferry$models[[rec$model_id]]$model$params)
+    expect_identical(params$kl_warmup, 5L)
+    expect_identical(params$likelihood, "nb")
+    expect_true(all(is.finite(SeuratObject::Embeddings(objs$g2, "ferry"))))
+
+    objs <- ferry_integrate(objs0, method = "davae", progress = FALSE, verbose = FALSE,
+                            model_dir = tempfile("models"))
+    model <- scferry:::.ferry$models[[objs$g1@misc$ferry$model_id]]$model
+    tp <- reticulate::py_to_r(model$train_params)
+    expect_identical(tp$max_iter, 500L)  # 80 cells: the budget's floor
+    expect_identical(tp$iterations_run, 500L)
+
+    objs <- suppressWarnings(ferry_integrate(objs0, method = "uniport", pair_reduction = "mean", max_iter = 5,
+                                             progress = FALSE, verbose = FALSE, model_dir = tempfile("models")))
+    params <- reticulate::py_to_r(scferry:::.ferry$models[[objs$g1@misc$ferry$model_id]]$model$params)
+    expect_identical(params$pair_reduction, "mean")
+    expect_error(ferry_integrate(objs0, method = "davae", likelihood = "poisson", progress = FALSE,
+                                 verbose = FALSE), "likelihood must be")
+})

@@ -1,0 +1,92 @@
+"""Issue 16 options of DAVAE and uniPort (bench/batch_integration/RESULTS.md): DAVAE's KL warm-up,
+negative-binomial likelihood and cell-count budget; uniPort's reduction of the OT losses of
+several dataset pairs."""
+import numpy as np
+import pytest
+
+import scferry as sf
+from scferry.methods.davae import DAVAE
+from helpers import assert_unchanged, snapshot, split
+
+FAST = dict(max_iter=60, progress=False, n_common_genes=800, device="cpu")
+
+
+def test_kl_warmup_weighs_the_kl_term_from_zero(pbmc):
+    """The logged total is recon + beta * kl + lambda * p * domain, beta rising linearly from 0
+    over kl_warmup steps (1 without warm-up)."""
+    data = split(pbmc)
+    kw = {**FAST, "max_iter": 1}
+    for warmup, beta in ((0, 1.0), (100, 0.0)):
+        h = sf.integrate(data, method="davae", seed=0, kl_warmup=warmup, **kw).history[0]
+        rest = h["loss"] - h["recon"] - 3.0 * 800 * h["domain"]
+        assert h["kl"] > 0.3
+        np.testing.assert_allclose(rest, beta * h["kl"], atol=0.02)
+
+
+def test_nb_likelihood_on_counts(pbmc):
+    data = split(pbmc)
+    snaps = {k: snapshot(a) for k, a in data.items()}
+    model = sf.integrate(data, method="davae", seed=0, likelihood="nb", **FAST)
+    for k, a in data.items():
+        assert_unchanged(a, snaps[k], allowed_obsm={"X_scferry"})
+        assert np.isfinite(a.obsm["X_scferry"]).all()
+    assert np.isfinite(model.history[-1]["recon"]) and model.history[-1]["recon"] > 0
+    assert "_library" not in model.params and model.params["likelihood"] == "nb"
+    # the decoder gives gene proportions
+    import torch
+    z = torch.zeros(3, model.params["n_latent"])
+    p = model.module.decode(z, torch.tensor([0, 1, 2]))
+    torch.testing.assert_close(p.sum(1), torch.ones(3))
+
+
+def test_nb_refuses_values_that_are_not_counts(pbmc):
+    data = split(pbmc)
+    for a in data.values():
+        sf_log = a.X.copy().astype(np.float32)
+        sf_log.data = np.log1p(sf_log.data * 3.7)
+        a.X = sf_log
+    with pytest.raises(ValueError, match="likelihood='nb' models counts"):
+        sf.integrate(data, method="davae", seed=0, likelihood="nb", preprocess=False, **FAST)
+
+
+@pytest.mark.parametrize("kw, words", [
+    (dict(kl_warmup=-1), "kl_warmup must be an integer >= 0"),
+    (dict(kl_warmup=2.5), "kl_warmup must be an integer >= 0"),
+    (dict(likelihood="poisson"), "likelihood must be 'gaussian'"),
+])
+def test_davae_bad_options(pbmc, kw, words):
+    data = split(pbmc)
+    snaps = {k: snapshot(a) for k, a in data.items()}
+    with pytest.raises(ValueError, match=words):
+        sf.integrate(data, method="davae", **{**FAST, **kw})
+    for k, a in data.items():
+        assert_unchanged(a, snaps[k])
+
+
+def test_uniport_pair_reduction_mean_divides_by_the_pairs(pbmc):
+    """Three datasets, three OT pairs: the first step's OT term with 'mean' is the 'sum' one / 3
+    (same seed: same minibatch, same network, same plans)."""
+    data = split(pbmc)
+    kw = dict(seed=0, max_iter=1, progress=False, n_common_genes=500, n_specific_genes=0, device="cpu")
+    total = sf.integrate(data, method="uniport", pair_reduction="sum", **kw).history[0]["ot"]
+    mean = sf.integrate(data, method="uniport", pair_reduction="mean", **kw).history[0]["ot"]
+    assert total > 0
+    np.testing.assert_allclose(mean, total / 3, rtol=1e-5)
+    with pytest.raises(ValueError, match="pair_reduction must be 'sum'"):
+        sf.integrate(data, method="uniport", pair_reduction="max", **kw)
+
+
+def test_davae_budget_scales_with_the_cells(pbmc):
+    """Default max_iter: 2.5 steps per cell within [500, 8000], recorded as a choice; a given
+    max_iter wins."""
+    assert DAVAE.train_defaults["max_iter"] == "auto"
+    assert [DAVAE.auto_max_iter(n) for n in ([10, 20], [300, 300], [600, 600], [10_000, 10_000])] == \
+        [500, 1500, 3000, 8000]
+    small = {k: a[:60].copy() for k, a in split(pbmc).items()}  # 180 cells: the 500-step floor
+    model = sf.integrate(small, method="davae", seed=0, progress=False, n_common_genes=300, device="cpu")
+    assert model.train_params["max_iter"] == model.train_params["iterations_run"] == 500
+    assert model.choices["max_iter"]["value"] == 500
+    model = sf.integrate(small, method="davae", seed=0, **FAST)
+    assert model.train_params["iterations_run"] == 60 and "max_iter" not in model.choices
+    with pytest.raises(ValueError, match="has no automatic budget"):
+        sf.integrate(small, method="uniport", max_iter="auto", progress=False)
