@@ -12,10 +12,13 @@ geodesic distances on each modality's kNN graph (shortest paths, divided by thei
 in SCOT (Demetci et al., "SCOT: single-cell multi-omics alignment with optimal transport",
 J Comput Biol 29, 3 (2022); SCOTv2, Demetci et al., RECOMB 2022) and Pamona (Cao et al.,
 "Manifold alignment for heterogeneous single-cell multi-omics data integration using Pamona",
-Bioinformatics 38, 211 (2022)). The problem is solved by POT's entropic GW (projected gradient
-with Sinkhorn steps, Peyre, Cuturi & Solomon, ICML 2016). When some features are linked between
-the modalities (shared gene names, e.g. RNA vs ATAC gene activity), fused GW (Vayer et al., ICML
-2019) adds a feature cost ``M``: ``(1 - alpha) <M, T> + alpha * GW``.
+Bioinformatics 38, 211 (2022)). The problem is solved by entropic GW (projected gradient with
+Sinkhorn steps, Peyre, Cuturi & Solomon, ICML 2016) from several starts, keeping the
+lowest-cost solution (GW is not convex: two clusters of similar size and spread can be swapped at
+nearly equal cost, and a single start often lands in the swapped solution). When some features
+are linked between the modalities (shared gene names, e.g. RNA vs ATAC gene activity), fused GW
+(Vayer et al., ICML 2019) adds a feature cost ``M``: ``(1 - alpha) <M, T> + alpha * GW``, ``M``
+the distance between metacells in the Seurat-CCA space of the linked features.
 
 Scaling (where this module departs from SCOT/Pamona, which work on all cells and hold dense n x n
 and n x m matrices): GW runs between METACELLS, the k-means centroids of each modality in its own
@@ -381,8 +384,7 @@ def align(X, Y, *, kinds: tuple[str | None, str | None] = (None, None), linked: 
     bar.update()
     M = None
     if linked is not None:
-        lk = [_linked_profiles(L, m) for L, m in zip(linked, meta)]
-        M = _feature_cost(*lk)
+        M = _linked_cost(linked, meta, seed=int(rng.integers(2 ** 31)))
     T, starts = gw_multistart(D[0], D[1], meta[0].mass, meta[1].mass, epsilon=epsilon, M=M,
                               alpha=fused_alpha, max_iter=max_iter, n_starts=n_starts,
                               seed=int(rng.integers(2 ** 31)))
@@ -397,14 +399,29 @@ def align(X, Y, *, kinds: tuple[str | None, str | None] = (None, None), linked: 
     return Alignment(T, meta, Z, params, gwd)
 
 
-def _linked_profiles(L, meta: Metacells) -> np.ndarray:
-    """Metacell means of log-normalised linked features (cells hard-assigned to their nearest)."""
-    L = sp.csr_matrix(L, dtype=np.float64)
-    rows = np.maximum(np.asarray(L.sum(axis=1)).ravel(), 1e-12)
-    L = (sp.diags(1e4 / rows) @ L).tocsr()
-    L.data = np.log1p(L.data)
+def _linked_cost(linked: tuple, meta: tuple[Metacells, Metacells], *, seed: int,
+                 n_components: int = 20) -> np.ndarray:
+    """The fused term's cost between metacells: both modalities' linked features
+    (log-normalised) put in one space by Seurat's CCA (``scferry.methods.scmodal_cca.seurat_cca``,
+    Stuart et al., Cell 177, 1888 (2019); cell-level, never an n x m matrix), averaged per metacell
+    (cells hard-assigned to their nearest), correlation distance between the averages."""
+    from .methods.scmodal_cca import seurat_cca
+    L = []
+    for X in linked:
+        X = sp.csr_matrix(X, dtype=np.float64)
+        rows = np.maximum(np.asarray(X.sum(axis=1)).ravel(), 1e-12)
+        X = (sp.diags(1e4 / rows) @ X).tocsr()
+        X.data = np.log1p(X.data)
+        L.append(X)
+    k = int(max(1, min(n_components, L[0].shape[1] - 1, min(X.shape[0] for X in L) - 1)))
+    U, V = seurat_cca(L[0], L[1], n_components=k, seed=seed)
+    return _feature_cost(*(_metacell_means(np.asarray(E, np.float64), m) for E, m in zip((U, V), meta)))
+
+
+def _metacell_means(E: np.ndarray, meta: Metacells) -> np.ndarray:
+    """Per-metacell means of cell-level values (cells hard-assigned to their nearest metacell)."""
     hard = meta.nearest[:, 0]
     m = len(meta.mass)
     A = sp.csr_matrix((np.ones(len(hard)), (hard, np.arange(len(hard)))), shape=(m, len(hard)))
     counts = np.maximum(np.asarray(A.sum(1)).ravel(), 1)
-    return np.asarray((A @ L).toarray() / counts[:, None])
+    return np.asarray(A @ E) / counts[:, None]
