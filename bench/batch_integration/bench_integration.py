@@ -268,7 +268,7 @@ def markdown(table: pd.DataFrame) -> str:
 
 
 def umap_grid(out: Path, datasets: list[str], methods: list[str], seed: int = 0,
-              max_cells: int = 4000) -> Path:
+              max_cells: int = 3000) -> Path:
     """UMAPs of each method's seed-``seed`` embedding: one row per method, two panels (batch, cell
     type) per dataset; at most ``max_cells`` cells per dataset (the same random subset for every
     method)."""
@@ -300,8 +300,12 @@ def umap_grid(out: Path, datasets: list[str], methods: list[str], seed: int = 0,
                     ax.set_ylabel(label(meth), fontsize=8)
             if not f.exists():
                 continue
-            emb = np.load(f)[take]
-            xy = umap.UMAP(random_state=0, n_jobs=1).fit_transform(emb)
+            cache = f.parent / f"umap_{max_cells}.npy"  # this subset's coordinates, reused
+            if cache.exists() and cache.stat().st_mtime >= f.stat().st_mtime:
+                xy = np.load(cache)
+            else:
+                xy = umap.UMAP(random_state=0, n_jobs=1).fit_transform(np.load(f)[take])
+                np.save(cache, xy)
             for c, key in enumerate(("batch", "cell_type")):
                 ax = axes[i, 2 * j + c]
                 ax.scatter(xy[:, 0], xy[:, 1], s=1.5, lw=0, rasterized=True,

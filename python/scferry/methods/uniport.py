@@ -51,6 +51,10 @@ Deliberate choices (documented for users and benchmarks):
   ``reference``) gets its own UOT problem, as in the paper; the problems of one step that have
   the same shape are solved together as one batched Sinkhorn loop (the same plans; at minibatch
   sizes the per-iteration overhead dominates, so 8 datasets' 28 pairs cost about one solve).
+  Their OT losses are added (``pair_reduction="sum"``, the default), so with k datasets the OT
+  term weighs k(k - 1)/2 times a pair's; ``pair_reduction="mean"`` averages them instead (the
+  same OT weight for any number of datasets). Whether "mean" integrates better has not been
+  measured yet (bench/batch_integration/RESULTS.md, issue 16), so the default is unchanged.
 - ``ot_iter`` 100 with ``tol`` 1e-4 on the log potentials: on trained latents the plans after
   100 iterations are close to the converged ones while convergence to that tolerance takes
   several times longer, and OT dominates a step's time; so default fits report unconverged
