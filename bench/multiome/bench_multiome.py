@@ -423,12 +423,12 @@ def summarise(table: pd.DataFrame) -> pd.DataFrame:
     for (d, m), g in table.groupby(["dataset", "method"], sort=False):
         row = {"dataset": d, "method": m, "seeds": len(g), "test": int(g["test"].iloc[0])}
         for c in cols:
-            v = g[c].astype(float)
-            if v.notna().any():
-                row[c] = f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}" if c not in (
-                    "cpu_s", "peak_mib") else f"{v.mean():.0f}"
-            else:
-                row[c] = ""
+            v = g[c].astype(float).dropna()
+            if c in ("cpu_s", "peak_mib"):
+                row[c] = f"{v.mean():.0f}" if len(v) else ""
+            else:  # one seed: the value alone (no sd)
+                row[c] = f"{v.mean():.3f} ± {v.std(ddof=1):.3f}" if len(v) > 1 else (
+                    f"{v.iloc[0]:.3f}" if len(v) else "")
         rows.append(row)
     return pd.DataFrame(rows)
 
