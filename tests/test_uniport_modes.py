@@ -189,8 +189,9 @@ def pamona(n=None):
 
 def test_diagonal_pamona_with_prior():
     """No shared features: auto diagonal mode. With the prior (labels of both datasets) the global
-    plan sends each ATAC cell's mass to RNA cells of its type; without it, OT alone has no reason
-    to (unsupervised diagonal alignment of unrelated feature spaces is ambiguous)."""
+    plan sends each ATAC cell's mass to RNA cells of its type; without labels the default prior is
+    the Gromov-Wasserstein coupling of the two geometries (scferry.gw), which must also beat the
+    majority-type baseline, by less than the labels do."""
     rna, atac = pamona()
     accs = {}
     for label_key in (None, "cell_type"):
@@ -209,10 +210,11 @@ def test_diagonal_pamona_with_prior():
     majority = majority_accuracy(rna_lab[rna_lab.isin(lab[shared])], lab[shared])
     print(f"\ndiagonal Pamona PBMC, plan transfer accuracy on shared types: with labels "
           f"{accs['cell_type']:.3f}, without {accs[None]:.3f}, majority type {majority:.3f}")
-    # unsupervised diagonal alignment of unrelated feature spaces is not asserted to beat the
-    # majority-type baseline (on these cells it does not); with the prior it must, by far
+    # with the label prior: far above the baseline; with the GW prior (no labels): above it, and
+    # below the labelled run (labels carry what geometry alone cannot)
     assert accs["cell_type"] > 0.8 and accs["cell_type"] > majority + 0.3, (accs, majority)
-    assert accs["cell_type"] > accs[None] + 0.2, accs
+    assert accs[None] > majority + 0.15, (accs, majority)
+    assert accs["cell_type"] > accs[None] + 0.05, accs
     # project / impute in diagonal mode
     z = sf.project(model, atac[:50].copy(), "atac")
     np.testing.assert_allclose(z, a.obsm["X_scferry"][:50], atol=1e-5)
