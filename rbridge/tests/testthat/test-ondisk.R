@@ -14,13 +14,13 @@ test_that("ferry_integrate and ferry_project take paths to .h5ad stores and retu
                                             progress = FALSE, verbose = FALSE, model_dir = dir))
     expect_identical(sort(names(res)), c("10x_3p_v1", "10x_3p_v2", "10x_5p"))
     for (m in res) {
-        expect_true(is.matrix(m) && ncol(m) == 5L && all(is.finite(m)))
+        expect_true(is.matrix(m) && ncol(m) == 10L && all(is.finite(m)))  # davae: 10 latent dims by default
         expect_false(anyDuplicated(rownames(m)) > 0)
     }
     expect_identical(sum(vapply(res, nrow, 0L)), 1200L)
     expect_identical(attr(res, "ferry")$datasets, names(res))
     e <- suppressWarnings(ferry_project(q, res, dataset = "10x_5p"))
-    expect_identical(dim(e), c(1200L, 5L))
+    expect_identical(dim(e), c(1200L, 10L))
     # the training cells through their own dataset's encoder: their training embedding
     cells <- rownames(res[["10x_5p"]])
     expect_equal(e[cells, , drop = FALSE], res[["10x_5p"]], tolerance = 1e-5)
