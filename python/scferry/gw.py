@@ -46,9 +46,8 @@ Every embedding's rows are then divided by the embedding's root-mean-square norm
 from __future__ import annotations
 
 import re
-import warnings
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -94,6 +93,15 @@ def _pca(X, n: int, seed: int) -> np.ndarray:
     return PCA(n, svd_solver=solver, random_state=seed).fit_transform(X).astype(np.float32)
 
 
+def _log_normalised(X) -> sp.csr_matrix:
+    """Counts per 10^4 then log1p (float64 CSR copy)."""
+    X = sp.csr_matrix(X, dtype=np.float64)
+    rows = np.maximum(np.asarray(X.sum(axis=1)).ravel(), 1e-12)
+    X = (sp.diags(1e4 / rows) @ X).tocsr()
+    X.data = np.log1p(X.data)
+    return X
+
+
 def embed_modality(X, kind: str, *, n_components: int = 30, n_features: int = 2000,
                    seed: int = 0) -> np.ndarray:
     """Cells x ``n_components`` embedding of one modality, preprocessed for its ``kind`` (see the
@@ -113,10 +121,7 @@ def embed_modality(X, kind: str, *, n_components: int = 30, n_features: int = 20
         Z = TruncatedSVD(k, algorithm="randomized", random_state=seed).fit_transform(T)[:, 1:]
         Z = (Z - Z.mean(0)) / np.maximum(Z.std(0), 1e-12)  # LSI components on one scale
     elif kind == "counts":
-        X = sp.csr_matrix(X, dtype=np.float64)
-        rows = np.maximum(np.asarray(X.sum(axis=1)).ravel(), 1e-12)
-        X = (sp.diags(1e4 / rows) @ X).tocsr()
-        X.data = np.log1p(X.data)
+        X = _log_normalised(X)
         mean = np.asarray(X.mean(axis=0)).ravel()
         var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
         keep = np.argsort(-var)[:min(n_features, X.shape[1])]
@@ -300,26 +305,6 @@ def gw_multistart(D1: np.ndarray, D2: np.ndarray, a: np.ndarray, b: np.ndarray, 
     return T, {"costs": [c for c, _ in found], "chosen": chosen}
 
 
-def eccentricity_cost(D1: np.ndarray, D2: np.ndarray, a: np.ndarray, b: np.ndarray,
-                      n_quantiles: int = 100) -> np.ndarray:
-    """Memoli's third lower bound of GW (Memoli, Found Comput Math 11, 417 (2011)) as a cost:
-    ``M[i, j]`` = 1-D Wasserstein distance between point i's distance distribution (``D1[i, :]``
-    weighted by ``a``) and point j's (``D2[j, :]`` by ``b``). Invariant to any isometry, it tells
-    a cluster's core from its periphery and needs no shared features."""
-    t = (np.arange(n_quantiles) + 0.5) / n_quantiles
-
-    def quantiles(D, w):
-        order = np.argsort(D, axis=1)
-        Ds = np.take_along_axis(D, order, axis=1)
-        cw = np.cumsum(w[order], axis=1)
-        cw /= cw[:, -1:]
-        idx = np.stack([np.searchsorted(c, t) for c in cw])
-        return np.take_along_axis(Ds, np.minimum(idx, D.shape[1] - 1), axis=1)
-
-    from scipy.spatial.distance import cdist
-    return cdist(quantiles(D1, a), quantiles(D2, b), "cityblock") / n_quantiles
-
-
 def _feature_cost(A: np.ndarray, B: np.ndarray) -> np.ndarray:
     """Correlation distance between metacell profiles of linked features, in [0, 1]."""
     A = A - A.mean(1, keepdims=True)
@@ -406,13 +391,7 @@ def _linked_cost(linked: tuple, meta: tuple[Metacells, Metacells], *, seed: int,
     Stuart et al., Cell 177, 1888 (2019); cell-level, never an n x m matrix), averaged per metacell
     (cells hard-assigned to their nearest), correlation distance between the averages."""
     from .methods.scmodal_cca import seurat_cca
-    L = []
-    for X in linked:
-        X = sp.csr_matrix(X, dtype=np.float64)
-        rows = np.maximum(np.asarray(X.sum(axis=1)).ravel(), 1e-12)
-        X = (sp.diags(1e4 / rows) @ X).tocsr()
-        X.data = np.log1p(X.data)
-        L.append(X)
+    L = [_log_normalised(X) for X in linked]
     k = int(max(1, min(n_components, L[0].shape[1] - 1, min(X.shape[0] for X in L) - 1)))
     U, V = seurat_cca(L[0], L[1], n_components=k, seed=seed)
     return _feature_cost(*(_metacell_means(np.asarray(E, np.float64), m) for E, m in zip((U, V), meta)))
