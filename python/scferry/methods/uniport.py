@@ -26,8 +26,8 @@ Deliberate choices (documented for users and benchmarks):
   otherwise; recorded per modality in ``params["n_specific_genes"]``. Of 2,000 peaks a nucleus
   has only a handful of reads, some none at all, and each modality must place its cell alone
   when it is projected without its pair: with 10,000 peaks held-apart nuclei of SNARE-seq and
-  sci-CAR align much better, while 10,000 RNA genes (TEA-seq) did not help and cost five times
-  the time. More steps, a larger learning rate or input dropout did not close that gap
+  sci-CAR align much better, while 10,000 RNA genes (TEA-seq) did not help and cost much more
+  time. More steps, a larger learning rate or input dropout did not close that gap
   (bench/multiome/RESULTS.md, "Vertical uniPort on held-apart cells"). An integer applies to
   every modality; a dict ``{dataset: n}`` sets each.
 - Guidance (paper, Supplementary Notes 5-6): per-cell OT marginal weights (``ot_marginals``,
@@ -50,7 +50,7 @@ Deliberate choices (documented for users and benchmarks):
 - Minibatch OT with more than two datasets: every pair of datasets (or every dataset against
   ``reference``) gets its own UOT problem, as in the paper; the problems of one step that have
   the same shape are solved together as one batched Sinkhorn loop (the same plans; at minibatch
-  sizes the per-iteration overhead dominates, so 8 datasets' 28 pairs cost about one solve).
+  sizes the per-iteration overhead dominates, so many pairs cost about one solve).
   Their OT losses are added (``pair_reduction="sum"``, the default), so with k datasets the OT
   term weighs k(k - 1)/2 times a pair's; ``pair_reduction="mean"`` averages them instead (the
   same OT weight for any number of datasets). Whether "mean" integrates better has not been
