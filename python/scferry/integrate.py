@@ -160,7 +160,7 @@ def integrate(
     if patience != "default":
         tp["patience"] = patience
     _check_positive(tp)
-    if tp["max_iter"] == "auto" and "auto_max_iter" not in vars(cls):
+    if tp["max_iter"] == "auto" and cls.auto_max_iter is None:
         raise ValueError(f"method {cls.name!r} has no automatic budget: pass max_iter as a positive integer.")
     if isinstance(seed, bool) or not isinstance(seed, Integral) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0; got {seed!r}.")

@@ -50,11 +50,10 @@ class Method(nn.Module):
     def check_params(cls, params: dict[str, Any]) -> None:
         """Reject bad hyper-parameters before any data is touched (optional)."""
 
-    @classmethod
-    def auto_max_iter(cls, n_cells: list[int]) -> int:
-        """The training budget in optimiser steps for datasets of ``n_cells`` cells, used when
-        ``train_defaults["max_iter"]`` is ``"auto"`` and the user passes no ``max_iter``."""
-        raise NotImplementedError(f"{cls.name} has no budget rule; give train_defaults a max_iter")
+    #: The budget rule used when the training budget is ``max_iter="auto"``: ``None`` (no rule; a
+    #: method with one overrides it with a classmethod ``auto_max_iter(n_cells) -> int``, the
+    #: number of optimiser steps for datasets of ``n_cells`` cells, as DAVAE does).
+    auto_max_iter = None
 
     @classmethod
     def resolve(cls, params: dict[str, Any], datasets: list, labels) -> tuple[tuple[str, ...], bool]:
