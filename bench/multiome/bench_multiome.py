@@ -22,8 +22,13 @@ embeds the held-apart 20% of each modality separately, with no pairing: scferry 
 ``sf.project``; CCA (``cca``: PCA of each log-normalised, scaled modality, CCA fitted on the
 training pairs) through its fitted maps; MultiVI through its modality-specific encoders (the other
 modality's counts are zero, which MultiVI reads as unmeasured); totalVI, which has no RNA-free
-encoder, with the other modality's counts set to zero. totalVI / MultiVI run their default
-epochs capped at ``--scvi-steps`` minibatch steps (the 2-core machine). Scores on the 20%
+encoder, with the other modality's counts set to zero; ``multivi_protein`` = MultiVI's RNA +
+protein mode (a protein encoder of its own: scvi-tools' model for protein-only cells). Each
+reference reads the input its model is written for: MultiVI on ``snare`` reads the SNARE peaks of
+the same nuclei (its accessibility part is a Bernoulli model of peaks whose network is sized from
+the number of regions; ``--scvi-params '{"own_input": false}'`` gives it the gene activity, a
+diagnosis). totalVI / MultiVI run their default epochs (with their early stopping) capped at
+``--scvi-steps`` minibatch steps of 128 cells (the 2-core machine). Scores on the 20%
 (``scferry.metrics``), cells of unknown type ("Mis", "unknown") left out of the label-based ones:
 
 - foscttm: FOSCTTM between a cell's RNA and other-modality embeddings (lower is better);
@@ -66,9 +71,10 @@ from procstat import status_mb  # noqa: E402
 METHODS = ["cca", "seurat_cca", "minnet", "minnet_nolabel", "minnet_infonce", "minnet_nolabel_infonce",
            "minnet_nolabel_margin",
            "uniport_vertical", "uniport_diagonal", "scmodal",
-           "totalvi", "multivi"]
+           "totalvi", "multivi", "multivi_protein"]
 PAIRED_METHODS = ["cca", "minnet", "minnet_nolabel", "uniport_vertical", "totalvi", "multivi"]  # the default
-SCVI_METHODS = {"totalvi": "adt", "multivi": "atac"}  # scvi-tools references, each for its kind of data
+SCVI_METHODS = {"totalvi": "adt", "multivi": "atac",  # scvi-tools references, each for its kind of data
+                "multivi_protein": "adt"}  # MultiVI's RNA + protein mode: a protein encoder of its own
 DATASETS = ["snare", "snare_peaks", "scicar", "teaseq", "cite", "cite_small"]
 PAIRED_DATASETS = ["snare", "snare_peaks", "scicar", "teaseq", "cite"]  # the default
 FILES = {"snare": ("snare_cortex_rna.h5ad", "snare_cortex_atac_gene.h5ad", "atac"),
@@ -78,6 +84,10 @@ FILES = {"snare": ("snare_cortex_rna.h5ad", "snare_cortex_atac_gene.h5ad", "atac
          "cite": ("pbmc10k_cite_hvg_rna.h5ad", "pbmc10k_cite_hvg_adt.h5ad", "adt"),
          "cite_small": ("pbmc10k_cite_small_rna.h5ad", "pbmc10k_cite_small_adt.h5ad", "adt")}
 SCVI_PYTHON = BENCH / ".venvs" / "scvi" / "bin" / "python"  # bench/venvs/setup_scvi.sh
+# A reference gets the input its model is written for: MultiVI's accessibility part is a Bernoulli
+# model of peaks (binarised, network sized from the number of regions), so on SNARE it reads the
+# peaks of the same nuclei (same cells, same split), not the gene activity the scferry methods get.
+SCVI_OWN_INPUT = {("multivi", "snare"): "snare_peaks"}
 UNKNOWN = {"Mis", "unknown"}
 # TotalSeq-B panel of 10x pbmc_10k_protein_v3 -> coding gene (CD45RA/RO are both PTPRC isoforms)
 ADT_GENES = {"CD3": "CD3E", "CD4": "CD4", "CD8a": "CD8A", "CD14": "CD14", "CD15": "FUT4",
@@ -167,7 +177,13 @@ def child(method: str, dataset: str, ddir: Path, args) -> None:
     if method in SCVI_METHODS:
         if SCVI_METHODS[method] != other:
             raise SystemExit(f"{method} is for RNA + {SCVI_METHODS[method]} data, not {dataset}")
-        all_rna, all_oth, imputed, extra = scvi_reference(method, rna, oth, test, args)
+        sp_ = json.loads(args.scvi_params or "{}")
+        own = SCVI_OWN_INPUT.get((method, dataset)) if sp_.pop("own_input", True) else None
+        if own:  # the same cells (same subsample and split), the other modality as the model expects it
+            rna2, oth, _ = load(own, args.data_dir, args.max_cells, args.seed)
+            assert (rna2.obs_names == rna.obs_names).all()
+        all_rna, all_oth, imputed, extra = scvi_reference(method, rna, oth, test, args, sp_)
+        extra["input"] = own or dataset
     elif method == "cca":
         all_rna, all_oth = paired_cca(rna, oth, test, args.seed)
     elif method == "seurat_cca":
@@ -233,7 +249,7 @@ def child(method: str, dataset: str, ddir: Path, args) -> None:
                "n_test": int(test.sum()), **extra}, open(out / "timing.json", "w"), indent=1, default=str)
 
 
-def scvi_reference(method: str, rna, oth, test: np.ndarray, args):
+def scvi_reference(method: str, rna, oth, test: np.ndarray, args, params: dict | None = None):
     """totalVI (RNA + protein; Gayoso et al., Nat Methods 2021) or MultiVI (RNA + ATAC; Ashuach et
     al., Nat Methods 2023), scvi-tools 1.4.2 in its own venv, trained on the training pairs.
     Held-apart cells are embedded per modality, the other modality's counts set to zero: MultiVI
@@ -241,7 +257,9 @@ def scvi_reference(method: str, rna, oth, test: np.ndarray, args):
     totalVI has no RNA-free encoder, so its protein-only cells are a zero-RNA input (the closest
     it has). Imputation: protein from the held-apart RNA (totalVI, ``get_normalized_expression``
     protein part, proteins masked), RNA from the held-apart ATAC (MultiVI). Budget: the model's
-    default epochs, capped so that training runs at most ``args.scvi_steps`` minibatch steps."""
+    default epochs (with their default early stopping), capped at ``args.scvi_steps`` // the
+    steps of 128 cells per epoch. ``params`` (``--scvi-params``, diagnoses): ``binarize`` (the other
+    modality as x > 0) and keywords for the model's constructor (``n_latent``, ``n_hidden``, ...)."""
     import anndata as ad
     import scipy.sparse as sp
     import scvi
@@ -252,6 +270,9 @@ def scvi_reference(method: str, rna, oth, test: np.ndarray, args):
     scvi.settings.dl_num_workers = 0
     Xr = sp.csr_matrix(rna.X, dtype=np.float32)
     Xo = sp.csr_matrix(oth.X, dtype=np.float32)
+    params = dict(params or {})
+    if params.pop("binarize", False):
+        Xo.data = (Xo.data > 0).astype(np.float32)
     n_train = int((~test).sum())
     steps_per_epoch = int(np.ceil(0.9 * n_train / 128))  # scvi: 90 % train split, batch 128
     if method == "totalvi":
@@ -264,7 +285,7 @@ def scvi_reference(method: str, rna, oth, test: np.ndarray, args):
             return a
         tr = make(np.flatnonzero(~test))
         scvi.model.TOTALVI.setup_anndata(tr, protein_expression_obsm_key="protein_expression")
-        model = scvi.model.TOTALVI(tr)
+        model = scvi.model.TOTALVI(tr, **params)
         epochs = min(int(np.clip(round(20000 / n_train * 400), 1, 400)), max(1, args.scvi_steps // steps_per_epoch))
         model.train(max_epochs=epochs, accelerator="cpu", devices=1, enable_progress_bar=False)
         te = np.flatnonzero(test)
@@ -275,38 +296,46 @@ def scvi_reference(method: str, rna, oth, test: np.ndarray, args):
             latent[key] = model.get_latent_representation(q)
         _, pro = model.get_normalized_expression(q_rna, return_mean=True)
         imputed = {"features": list(oth.var_names.astype(str)), "values": np.log1p(np.asarray(pro, np.float64))}
-    else:
+    else:  # MultiVI: RNA + ATAC, or RNA + protein (its protein modality, for protein-only cells)
         import mudata as md
+        layer, mod = ("protein_layer", "protein") if method == "multivi_protein" else ("atac_layer", "accessibility")
 
         def make(rows, rna_on=True, atac_on=True):
             def one(X, names, on):
                 return ad.AnnData(X[rows] if on else sp.csr_matrix((len(rows), X.shape[1]), dtype=np.float32),
                                   obs=pd.DataFrame(index=rna.obs_names[rows].astype(str)),
                                   var=pd.DataFrame(index=pd.Index(names).astype(str)))
-            m = md.MuData({"rna": one(Xr, rna.var_names, rna_on), "atac": one(Xo, oth.var_names, atac_on)})
-            scvi.model.MULTIVI.setup_mudata(m, modalities={"rna_layer": "rna", "atac_layer": "atac"})
+            key = layer.split("_")[0]  # "atac" / "protein"
+            m = md.MuData({"rna": one(Xr, rna.var_names, rna_on), key: one(Xo, oth.var_names, atac_on)})
+            scvi.model.MULTIVI.setup_mudata(m, modalities={"rna_layer": "rna", layer: key})
             return m
         tr = make(np.flatnonzero(~test))
-        model = scvi.model.MULTIVI(tr)
+        model = scvi.model.MULTIVI(tr, **params)
         epochs = min(500, max(1, args.scvi_steps // steps_per_epoch))
         model.train(max_epochs=epochs, accelerator="cpu", devices=1, enable_progress_bar=False)
         te, trn = np.flatnonzero(test), np.flatnonzero(~test)
         q_atac = make(te, rna_on=False)
         latent = {"rna": model.get_latent_representation(make(te, atac_on=False), modality="expression"),
-                  "other": model.get_latent_representation(q_atac, modality="accessibility"),
+                  "other": model.get_latent_representation(q_atac, modality=mod),
                   "train_rna": model.get_latent_representation(make(trn, atac_on=False), modality="expression"),
-                  "train_other": model.get_latent_representation(make(trn, rna_on=False),
-                                                                 modality="accessibility")}
-        expr = model.get_normalized_expression(q_atac, return_numpy=True)  # joint z = ATAC's alone
-        imputed = {"features": list(rna.var_names.astype(str)),
-                   "values": np.log1p(1e4 * np.asarray(expr, np.float64))}
+                  "train_other": model.get_latent_representation(make(trn, rna_on=False), modality=mod)}
+        imputed = {}
+        if method == "multivi":  # RNA from the ATAC-only cells (MultiVI has no protein imputation)
+            expr = model.get_normalized_expression(q_atac, return_numpy=True)  # joint z = ATAC's alone
+            imputed = {"features": list(rna.var_names.astype(str)),
+                       "values": np.log1p(1e4 * np.asarray(expr, np.float64))}
     all_rna = np.zeros((rna.n_obs, latent["rna"].shape[1]), np.float32)
     all_oth = np.zeros_like(all_rna)
     all_rna[~test], all_rna[test] = latent["train_rna"], latent["rna"]
     all_oth[~test], all_oth[test] = latent["train_other"], latent["other"]
-    imputed["values"] = imputed["values"].astype(np.float32)
+    if imputed:
+        imputed["values"] = imputed["values"].astype(np.float32)
     hist = model.history.get("elbo_train")
-    return all_rna, all_oth, imputed, {"epochs": epochs, "iterations": epochs * steps_per_epoch,
+    run = len(hist) if hist is not None else epochs  # early stopping may end before the cap
+    batch = 256 if method == "totalvi" else 128  # the models' default minibatch sizes
+    return all_rna, all_oth, imputed, {"epochs": epochs, "epochs_run": run,
+                                       "iterations": run * int(np.ceil(0.9 * n_train / batch)),
+                                       "n_latent": int(model.module.n_latent),
                                        "scvi_version": scvi.__version__,
                                        "last_elbo": float(hist.iloc[-1, 0]) if hist is not None else None}
 
@@ -322,7 +351,8 @@ def run_method(method: str, dataset: str, ddir: Path, args) -> None:
     cmd = [python, __file__, "--_child", method, dataset, str(ddir), "--seed", str(args.seed),
            "--threads", str(args.threads), "--max-cells", str(args.max_cells), "--max-iter",
            str(args.max_iter), "--test-frac", str(args.test_frac), "--data-dir", args.data_dir,
-           "--scvi-steps", str(args.scvi_steps), "--params", args.params or ""]
+           "--scvi-steps", str(args.scvi_steps), "--params", args.params or "",
+           "--scvi-params", args.scvi_params or ""]
     ddir.mkdir(parents=True, exist_ok=True)
     with open(ddir / f"{method}.log", "w") as log:
         rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
@@ -444,6 +474,9 @@ def main() -> int:
                    help="cap on totalVI / MultiVI minibatch steps (their default epochs otherwise)")
     p.add_argument("--scvi-python", type=Path, default=SCVI_PYTHON)
     p.add_argument("--params", default="", help="JSON of extra sf.integrate keywords (measurements)")
+    p.add_argument("--scvi-params", default="",
+                   help="JSON for totalVI / MultiVI (diagnoses): binarize, own_input (false: the dataset's "
+                        "input as given), model keywords")
     p.add_argument("--test-frac", type=float, default=0.2)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="one 80/20 split and fit per seed")
     p.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)

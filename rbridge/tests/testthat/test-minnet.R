@@ -1,14 +1,6 @@
 # MinNet (paired multiome Siamese network) from R: the same nuclei as two objects (RNA and ATAC
 # gene activity of SNARE-seq cortex; the repository's fixture, tests/data), so cell names repeat
-# across the objects by design.
-
-snare_paired <- function(as = c("Seurat", "SingleCellExperiment"), n = 600L) {
-    as <- match.arg(as)
-    rna <- scferry::ferry_read_h5ad(fixture_file("snare_cortex_rna.h5ad"), as = as)
-    atac <- scferry::ferry_read_h5ad(fixture_file("snare_cortex_atac_gene.h5ad"), as = as)
-    keep <- seq(1L, ncol(rna), length.out = n)
-    list(rna = rna[, keep], atac = atac[, keep])
-}
+# across the objects by design (snare_paired(): helper-snare.R).
 
 test_that("ferry_integrate(method = 'minnet') works on paired Seurat objects", {
     skip_if_no_python()
