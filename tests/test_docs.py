@@ -18,7 +18,7 @@ from api_pages import NAMESPACES, public_names  # noqa: E402
 PROMISED = {
     "scferry": ["integrate", "refine", "transfer_labels", "deconvolve", "project", "impute", "load", "Model",
                 "available_methods", "get_method", "ScferryWarning", "ModelFileError"],
-    "scferry.tl": ["knn_smooth", "mini_bulk", "peak_gene_links", "transfer_labels", "deconvolve", "project",
+    "scferry.tl": ["knn_smooth", "mini_bulk", "peak_gene_links", "gene_activity", "transfer_labels", "deconvolve", "project",
                    "impute"],
     "scferry.metrics": ["evaluate", "silhouette", "batch_entropy", "ilisi", "clisi", "kbet", "foscttm",
                         "graph_connectivity", "ari", "nmi"],

@@ -32,7 +32,15 @@ def _random_foscttm(n: int, d: int) -> float:
     return foscttm(rng.normal(size=(n, d)), rng.normal(size=(n, d)))
 
 
-def test_gw_method_aligns_better_than_random(snare_gene):
+def _cca_foscttm(X, Y) -> float:
+    """The Seurat-CCA baseline on linked features (log-normalised, 20 components)."""
+    from scferry.methods.scmodal_cca import seurat_cca
+    return foscttm(*seurat_cca(gw._log_normalised(X), gw._log_normalised(Y), n_components=20, seed=0))
+
+
+def test_gw_method_aligns_better_than_random_and_cca(snare_gene):
+    """Fused GW on the shared genes beats random and the CCA of those genes (the fused term's own
+    space) computed here on the same cells."""
     rna, gene = snare_gene
     before = rna.X.copy()
     with pytest.warns(UserWarning, match="fused GW"):
@@ -41,6 +49,7 @@ def test_gw_method_aligns_better_than_random(snare_gene):
     assert z_rna.shape[0] == rna.n_obs and z_atac.shape == z_rna.shape
     score = foscttm(z_rna, z_atac)
     assert score < _random_foscttm(rna.n_obs, z_rna.shape[1]) - 0.1, score
+    assert score < _cca_foscttm(rna.X, gene.X) - 0.03, score
     assert model.params["fused"] and "fused" in model.choices
     assert all(set(c) == {"value", "reason"} for c in model.choices.values())
     assert (rna.X != before).nnz == 0  # the input is untouched
@@ -73,6 +82,44 @@ def test_gw_pamona_unlabelled_transfer_beats_random_and_one_start():
     assert acc[many] > max(rand, majority) + 0.1, (acc, rand, majority)
     assert acc[many] > acc[1] + 0.2, acc
     assert cost[many] <= cost[1] + 1e-4, cost  # the lowest-cost start is kept
+
+
+def test_gw_peaks_aligned_through_their_gene_activity():
+    """RNA vs ATAC peaks (no shared features), the user giving a TSS table: the peaks' gene
+    activity (scferry.tl.gene_activity) links them to the genes. Baselines on the same cells:
+    random, and plain GW without the table (at random level on these sparse nuclei)."""
+    import pandas as pd
+    from conftest import ROOT
+    rna, peaks = read_fixture("snare_cortex_rna.h5ad"), read_fixture("snare_cortex_atac.h5ad")
+    tss = pd.read_csv(ROOT / "bench" / "multiome" / "snare_cortex_tss_mm10.tsv", sep="\t")
+    scores = {}
+    for given in (True, False):
+        r, p = rna.copy(), peaks.copy()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = sf.integrate({"rna": r, "atac": p}, method="gw", tss=tss if given else None,
+                                 n_metacells=200, seed=0, progress=False)
+        said = [str(w.message) for w in caught if "gene activity" in str(w.message)]
+        assert bool(said) == given and (model.params["fused"] is given)
+        assert ("fused" in model.choices) == given
+        scores[given] = foscttm(r.obsm["X_scferry"], p.obsm["X_scferry"])
+    assert scores[True] < _random_foscttm(rna.n_obs, 30) - 0.15, scores
+    assert scores[True] < scores[False] - 0.15, scores
+    with pytest.raises(ValueError, match="tss must be None or a DataFrame"):
+        sf.integrate({"rna": rna, "atac": peaks}, method="gw", tss="genes.tsv")
+
+
+def test_partial_gw_transports_the_given_mass():
+    rng = np.random.default_rng(0)
+    P = rng.normal(size=(60, 3))
+    D = gw.geodesic(P, 5)
+    a = np.full(60, 1 / 60)
+    T = gw.gw_coupling(D, D, a, a, epsilon=5e-3, mass=0.7)
+    assert np.isclose(T.sum(), 0.7, atol=1e-6)
+    assert (T.sum(1) <= a + 1e-6).all() and (T.sum(0) <= a + 1e-6).all()
+    with pytest.raises(ValueError, match="mass must be in"):
+        sf.integrate({"a": ad.AnnData(rng.poisson(1, (30, 60)).astype(np.float32)),
+                      "b": ad.AnnData(rng.poisson(1, (30, 60)).astype(np.float32))}, method="gw", mass=0)
 
 
 def test_gw_core_is_linear_in_cells_and_validates():

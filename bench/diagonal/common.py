@@ -65,3 +65,30 @@ def score(z_rna, z_oth, lab_rna, lab_oth, paired: bool, k: int = 15) -> dict:
     pred, _ = metrics.knn_label_transfer(z_rna[src], lab_rna[src], z_oth[tgt], k=k)
     out["transfer"] = metrics.transfer_accuracy(lab_oth[tgt], pred)
     return out
+
+
+def linked_table(name: str, rna: ad.AnnData, oth: ad.AnnData):
+    """Linked features of a pair as a DataFrame (columns "rna", "other"): CITE-seq's gene-protein
+    table (``bench_multiome.ADT_GENES``), else the shared feature names (None if fewer than 2)."""
+    import pandas as pd
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "multiome"))
+    from bench_multiome import ADT_GENES
+    if name == "cite":
+        pairs = [(g, p) for p, g in ADT_GENES.items() if p in oth.var_names and g in rna.var_names]
+    else:
+        pairs = [(g, g) for g in rna.var_names if g in oth.var_names]
+    return pd.DataFrame(pairs, columns=["rna", "other"]) if len(pairs) >= 2 else None
+
+
+TSS_FILE = Path(__file__).resolve().parents[1] / "multiome" / "snare_cortex_tss_mm10.tsv"
+
+
+def user_inputs(name: str, rna: ad.AnnData, oth: ad.AnnData, other: str) -> dict:
+    """What a user of ``method="gw"`` would pass beside the data: CITE-seq's gene-protein table
+    (``linked=``), the mouse TSS table for SNARE peaks (``tss=``); nothing for the others."""
+    import pandas as pd
+    if name == "cite":
+        return {"linked": linked_table(name, rna, oth).rename(columns={"other": other})}
+    if name == "snare_peaks":
+        return {"tss": pd.read_csv(TSS_FILE, sep="\t")}
+    return {}

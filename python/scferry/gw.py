@@ -18,7 +18,11 @@ lowest-cost solution (GW is not convex: two clusters of similar size and spread 
 nearly equal cost, and a single start often lands in the swapped solution). When some features
 are linked between the modalities (shared gene names, e.g. RNA vs ATAC gene activity), fused GW
 (Vayer et al., ICML 2019) adds a feature cost ``M``: ``(1 - alpha) <M, T> + alpha * GW``, ``M``
-the distance between metacells in the Seurat-CCA space of the linked features.
+the distance between metacells in the Seurat-CCA space of the linked features, and the joint
+embedding is built in that CCA space (:meth:`Alignment.joint`). ATAC peaks get linked features
+from a gene TSS table: their gene activity (``scferry.tl.gene_activity``, as Seurat/Signac and
+GLUE link peaks to genes). Partial GW (``mass`` < 1, Chapel et al., NeurIPS 2020; Pamona) lets
+cells without a counterpart stay unmatched.
 
 Scaling (where this module departs from SCOT/Pamona, which work on all cells and hold dense n x n
 and n x m matrices): GW runs between METACELLS, the k-means centroids of each modality in its own
@@ -55,7 +59,7 @@ import scipy.sparse as sp
 KINDS = ("counts", "peaks", "adt", "other")
 # Defaults chosen by measurement across datasets (bench/diagonal/RESULTS.md).
 DEFAULTS = dict(n_metacells=300, k=10, epsilon=5e-3, n_components=30, n_features=2000,
-                n_soft=3, fused_alpha=0.5, max_iter=200, n_starts=10)
+                n_soft=3, fused_alpha=0.5, max_iter=200, n_starts=10, mass=1.0, n_smooth=40)
 # "other" inputs with at most this many features are already a reduced space (PCA, LSI): used
 # as given, centred only (re-standardising gives noise PCs the weight of the first ones)
 MAX_OTHER_KEPT = 100
@@ -217,7 +221,8 @@ def _sinkhorn_log(a: np.ndarray, b: np.ndarray, C: np.ndarray, eps: float, f: np
 
 def gw_coupling(D1: np.ndarray, D2: np.ndarray, a: np.ndarray, b: np.ndarray, *, epsilon: float,
                 M: np.ndarray | None = None, alpha: float = 0.5, max_iter: int = 200,
-                tol: float = 1e-5, init: np.ndarray | None = None, anneal: bool = True) -> np.ndarray:
+                tol: float = 1e-5, init: np.ndarray | None = None, anneal: bool = True,
+                mass: float = 1.0) -> np.ndarray:
     """Entropic (fused when ``M`` is given) GW coupling between two metric spaces, by the
     projected-gradient scheme of Peyre, Cuturi & Solomon (ICML 2016; as in SCOT and POT's
     ``entropic_gromov_wasserstein``): starting from ``a b^T``, repeat ``T <- Sinkhorn(a, b, C(T),
@@ -226,36 +231,59 @@ def gw_coupling(D1: np.ndarray, D2: np.ndarray, a: np.ndarray, b: np.ndarray, *,
     than ``tol`` (sum of absolute changes) or ``max_iter`` steps. ``init``: the starting coupling
     (default ``a b^T``); ``anneal``: start from 16x ``epsilon``. The Sinkhorn steps run in the
     log domain, warm-started from the previous step's potentials, so a small ``epsilon`` neither
-    underflows nor costs many iterations. Returns the coupling (len(a) x len(b), sums to 1)."""
+    underflows nor costs many iterations.
+
+    ``mass`` < 1: partial GW (Chapel, Alaya & Gasso, NeurIPS 2020; the form Pamona uses): only
+    that fraction of the mass is transported, so cells of one modality without a counterpart in
+    the other can stay unmatched. Solved as Pamona and Chapel et al. do, with one virtual point
+    added to each side holding ``1 - mass`` (free to reach from any real point, forbidden to reach
+    the other virtual point), and the linearised cost taken with the coupling's own marginals.
+    Returns the coupling (len(a) x len(b); sums to 1, or to ``mass`` when partial)."""
     a = np.asarray(a, np.float64) / np.sum(a)
     b = np.asarray(b, np.float64) / np.sum(b)
-    const = (D1 ** 2) @ a[:, None] + ((D2 ** 2) @ b)[None, :]
+    partial = mass < 1
     T = np.outer(a, b) if init is None else np.asarray(init, np.float64) / np.sum(init)
-    f, g = np.zeros(len(a)), np.zeros(len(b))
+    if partial:
+        T = T * mass
+        a_s, b_s = np.append(a, 1 - mass), np.append(b, 1 - mass)
+    else:
+        a_s, b_s = a, b
+    f, g = np.zeros(len(a_s)), np.zeros(len(b_s))
     # epsilon annealed from 16x down to the target (halving each step): the large-epsilon
     # couplings steer the non-convex problem away from poor local minima
     schedule = [epsilon * 2.0 ** i for i in range(4, 0, -1)] if anneal else []
     schedule += [epsilon] * max(1, max_iter)
     for eps_now in schedule:
         epsilon_step = eps_now
-        C = const - 2 * D1 @ T @ D2.T
+        C = _linearised(D1, D2, T)
         if M is not None:
             C = (1 - alpha) * M + alpha * C
-        f, g = _sinkhorn_log(a, b, C, epsilon_step, f, g, n_iter=200, tol=1e-4)
+        if partial:  # virtual row / column: free to reach, the virtual-virtual pair forbidden
+            C = np.pad(C, ((0, 1), (0, 1)))
+            C[-1, -1] = 1e3 * max(1.0, float(np.abs(C).max()))
+        f, g = _sinkhorn_log(a_s, b_s, C, epsilon_step, f, g, n_iter=200, tol=1e-4)
         new = np.exp((f[:, None] + g[None, :] - C) / epsilon_step)
+        if partial:
+            new = new[:-1, :-1]
         if not np.isfinite(new).all() or not new.sum() > 0:
             raise RuntimeError(f"the GW solver diverged at epsilon={epsilon}; raise epsilon (e.g. 1e-2).")
         change = float(np.abs(new - T).sum())
         T = new
         if change < tol and epsilon_step == epsilon:
             break
-    return T / T.sum()
+    return T / T.sum() * (mass if partial else 1.0)
+
+
+def _linearised(D1: np.ndarray, D2: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Half the gradient of the square-loss GW objective at ``T``: ``D1^2 r 1^T + 1 (D2^2 c)^T -
+    2 D1 T D2^T`` with ``r``, ``c`` the marginals of ``T`` (the cost of the projected-gradient
+    step; with ``T``'s own marginals it is also right for partial couplings)."""
+    return (D1 ** 2) @ T.sum(1)[:, None] + ((D2 ** 2) @ T.sum(0))[None, :] - 2 * D1 @ T @ D2.T
 
 
 def gw_cost(D1: np.ndarray, D2: np.ndarray, T: np.ndarray) -> float:
     """The square-loss GW objective ``sum (D1[i,k] - D2[j,l])^2 T[i,j] T[k,l]`` of a coupling."""
-    C = (D1 ** 2) @ T.sum(1)[:, None] + ((D2 ** 2) @ T.sum(0))[None, :] - 2 * D1 @ T @ D2.T
-    return float(np.einsum("ij,ij->", C, T))
+    return float(np.einsum("ij,ij->", _linearised(D1, D2, T), T))
 
 
 def random_coupling(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
@@ -271,7 +299,8 @@ def random_coupling(a: np.ndarray, b: np.ndarray, rng: np.random.Generator,
 
 def gw_multistart(D1: np.ndarray, D2: np.ndarray, a: np.ndarray, b: np.ndarray, *, epsilon: float,
                   M: np.ndarray | None = None, alpha: float = 0.5, max_iter: int = 200,
-                  n_starts: int = 1, seed: int = 0) -> tuple[np.ndarray, dict[str, Any]]:
+                  n_starts: int = 1, seed: int = 0,
+                  mass: float = 1.0) -> tuple[np.ndarray, dict[str, Any]]:
     """:func:`gw_coupling` from ``n_starts`` starting couplings, keeping the one of lowest
     objective (the GW cost, plus ``(1 - alpha) <M, T>`` / ``alpha`` scaling when fused).
 
@@ -289,7 +318,7 @@ def gw_multistart(D1: np.ndarray, D2: np.ndarray, a: np.ndarray, b: np.ndarray, 
         cost = gw_cost(D1, D2, T)
         return cost if M is None else alpha * cost + (1 - alpha) * float((M * T).sum())
 
-    kw = dict(epsilon=epsilon, M=M, alpha=alpha)
+    kw = dict(epsilon=epsilon, M=M, alpha=alpha, mass=mass)
     if n_starts == 1:
         T = gw_coupling(D1, D2, a, b, max_iter=max_iter, **kw)
         return T, {"costs": [objective(T)], "chosen": 0}
@@ -322,6 +351,9 @@ class Alignment:
     embeddings: tuple[np.ndarray, np.ndarray]  # each modality's own cells x n_components space
     params: dict[str, Any] = field(default_factory=dict)
     gw_distance: float = float("nan")
+    # fused GW only: each modality's cells in the CCA space of the linked features, and the same
+    # averaged over each cell and its ``n_smooth`` nearest cells in its own modality's embedding
+    linked_embeddings: tuple | None = None
 
     def barycentric(self, source: int) -> np.ndarray:
         """SCOT's barycentric projection of each cell of modality ``source`` onto the other
@@ -332,12 +364,28 @@ class Alignment:
         return self.meta[source].lift(bary)
 
     def joint(self) -> tuple[np.ndarray, np.ndarray]:
-        """A joint embedding of both modalities' cells: [X-space coordinates, Y-space
-        coordinates], where a cell's own space holds its metacell-smoothed coordinates and the
-        other space its barycentric projection (symmetric in X and Y)."""
-        own = [m.lift(m.centroids) for m in self.meta]
-        return (np.hstack([own[0], self.barycentric(0)]),
-                np.hstack([self.barycentric(1), own[1]]))
+        """A joint embedding of both modalities' cells (symmetric in X and Y).
+
+        Without linked features: [X-space coordinates, Y-space coordinates], where a cell's own
+        space holds its metacell-smoothed coordinates and the other space its barycentric
+        projection. With linked features (fused GW), everything is in the one CCA space ``C`` of
+        the linked features: an X cell is ``[c_i, s_i, p_i]`` and a Y cell ``[s_j, c_j, p_j]``,
+        ``c`` its CCA coordinates, ``s`` their mean over the cell and its ``n_smooth`` nearest
+        cells in its own modality's embedding (all of its features, so a denoised estimate of
+        ``c``), ``p`` the barycentric projection of the other modality's CCA coordinates through
+        the GW coupling. Across modalities a cell's own coordinates thus meet the other cell's
+        denoised ones, and the two GW estimates meet each other."""
+        if self.linked_embeddings is None:
+            own = [m.lift(m.centroids) for m in self.meta]
+            return (np.hstack([own[0], self.barycentric(0)]),
+                    np.hstack([self.barycentric(1), own[1]]))
+        (cx, sx), (cy, sy) = self.linked_embeddings
+        means = [_metacell_means(np.asarray(c, np.float64), m) for c, m in zip((cx, cy), self.meta)]
+        proj = []
+        for src, T in ((0, self.coupling), (1, self.coupling.T)):
+            bary = (T @ means[1 - src]) / np.maximum(T.sum(1, keepdims=True), 1e-300)
+            proj.append(self.meta[src].lift(bary))
+        return np.hstack([cx, sx, proj[0]]), np.hstack([sy, cy, proj[1]])
 
 
 def align(X, Y, *, kinds: tuple[str | None, str | None] = (None, None), linked: tuple | None = None,
@@ -345,7 +393,8 @@ def align(X, Y, *, kinds: tuple[str | None, str | None] = (None, None), linked: 
           epsilon: float = DEFAULTS["epsilon"], n_components: int = DEFAULTS["n_components"],
           n_features: int = DEFAULTS["n_features"], n_soft: int = DEFAULTS["n_soft"],
           fused_alpha: float = DEFAULTS["fused_alpha"], max_iter: int = DEFAULTS["max_iter"],
-          n_starts: int = DEFAULTS["n_starts"], var: tuple = (None, None),
+          n_starts: int = DEFAULTS["n_starts"], mass: float = DEFAULTS["mass"],
+          n_smooth: int = DEFAULTS["n_smooth"], var: tuple = (None, None),
           var_names: tuple = (None, None), seed: int = 0,
           progress: bool = False) -> Alignment:
     """GW alignment of two modalities' cells (matrices cells x features, not modified).
@@ -354,7 +403,9 @@ def align(X, Y, *, kinds: tuple[str | None, str | None] = (None, None), linked: 
     ``(X_linked, Y_linked)``, cells x linked features in the same feature order (e.g. the shared
     genes of RNA and gene activity): fused GW with weight ``fused_alpha`` on the GW term.
     ``n_starts``: GW solved from that many starting couplings, the lowest-cost solution kept
-    (:func:`gw_multistart`). See the
+    (:func:`gw_multistart`). ``mass`` < 1: partial GW (:func:`gw_coupling`). ``n_smooth``
+    (fused only): the neighbours each cell's CCA coordinates are averaged over in the joint
+    embedding (:meth:`Alignment.joint`). See the
     module docstring for the maths; the result's :meth:`Alignment.joint` is the embedding."""
     from tqdm.auto import tqdm
     rng = np.random.default_rng(seed)
@@ -367,34 +418,50 @@ def align(X, Y, *, kinds: tuple[str | None, str | None] = (None, None), linked: 
     bar.update()
     D = tuple(geodesic(m.centroids, k) for m in meta)
     bar.update()
-    M = None
+    M = smooth = None
     if linked is not None:
-        M = _linked_cost(linked, meta, seed=int(rng.integers(2 ** 31)))
+        M, cca = _linked_cost(linked, meta, seed=int(rng.integers(2 ** 31)))
+        smooth = tuple((c, _neighbour_mean(z, c, n_smooth, seed)) for z, c in zip(Z, cca))
     T, starts = gw_multistart(D[0], D[1], meta[0].mass, meta[1].mass, epsilon=epsilon, M=M,
                               alpha=fused_alpha, max_iter=max_iter, n_starts=n_starts,
-                              seed=int(rng.integers(2 ** 31)))
+                              seed=int(rng.integers(2 ** 31)), mass=mass)
     bar.update()
     bar.close()
     gwd = gw_cost(D[0], D[1], T)
     params = dict(kinds=list(kinds), n_metacells=[len(m.mass) for m in meta], k=k, epsilon=epsilon,
                   n_components=n_components, n_features=n_features, n_soft=n_soft,
                   fused=M is not None, fused_alpha=fused_alpha if M is not None else None,
-                  max_iter=max_iter, n_starts=n_starts, start_costs=starts["costs"],
+                  max_iter=max_iter, n_starts=n_starts, mass=mass,
+                  n_smooth=n_smooth if M is not None else None,
+                  start_costs=starts["costs"],
                   start_chosen=starts["chosen"], seed=seed)
-    return Alignment(T, meta, Z, params, gwd)
+    return Alignment(T, meta, Z, params, gwd, smooth)
 
 
 def _linked_cost(linked: tuple, meta: tuple[Metacells, Metacells], *, seed: int,
-                 n_components: int = 20) -> np.ndarray:
+                 n_components: int = 20) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
     """The fused term's cost between metacells: both modalities' linked features
     (log-normalised) put in one space by Seurat's CCA (``scferry.methods.scmodal_cca.seurat_cca``,
     Stuart et al., Cell 177, 1888 (2019); cell-level, never an n x m matrix), averaged per metacell
-    (cells hard-assigned to their nearest), correlation distance between the averages."""
+    (cells hard-assigned to their nearest), correlation distance between the averages. Returns
+    the cost and the cell-level CCA coordinates of both modalities."""
     from .methods.scmodal_cca import seurat_cca
     L = [_log_normalised(X) for X in linked]
     k = int(max(1, min(n_components, L[0].shape[1] - 1, min(X.shape[0] for X in L) - 1)))
     U, V = seurat_cca(L[0], L[1], n_components=k, seed=seed)
-    return _feature_cost(*(_metacell_means(np.asarray(E, np.float64), m) for E, m in zip((U, V), meta)))
+    M = _feature_cost(*(_metacell_means(np.asarray(E, np.float64), m) for E, m in zip((U, V), meta)))
+    return M, (np.asarray(U, np.float32), np.asarray(V, np.float32))
+
+
+def _neighbour_mean(Z: np.ndarray, E: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """Each cell's values ``E`` averaged over the cell and its ``k`` nearest cells in ``Z``
+    (``scferry.neighbors.knn``: exact, approximate above its size limit)."""
+    from .neighbors import knn
+    k = int(min(k, len(Z) - 1))
+    if k < 1:
+        return np.asarray(E, np.float32)
+    _, idx = knn(np.asarray(Z, np.float32), k, seed=seed)
+    return ((E + E[idx].sum(1)) / (k + 1)).astype(np.float32)
 
 
 def _metacell_means(E: np.ndarray, meta: Metacells) -> np.ndarray:

@@ -10,7 +10,15 @@ and a record of every choice made for the user.
 
 The joint embedding (:meth:`scferry.gw.Alignment.joint`) is symmetric: each cell gets
 ``[X-space coordinates, Y-space coordinates]``, its own modality's (metacell-smoothed) and its
-barycentric projection into the other. It is transductive: new cells cannot be encoded later
+barycentric projection into the other. Linked features make it fused GW (``linked="auto"``: the feature names both datasets share, when
+there are >= 50; or a DataFrame pairing features, e.g. genes with the proteins they code). RNA vs
+ATAC peaks share no features; with ``tss=`` (a table of gene TSS positions: gene names as index
+or a ``gene`` column, ``chrom``, ``tss``, optionally ``strand``; the peaks need ``var`` columns
+``chrom``, ``start``, ``end``) the peaks' gene activity (:func:`scferry.tl.gene_activity`) is
+linked to the RNA genes of the same name, as Seurat/Signac and GLUE link the two modalities
+(announced and recorded).
+
+It is transductive: new cells cannot be encoded later
 (:func:`scferry.project` says so); rerun on all cells, or use ``method="uniport"`` (diagonal
 mode, which uses this alignment as its OT guidance) to get encoders.
 """
@@ -28,7 +36,7 @@ from .. import gw as _gw
 from ..data import collect_datasets
 from ..errors import ScferryWarning, record_choice
 
-DEFAULTS = dict(_gw.DEFAULTS, kinds=None, linked="auto")
+DEFAULTS = dict(_gw.DEFAULTS, kinds=None, linked="auto", tss=None)
 MIN_LINKED = 50  # shared features below which fused GW is not used by default
 
 
@@ -84,9 +92,10 @@ class GWModel:
 
 def check_params(params: dict[str, Any]) -> None:
     """Reject bad GW settings before any data is touched."""
-    for key in ("n_metacells", "k", "n_components", "n_features", "n_soft", "max_iter", "n_starts"):
+    for key in ("n_metacells", "k", "n_components", "n_features", "n_soft", "max_iter", "n_starts",
+                "n_smooth"):
         v = params[key]
-        low = 1 if key in ("n_soft", "n_starts") else 2
+        low = 1 if key in ("n_soft", "n_starts", "n_smooth") else 2
         if not isinstance(v, (int, np.integer)) or isinstance(v, bool) or v < low:
             raise ValueError(f"{key} must be an integer >= {low}; got {v!r}.")
     eps = params["epsilon"]
@@ -96,11 +105,20 @@ def check_params(params: dict[str, Any]) -> None:
     a = params["fused_alpha"]
     if not isinstance(a, (int, float)) or isinstance(a, bool) or not 0 < a <= 1:
         raise ValueError(f"fused_alpha must be in (0, 1] (weight of the GW term in fused GW); got {a!r}.")
+    m = params["mass"]
+    if not isinstance(m, (int, float)) or isinstance(m, bool) or not 0 < m <= 1:
+        raise ValueError(f"mass must be in (0, 1]: the fraction of cells transported (1: balanced GW; "
+                         f"below 1: partial GW, cells without a counterpart may stay unmatched); got {m!r}.")
     kinds = params["kinds"]
     if kinds is not None and (not isinstance(kinds, Mapping)
                               or any(v not in _gw.KINDS for v in kinds.values())):
         raise ValueError(f"kinds must be None (guessed from the data) or a dict of dataset name -> one of "
                          f"{_gw.KINDS}, e.g. {{'atac': 'peaks'}}; got {kinds!r}.")
+    tss = params["tss"]
+    if tss is not None and not isinstance(tss, pd.DataFrame):
+        raise ValueError("tss must be None or a DataFrame of gene TSS positions (gene names as index or a "
+                         "'gene' column; columns 'chrom', 'tss', optionally 'strand'): with it, ATAC peaks "
+                         f"are aligned through their gene activity; got {type(tss).__name__}.")
     linked = params["linked"]
     if not (linked is None or (isinstance(linked, str) and linked == "auto")
             or isinstance(linked, pd.DataFrame)):
@@ -132,12 +150,14 @@ def fit(data, params: dict[str, Any], *, seed: int, progress: bool,
                           f"feature names; pass kinds={{{d.name!r}: ...}} to choose)")
         kinds.append(kind)
     linked = params.get("linked", "auto")
-    pair = None
+    pair = L = None
     if isinstance(linked, pd.DataFrame):
         missing = [n for n in names if n not in linked.columns]
         if missing:
             raise ValueError(f"linked needs one column per dataset {names}; missing {missing}.")
         pair = [list(map(str, linked[n])) for n in names]
+    elif linked == "auto" and params.get("tss") is not None and "peaks" in kinds and kinds.count("peaks") == 1:
+        L, pair = _gene_activity_link(data, mats, kinds, params["tss"], choices)
     elif linked == "auto":
         shared = data[0].var_names.intersection(data[1].var_names)
         if len(shared) >= MIN_LINKED:
@@ -145,8 +165,7 @@ def fit(data, params: dict[str, Any], *, seed: int, progress: bool,
             record_choice(choices, "fused", len(shared),
                           f"fused GW on the {len(shared)} feature names both datasets share (pass "
                           "linked=None for plain GW)")
-    L = None
-    if pair is not None:
+    if pair is not None and L is None:
         idx = [d.var_names.get_indexer(p) for d, p in zip(data, pair)]
         bad = [n for n, i in zip(names, idx) if (i < 0).any()]
         if bad:
@@ -159,6 +178,35 @@ def fit(data, params: dict[str, Any], *, seed: int, progress: bool,
             warnings.warn(f"scferry gw: {c['reason']}.", ScferryWarning, stacklevel=4)
     plain = {**kw, **al.params, "linked": None if pair is None else len(pair[0])}
     return al, plain, choices
+
+
+def _gene_activity_link(data, mats, kinds, tss: pd.DataFrame, choices: dict) -> tuple[tuple, list]:
+    """Peaks aligned through their own gene activity: the peaks dataset's gene activity
+    (:func:`scferry.tl.gene_activity` at its defaults: MAESTRO's regulatory potential) is linked to the other dataset's
+    genes of the same name, for the fused term. Returns the linked matrices ``(X, Y)`` and the
+    linked feature names, and records the choice."""
+    from ..tl.peak_gene import gene_activity
+    ip = kinds.index("peaks")
+    peaks, other = data[ip], data[1 - ip]
+    if not {"chrom", "start", "end"} <= set(peaks.adata.var.columns):
+        raise ValueError(f"tss was given but dataset {peaks.name!r} has no peak coordinates: its var needs "
+                         "columns 'chrom', 'start', 'end' to derive gene activity.")
+    view = AnnData(mats[ip], var=peaks.adata.var[["chrom", "start", "end"]].copy())
+    ga = gene_activity(view, tss)
+    genes = other.var_names.intersection(ga.var_names)
+    if len(genes) < MIN_LINKED:
+        raise ValueError(f"tss was given, but only {len(genes)} genes of dataset {other.name!r} have peaks of "
+                         f"{peaks.name!r} in their window (need >= {MIN_LINKED}): do the gene names of tss "
+                         f"match {other.name!r}'s var_names (symbols vs Ensembl ids)?")
+    linked = [None, None]
+    linked[ip] = ga.X[:, ga.var_names.get_indexer(genes)]
+    linked[1 - ip] = mats[1 - ip][:, other.var_names.get_indexer(genes)]
+    record_choice(choices, "fused", len(genes),
+                  f"fused GW on the gene activity of {peaks.name!r} (scferry.tl.gene_activity: peaks within "
+                  f"{ga.uns['gene_activity']['upstream'] // 1000} kb of each TSS, weighted by distance with a "
+                  f"{ga.uns['gene_activity']['half_life'] / 1000:g} kb half-life) linked to the {len(genes)} genes of "
+                  f"{other.name!r} with the same names (pass linked=None for plain GW)")
+    return tuple(linked), [list(genes), list(genes)]
 
 
 def integrate_gw(datasets: Mapping[str, AnnData] | Sequence[AnnData] | AnnData, *,
