@@ -44,19 +44,32 @@ def cell2location(ref, spots, args) -> tuple[pd.DataFrame, dict]:
     matplotlib.use("Agg")  # filter_genes draws its cut-offs
     import matplotlib.pyplot as plt
     from cell2location.utils.filtering import filter_genes
-    # the tutorial's gene selection on the reference (its default cut-offs); all genes of the
-    # small panels pass, PDAC keeps about half of its ~20,000
-    ref = ref[:, filter_genes(ref, cell_count_cutoff=5, cell_percentage_cutoff2=0.03,
-                              nonz_mean_cutoff=1.12)].copy()
-    plt.close("all")
-    ref.obs["cell_type"] = ref.obs["cell_type"].astype(str)
-    RegressionModel.setup_anndata(ref, labels_key="cell_type")
-    reg = RegressionModel(ref)
-    reg.train(max_epochs=args.ref_epochs, accelerator="cpu", batch_size=2500)
-    ref = reg.export_posterior(ref, sample_kwargs={"num_samples": 200, "batch_size": 2500})
-    types = list(ref.uns["mod"]["factor_names"])
-    sig = ref.varm["means_per_cluster_mu_fg"][[f"means_per_cluster_mu_fg_{t}" for t in types]].copy()
-    sig.columns = types
+    # The reference signatures depend only on the reference half, the seed and the epochs, which
+    # the four designs of a dataset x seed share: fitted once, kept beside the designs' folders
+    # (keyed by a hash of ref.npz) and reused by the other designs.
+    import hashlib
+    key = hashlib.sha1((args.dir / "ref.npz").read_bytes()).hexdigest()[:12]
+    cache = args.dir.parent / f"c2l_signatures_ref{args.ref_epochs}_seed{args.seed}_{key}.tsv"
+    if cache.exists():
+        sig = pd.read_csv(cache, sep="\t", index_col=0)
+        types = list(sig.columns)
+        args._cached = True
+    else:
+        # the tutorial's gene selection on the reference (its default cut-offs); all genes of the
+        # small panels pass, PDAC keeps about half of its ~20,000
+        ref = ref[:, filter_genes(ref, cell_count_cutoff=5, cell_percentage_cutoff2=0.03,
+                                  nonz_mean_cutoff=1.12)].copy()
+        plt.close("all")
+        ref.obs["cell_type"] = ref.obs["cell_type"].astype(str)
+        RegressionModel.setup_anndata(ref, labels_key="cell_type")
+        reg = RegressionModel(ref)
+        reg.train(max_epochs=args.ref_epochs, accelerator="cpu", batch_size=2500)
+        ref = reg.export_posterior(ref, sample_kwargs={"num_samples": 200, "batch_size": 2500})
+        types = list(ref.uns["mod"]["factor_names"])
+        sig = ref.varm["means_per_cluster_mu_fg"][[f"means_per_cluster_mu_fg_{t}" for t in types]].copy()
+        sig.columns = types
+        sig.to_csv(cache, sep="\t")
+        args._cached = False
     genes = spots.var_names.intersection(sig.index)
     spots = spots[:, genes].copy()
     sig = sig.loc[genes]
@@ -70,7 +83,7 @@ def cell2location(ref, spots, args) -> tuple[pd.DataFrame, dict]:
         post = mod.export_posterior(spots.copy(), sample_kwargs={"num_samples": 200, "batch_size": mod.adata.n_obs})
         w = post.obsm["means_cell_abundance_w_sf"]
         w.columns = [c.replace("meanscell_abundance_w_sf_", "") for c in w.columns]
-        info = {"ref_epochs": args.ref_epochs, "spatial_epochs": ep}
+        info = {"ref_epochs": args.ref_epochs, "spatial_epochs": ep, "reference_reused": args._cached}
         if ep < args.spatial_epochs:  # a convergence checkpoint: its own sub-directory
             write(w[types], info, args.dir / f"{args.name or 'cell2location'}_e{ep}", args._t0)
     return w[types], info

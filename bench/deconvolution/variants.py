@@ -17,9 +17,20 @@ from the maximum-likelihood fit), and differs only in the estimate:
   fit) costs less than ``t`` in quasi-deviance (``2 dLL / phi``; 3.84 = chi^2_1 at 5%), then the
   default posterior mean is refitted on the kept types (the others exactly 0);
 - ``phi2``: the default with the likelihood tempered twice as much (a wider posterior);
-- ``s1``: ``prior_shape=1``.
-Writes ``OUT/variants.tsv`` (rewritten after every run; one row per dataset x seed x design x variant, spots.metrics) and
-prints the means over runs, per dataset and per design.
+- ``s1``: ``prior_shape=1``;
+- ``ebspot``: the posterior mean with each spot's Gamma(shape, rate) re-estimated in every step by
+  type-II maximum likelihood from its types' posteriors (empirical Bayes per spot);
+- ``pres``: the default times each type's posterior probability of presence (``presence``: a
+  spike-and-slab reading of the per-type likelihood ratio, BIC's penalty, the prior probability of
+  presence estimated per spot); ``pres05``: the default refitted on the types with probability
+  >= 0.5 (the others exactly 0);
+- ``gw``: the default with the likelihood's genes weighted by their specificity
+  (``specificity_weights``);
+- ``plat_off`` / ``plat_b1`` / ``plat_b10``: the whole default path with the gene factors off, or
+  under a Gamma(1, 1) / Gamma(10, 10) prior (the previous default) instead of Gamma(100, 100).
+Writes ``OUT/<--table>`` (default variants.tsv; rewritten after every run; one row per dataset x
+seed x design x variant, spots.metrics) and prints the means over runs, per dataset and per design.
+``--variants`` picks some of them (default: all).
 """
 from __future__ import annotations
 
@@ -32,7 +43,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
-from scipy.special import digamma
+from scipy.special import digamma, polygamma
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE)]
@@ -61,16 +72,36 @@ def loglik(Y, S, scale, a):
     return np.bincount(rows, Y.data * np.log(np.maximum(mu, 1e-300)), minlength=Y.shape[0]) - a @ W.sum(axis=1)
 
 
-def fit(Y, S, scale, prior=None, mask=None, estimate="mean", n_iter=500, tol=dec.TOL, init=None):
+def gamma_shape(s: np.ndarray) -> np.ndarray:
+    """Maximum-likelihood Gamma shape from ``s = log(mean x) - mean(log x)`` (> 0): Minka's (2002)
+    closed-form start, then Newton steps on ``log a - digamma(a) = s``."""
+    s = np.maximum(s, 1e-8)
+    a = (3 - s + np.sqrt((s - 3) ** 2 + 24 * s)) / (12 * s)
+    for _ in range(5):
+        a = np.maximum(a - (np.log(a) - digamma(a) - s) / (1 / a - polygamma(1, a)), 1e-6)
+    return a
+
+
+def fit(Y, S, scale, prior=None, mask=None, estimate="mean", n_iter=500, tol=dec.TOL, init=None,
+        eb_spot=False, weights=None):
     """EM / VB of the abundances as _poisson_abundance (sparse path, every spot until the slowest
-    stops), with a spots x types 0/1 ``mask`` of allowed types and ``estimate="map"`` (the mode)."""
+    stops), with a spots x types 0/1 ``mask`` of allowed types and ``estimate="map"`` (the mode).
+    ``eb_spot``: each spot's Gamma(shape, rate) prior re-estimated in every step by type-II maximum
+    likelihood from its types' posteriors (empirical Bayes per spot: a spot whose counts sit on few
+    types gets a sparser prior, an evenly mixed one a flatter one). ``weights``: per-gene weights
+    of the (quasi-)log-likelihood (``sum_g w_g (y log mu - mu)``)."""
     rows = np.repeat(np.arange(Y.shape[0]), np.diff(Y.indptr))
     ST, y = S.T[Y.indices], Y.data.astype(np.float64)
-    c = (S * scale[None, :]).sum(axis=1)
+    w = np.ones(S.shape[1]) if weights is None else weights
+    if weights is not None:
+        y = y * w[Y.indices]
+    c = (S * (scale * w)[None, :]).sum(axis=1)
     lib = np.asarray(Y.sum(axis=1), dtype=np.float64).ravel()
     a = np.tile(lib[:, None] / c.sum(), (1, S.shape[0])) if init is None else init.copy()
     a = a if mask is None else a * mask
     mean = a
+    if prior is not None:
+        shape, rate, phi = prior
     for _ in range(n_iter):
         mu = np.einsum("ij,ij->i", a[rows], ST)
         ratio = sp.csr_matrix((y / np.maximum(mu, 1e-300), Y.indices, Y.indptr), shape=Y.shape)
@@ -78,12 +109,17 @@ def fit(Y, S, scale, prior=None, mask=None, estimate="mean", n_iter=500, tol=dec
         if prior is None:
             new = a = att / c[None, :]
         else:
-            shape, rate, phi = prior
             post_shape, post_rate = shape + att / phi, rate + c[None, :] / phi
             if estimate == "map":
                 new = a = np.maximum(post_shape - 1, 0) / post_rate
             else:
                 new, a = post_shape / post_rate, np.exp(digamma(post_shape)) / post_rate
+            if eb_spot:
+                Ea = new if mask is None else np.where(mask > 0, new, np.nan)
+                Elog = np.log(a) if mask is None else np.where(mask > 0, np.log(np.maximum(a, 1e-300)), np.nan)
+                m = np.nanmean(Ea, axis=1)
+                shape = gamma_shape(np.log(m) - np.nanmean(Elog, axis=1))[:, None]
+                rate = shape / m[:, None]
         if mask is not None:
             new, a = new * mask, a * mask
         step = np.abs(new - mean).sum(axis=1) / np.maximum(mean.sum(axis=1), 1e-300)
@@ -107,18 +143,87 @@ def selected(Y, S, scale, a_ml, phi, threshold):
     return keep
 
 
-def run(d: Path) -> dict:
+def presence(Y, S, scale, a_ml, phi):
+    """Spots x types posterior probability that a type is present: a spike-and-slab reading of the
+    per-type likelihood ratio. ``log BF_k = (LL - LL_{-k}) / phi - log(n_s) / 2``: the quasi-
+    log-likelihood gain of type ``k`` (the others refitted without it, 30 EM steps from the ML fit)
+    less BIC's penalty for one parameter (``n_s`` the spot's counts over ``phi``); the prior
+    probability of presence ``pi_s`` is estimated per spot (empirical Bayes, EM: the mean of its
+    types' posterior probabilities)."""
+    from scipy.special import expit, logit
+    full = loglik(Y, S, scale, a_ml)
+    n = np.maximum(np.asarray(Y.sum(axis=1), dtype=np.float64).ravel() / phi, 2.0)
+    logbf = np.zeros_like(a_ml)
+    for k in range(S.shape[0]):
+        m = np.ones_like(a_ml)
+        m[:, k] = 0
+        logbf[:, k] = (full - loglik(Y, S, scale, fit(Y, S, scale, mask=m, n_iter=30, init=a_ml))) / phi \
+            - 0.5 * np.log(n)
+    K = S.shape[0]
+    pi = np.full(len(n), 0.5)
+    for _ in range(100):
+        p = expit(logbf + logit(pi)[:, None])
+        pi = np.clip(p.mean(axis=1), 1 / K, 1 - 1 / K)
+    return p
+
+
+def specificity_weights(Y, S):
+    """Per-gene weights ``1 - H(q_g) / log K`` (``q_g`` the gene's signature over types, normalised:
+    0 for a gene every type expresses equally, 1 for a gene of one type), rescaled to a count-weighted
+    mean of 1 (the likelihood keeps its total weight)."""
+    q = S / np.maximum(S.sum(axis=0, keepdims=True), 1e-300)
+    H = -(q * np.log(np.maximum(q, 1e-300))).sum(axis=0)
+    spec = 1 - H / np.log(S.shape[0])
+    T = np.asarray(Y.sum(axis=0), dtype=np.float64).ravel()
+    return spec / ((spec * T).sum() / max(T.sum(), 1e-300))
+
+
+VARIANTS = ("ml", "default", "map", "phi2", "s1", "lr3.84", "lr10", "ebspot", "pres", "pres05", "gw",
+            "plat_off", "plat_b1", "plat_b10")
+
+
+def run(d: Path, which=VARIANTS) -> dict:
     S, Y, truth = load(d)
     scale = dec._platform_scale(Y, S, 100, dec.TOL, 0.0, dec.PRIOR_COUNTS)
     a_ml = dec._abundance_chunks(Y, S, scale, 500, dec.TOL, 0.0)
     prior = dec._abundance_prior(Y, S, scale, a_ml, dec.PRIOR_SHAPE)
     shape, rate, phi = prior
-    est = {"ml": a_ml, "default": fit(Y, S, scale, prior), "map": fit(Y, S, scale, prior, estimate="map"),
-           "phi2": fit(Y, S, scale, (shape, rate, 2 * phi)),
-           "s1": fit(Y, S, scale, dec._abundance_prior(Y, S, scale, a_ml, 1.0))}
+    default = fit(Y, S, scale, prior)
+    est = {"ml": lambda: a_ml, "default": lambda: default,
+           "map": lambda: fit(Y, S, scale, prior, estimate="map"),
+           "phi2": lambda: fit(Y, S, scale, (shape, rate, 2 * phi)),
+           "s1": lambda: fit(Y, S, scale, dec._abundance_prior(Y, S, scale, a_ml, 1.0)),
+           "ebspot": lambda: fit(Y, S, scale, prior, eb_spot=True),
+           "gw": lambda: fit(Y, S, scale, prior, weights=specificity_weights(Y, S))}
     for t in (3.84, 10.0):
-        est[f"lr{t:g}"] = fit(Y, S, scale, prior, mask=selected(Y, S, scale, a_ml, phi, t))
-    return {k: metrics(v / v.sum(axis=1, keepdims=True), truth) for k, v in est.items()}
+        est[f"lr{t:g}"] = lambda t=t: fit(Y, S, scale, prior, mask=selected(Y, S, scale, a_ml, phi, t))
+    pres = {}
+
+    def p_present():
+        if "p" not in pres:
+            pres["p"] = presence(Y, S, scale, a_ml, phi)
+        return pres["p"]
+
+    def hard():
+        keep = (p_present() >= 0.5).astype(float)
+        none = keep.sum(axis=1) == 0
+        keep[none, p_present()[none].argmax(axis=1)] = 1
+        return fit(Y, S, scale, prior, mask=keep)
+    est["pres"] = lambda: default * p_present()
+
+    def platform(b):
+        """the default path with the gene factors off (``b=None``) or under a Gamma(b, b) prior"""
+        sc = np.ones(S.shape[1]) if b is None else dec._platform_scale(Y, S, 100, dec.TOL, 0.0, b)
+        ml = dec._abundance_chunks(Y, S, sc, 500, dec.TOL, 0.0)
+        return fit(Y, S, sc, dec._abundance_prior(Y, S, sc, ml, dec.PRIOR_SHAPE))
+    est["plat_off"], est["plat_b1"], est["plat_b10"] = (lambda: platform(None), lambda: platform(1.0),
+                                                        lambda: platform(10.0))
+    est["pres05"] = hard
+    out = {}
+    for k in which:
+        v = est[k]()
+        out[k] = metrics(v / v.sum(axis=1, keepdims=True), truth)
+    return out
 
 
 def main() -> int:
@@ -127,17 +232,19 @@ def main() -> int:
     p.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=DESIGNS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=HERE.parent / "out" / "deconvolution")
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--table", default="variants.tsv", help="file name of the table under --out")
     args = p.parse_args()
     rows = []
     for ds in args.datasets:
         for seed in args.seeds:
             for design in args.designs:
                 c0 = time.process_time()
-                for v, m in run(args.out / ds / f"seed{seed}" / design).items():
+                for v, m in run(args.out / ds / f"seed{seed}" / design, args.variants).items():
                     rows.append({"dataset": ds, "seed": seed, "design": design, "variant": v, **m})
                 print(f"{ds} seed{seed} {design}: {time.process_time() - c0:.1f} CPU s", flush=True)
                 df = pd.DataFrame(rows)
-                df.to_csv(args.out / "variants.tsv", sep="\t", index=False)  # after every run
+                df.to_csv(args.out / args.table, sep="\t", index=False)  # after every run
     cols = ["RMSE", "JSD", "AUPR", "r", "absent", "absent_med", "absent_gt05"]
     pd.set_option("display.width", 200)
     for by in (["variant"], ["dataset", "variant"], ["design", "variant"]):
