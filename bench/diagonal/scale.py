@@ -4,7 +4,7 @@
 identical), aligned unpaired; CPU seconds and peak RSS (this process, imports included). The
 pairing of the resampled copies scores FOSCTTM on a random 5,000 cells.
 
-    OMP_NUM_THREADS=1 nice -n 5 ~/.virtualenvs/r-scferry/bin/python bench/diagonal/scale.py --cells 100000
+    OMP_NUM_THREADS=1 nice -n 12 ~/.virtualenvs/r-scferry/bin/python bench/diagonal/scale.py --cells 100000 [--tss]
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import load  # noqa: E402
+from common import load, user_inputs  # noqa: E402
 
 
 def resample(X, idx, rng):
@@ -36,6 +36,8 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--cells", type=int, default=100_000)
     p.add_argument("--other", default="snare_peaks")
+    p.add_argument("--tss", action="store_true",
+                   help="give the TSS table (peaks aligned through their gene activity: fused GW)")
     p.add_argument("--out", type=Path, default=HERE.parent / "out" / "diagonal")
     args = p.parse_args()
     import scferry as sf
@@ -56,16 +58,18 @@ def main() -> int:
     w = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        sf.integrate({"rna": r, other: o}, method="gw", progress=False)
+        model = sf.integrate({"rna": r, other: o}, method="gw", progress=False,
+                             **(user_inputs(args.other, r, o, other) if args.tss else {}))
     cpu, wall = time.process_time() - t, time.perf_counter() - w
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     sub = np.random.default_rng(1).choice(r.n_obs, 5000, replace=False)
     f = foscttm(r.obsm["X_scferry"][sub], o.obsm["X_scferry"][sub])
-    res = {"cells": int(r.n_obs), "other": args.other, "cpu_s": cpu, "wall_s": wall,
+    res = {"cells": int(r.n_obs), "other": args.other, "fused": model.params["fused"],
+           "n_starts": model.params["n_starts"], "cpu_s": cpu, "wall_s": wall,
            "peak_mib": peak, "peak_before_fit_mib": base, "foscttm_5000": f}
     print(res)
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / f"scale_{args.cells}.json").write_text(json.dumps(res))
+    (args.out / f"scale_{args.cells}{'_tss' if args.tss else ''}.json").write_text(json.dumps(res))
     return 0
 
 

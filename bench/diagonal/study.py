@@ -1,5 +1,6 @@
 #!/usr/bin/env python
-"""Unpaired, unlabelled cross-modality alignment (issue 17): scferry's GW method, diagonal uniPort
+"""Unpaired, unlabelled cross-modality alignment (issue 17): scferry's GW method (given what a user
+would have beside the data: CITE-seq's gene-protein table, SNARE peaks' TSS table), diagonal uniPort
 with and without GW guidance, the CCA baseline (where features are linked), a random embedding and
 SCOT (cell-level entropic GW + barycentric projection, Demetci et al. 2022, re-run here with POT on
 a subsample). Pairing is used only to score; no method sees labels.
@@ -31,10 +32,10 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import SETS, load, score  # noqa: E402
+from common import SETS, linked_table, load, score, user_inputs  # noqa: E402
 
 METHODS = ["random", "gw", "scot", "cca", "uniport_gw", "uniport_nogw"]
-LINKED = {"snare_gene", "cite"}
+LINKED = {"snare_gene", "cite", "snare_peaks"}  # snare_peaks: through the TSS table's gene activity
 
 
 def scot(rna, oth, seed: int, n_max: int, eps: float = 1e-3, max_iter: int = 200):
@@ -102,20 +103,20 @@ def run_one(sf, name, method, seed, rna, oth, other, paired, args) -> dict:
             rng = np.random.default_rng(seed)
             zr, zo = rng.normal(size=(rna.n_obs, 30)), rng.normal(size=(oth.n_obs, 30))
         elif method == "gw":
-            sf.integrate({"rna": rna, other: oth}, method="gw", seed=seed, progress=False)
+            sf.integrate({"rna": rna, other: oth}, method="gw", seed=seed, progress=False,
+                         **user_inputs(name, rna, oth, other))
             zr, zo = rna.obsm["X_scferry"], oth.obsm["X_scferry"]
         elif method == "scot":
             ir, io, zr, zo = scot(rna, oth, seed, args.scot_cells)
         elif method == "cca":
             from scferry.methods.scmodal_cca import seurat_cca
             sys.path.insert(0, str(HERE.parent / "multiome"))
-            from bench_multiome import ADT_GENES, lognorm
-            if name == "cite":
-                pairs = [(g, p) for p, g in ADT_GENES.items() if p in oth.var_names and g in rna.var_names]
-            else:
-                pairs = [(g, g) for g in rna.var_names if g in oth.var_names]
-            X = lognorm(rna.X)[:, rna.var_names.get_indexer([a for a, _ in pairs])]
-            Y = lognorm(oth.X)[:, oth.var_names.get_indexer([b for _, b in pairs])]
+            from bench_multiome import lognorm
+            if name == "snare_peaks":  # the peaks' gene activity, as method="gw" derives it
+                oth = sf.tl.gene_activity(oth, user_inputs(name, rna, oth, other)["tss"])
+            pairs = linked_table(name, rna, oth)
+            X = lognorm(rna.X)[:, rna.var_names.get_indexer(pairs["rna"])]
+            Y = lognorm(oth.X)[:, oth.var_names.get_indexer(pairs["other"])]
             zr, zo = seurat_cca(X, Y, n_components=min(20, len(pairs) - 1), seed=seed)
         else:
             sf.integrate({"rna": rna, other: oth}, method="uniport", mode="diagonal",

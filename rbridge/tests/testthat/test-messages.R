@@ -26,6 +26,8 @@ test_that("Python warnings are R warnings (withCallingHandlers, suppressWarnings
     expect_true(any(grepl("share no feature names", vapply(seen, conditionMessage, ""))))
     # the message says which mode was chosen
     expect_true(any(grepl("mode = 'diagonal'", msgs)))
+    # no labels: the default diagonal call is guided by the Gromov-Wasserstein alignment, and says so
+    expect_true(any(grepl("Gromov-Wasserstein match of their geometries", msgs)))
     expect_silent(suppressMessages(suppressWarnings(
         ferry_integrate(list(g1 = p$g1, g2 = g2), max_iter = 5, progress = FALSE))))
 })
