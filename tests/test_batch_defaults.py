@@ -90,3 +90,33 @@ def test_davae_budget_scales_with_the_cells(pbmc):
     assert model.train_params["iterations_run"] == 60 and "max_iter" not in model.choices
     with pytest.raises(ValueError, match="has no automatic budget"):
         sf.integrate(small, method="uniport", max_iter="auto", progress=False)
+
+
+def _lobo_transfer(data: dict) -> float:
+    """Leave-one-dataset-out kNN (k = 15) label transfer on the datasets' X_scferry."""
+    names = list(data)
+    E = np.vstack([data[n].obsm["X_scferry"] for n in names])
+    lab = np.concatenate([data[n].obs["cell_type"].astype(str).to_numpy() for n in names])
+    held_by = np.concatenate([[n] * data[n].n_obs for n in names])
+    acc = []
+    for n in names:
+        held = held_by == n
+        pred, _ = sf.metrics.knn_label_transfer(E[~held], lab[~held], E[held], k=15)
+        acc.append(sf.metrics.transfer_accuracy(lab[held], pred))
+    return float(np.mean(acc))
+
+
+def test_uniport_default_averages_the_pairs_and_keeps_cell_types(pbmc):
+    """Three chemistries, three OT pairs: the default ('mean') transfers labels between the
+    chemistries better than summing the pairs' OT losses (which weighs OT 3x a pair's and shrinks
+    the latent), same seed and budget (bench/batch_integration/RESULTS.md)."""
+    from scferry.methods.uniport import UniPort
+    assert UniPort.defaults["pair_reduction"] == "mean"
+    kw = dict(seed=0, max_iter=400, progress=False, n_common_genes=800, device="cpu")
+    scores = {}
+    for reduction in (None, "sum"):
+        data = split(pbmc)
+        extra = {} if reduction is None else {"pair_reduction": reduction}
+        model = sf.integrate(data, method="uniport", **kw, **extra)
+        scores[reduction or model.params["pair_reduction"]] = _lobo_transfer(data)
+    assert scores["mean"] > scores["sum"] + 0.03, scores

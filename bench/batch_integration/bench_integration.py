@@ -138,6 +138,7 @@ def child(method: str, ddir: Path, out: Path, seed: int, threads: int, params: d
     write_result(out, emb, run_s, cpu_s, t0, iterations=model.train_params["iterations_run"],
                  params={k: v for k, v in model.params.items()
                          if isinstance(v, (int, float, str, bool, type(None)))})
+    json.dump(model.history, open(out / "history.json", "w"))  # epoch-mean loss terms, for diagnosis
 
 
 def run_method(method: str, ddir: Path, seed: int, threads: int, venvs: Path,

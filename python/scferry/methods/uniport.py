@@ -48,13 +48,19 @@ Deliberate choices (documented for users and benchmarks):
   minibatch plan added with weight equal to its iteration number so that late, better aligned
   plans count more.
 - Minibatch OT with more than two datasets: every pair of datasets (or every dataset against
-  ``reference``) gets its own UOT problem, as in the paper; the problems of one step that have
-  the same shape are solved together as one batched Sinkhorn loop (the same plans; at minibatch
-  sizes the per-iteration overhead dominates, so many pairs cost about one solve).
-  Their OT losses are added (``pair_reduction="sum"``, the default), so with k datasets the OT
-  term weighs k(k - 1)/2 times a pair's; ``pair_reduction="mean"`` averages them instead (the
-  same OT weight for any number of datasets). Whether "mean" integrates better has not been
-  measured yet (bench/batch_integration/RESULTS.md, issue 16), so the default is unchanged.
+  ``reference``) gets its own UOT problem; the problems of one step that have the same shape are
+  solved together as one batched Sinkhorn loop (the same plans; at minibatch sizes the
+  per-iteration overhead dominates, so many pairs cost about one solve).
+  Their OT losses are averaged (``pair_reduction="mean"``, the default), not added as the
+  reference implementation does (``"sum"``; it pairs every query with one reference dataset). Why:
+  each dataset sits in k - 1 of the k(k - 1)/2 pairs and gets 1/(cells per dataset) = k/n of a
+  pair's transport mass per cell, so summed, a cell's OT gradient relative to its reconstruction
+  gradient grows as k(k - 1)/2 times the two-dataset case the weights were set on (``ot_weight``
+  4, PDAC pair); averaged, it is the two-dataset balance for any k (identical for two datasets).
+  Summed over the 28 pairs of 8 donors, the scale-dependent OT cost (which shrinking the latent
+  lowers) wins over reconstruction and the latent collapses onto one direction, cell types
+  merging even within a donor; averaged, it keeps them (bench/batch_integration/RESULTS.md,
+  "uniPort with more than two datasets").
 - ``ot_iter`` 100 with ``tol`` 1e-4 on the log potentials: on trained latents the plans after
   100 iterations are close to the converged ones while convergence to that tolerance takes
   several times longer, and OT dominates a step's time; so default fits report unconverged
@@ -150,7 +156,7 @@ class UniPort(Method):
         kl_weight=0.5, specific_weight=0.5, ot_weight=4.0, ot_eps=0.01, ot_rho=1.0,
         ot_iter=100, keep_plan=True, plan_k=50, plan_eps=None,
         mode=None, cross_weight=1.0, ot_marginals=None, prior_alpha=2.0, prior_pairs=None,
-        gw_prior=True, gw_weight=1.0, gw_params=None, pair_reduction="sum",
+        gw_prior=True, gw_weight=1.0, gw_params=None, pair_reduction="mean",
     )
     train_defaults = dict(max_iter=2000, lr=2e-4, weight_decay=5e-4, batch_size=256, patience=10)
 
