@@ -22,7 +22,7 @@ DENSE_FILL = 0.05  # a chunk with more non-zeros than this fraction is fitted de
 PLATFORM_SPOTS = 5000  # spots (at most, seeded subsample) that estimate the gene factors
 MIN_SHARE = 0.0  # readout="counts": sparsity cut (off by default: it costs AUPR and RMSE, bench/deconvolution)
 TOL = 1e-4  # readout="counts": a spot's EM stops once its abundances change by less (relative L1)
-PRIOR_COUNTS = 10.0  # Gamma(b, b) prior of the gene factors, in counts
+PRIOR_COUNTS = 100.0  # Gamma(b, b) prior of the gene factors, in counts (bench/deconvolution/RESULTS.md)
 PRIOR_SHAPE = 0.5  # readout="counts": Gamma shape of each type's abundance (posterior mean; None: maximum likelihood)
 
 
@@ -200,7 +200,9 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
     Nat Biotechnol 40, 517 (2022)) and cell2location (Kleshchevnikov et al., Nat Biotechnol 40,
     661 (2022)) model the technology difference between scRNA-seq and spots. ``lambda`` is
     estimated jointly across spots (at most 5,000, a seeded subsample), alternating with the
-    abundances, under a Gamma(10, 10) prior (mean 1) that keeps genes with few counts near 1.
+    abundances, under a Gamma(100, 100) prior (mean 1): a gene's factor moves away from 1 as its
+    counts in the spots outweigh 100 pseudo-counts, so the factors of genes with few counts, where
+    the ratio of observed to expected counts is mostly noise, stay near 1.
 
     Abundances: by default the posterior mean of ``a`` under a Gamma(``prior_shape``, ``beta``)
     prior per type, as cell2location puts a prior on cells per location and reports posterior
