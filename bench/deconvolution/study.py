@@ -185,6 +185,21 @@ def tables(scores: pd.DataFrame) -> str:
                                  "n": len(runs[runs.dataset == ds]), "method": LABELS.get(other, other),
                                  **{k: f"{g[k].mean():.3f}" for k in METRICS + ABSENT[:1]}})
         out.append(markdown(pd.DataFrame(rows)))
+        for m in [x for x in partial if x in ("cell2location", "tangram")]:
+            out.append(f"\n### {LABELS[m]} and sf.deconvolve run by run ({LABELS[m]} / sf.deconvolve, "
+                       "**bold** where sf.deconvolve is better)\n")
+            pair = scores[scores.method.isin([m, "scferry"])].pivot_table(
+                index=keys, columns="method", values=METRICS + ABSENT[:1])
+            pair = pair.dropna(subset=[(k, m) for k in METRICS])
+            rows = []
+            for idx, r in pair.iterrows():
+                row = dict(zip(keys, idx))
+                for k in METRICS + ABSENT[:1]:
+                    a, b = r[(k, m)], r[(k, "scferry")]
+                    better = b < a if k in ("RMSE", "JSD", "absent") else b > a
+                    row[k] = f"{a:.3f} / " + (f"**{b:.3f}**" if better else f"{b:.3f}")
+                rows.append(row)
+            out.append(markdown(pd.DataFrame(rows)))
     for key in ("dataset", "design"):
         out.append(f"\n### Per {key} (mean ± sd over seeds)\n")
         ps = scores.groupby([key, "method", "seed"])[METRICS].mean().reset_index()
