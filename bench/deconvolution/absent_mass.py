@@ -21,7 +21,6 @@ estimate (renormalised): what perfect type selection would gain; writes ``OUT/ab
 """
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -30,8 +29,8 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE)]
-from spots import DATASETS, DESIGNS, metrics  # noqa: E402
-from variants import dec, fit, load  # noqa: E402
+from spots import metrics  # noqa: E402
+from variants import dec, fit, load, run_parser  # noqa: E402
 
 
 def affinity(S: np.ndarray) -> np.ndarray:
@@ -76,12 +75,7 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    p.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=DESIGNS)
-    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--out", type=Path, default=HERE.parent / "out" / "deconvolution")
-    args = p.parse_args()
+    args = run_parser(__doc__).parse_args()
     parts, scores = [], []
     for ds in args.datasets:
         for seed in args.seeds:

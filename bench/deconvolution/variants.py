@@ -226,12 +226,18 @@ def run(d: Path, which=VARIANTS) -> dict:
     return out
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def run_parser(doc: str) -> argparse.ArgumentParser:
+    """The options of a script over the study's saved runs (datasets, designs, seeds, --out)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     p.add_argument("--designs", nargs="+", default=list(DESIGNS), choices=DESIGNS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=HERE.parent / "out" / "deconvolution")
+    return p
+
+
+def main() -> int:
+    p = run_parser(__doc__)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     p.add_argument("--table", default="variants.tsv", help="file name of the table under --out")
     args = p.parse_args()
