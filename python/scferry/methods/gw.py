@@ -8,15 +8,16 @@ stays linear in cells) and lifts the coupling to cells; this module turns it int
 result like :class:`scferry.Model`: ``obsm["X_scferry"]`` on both inputs, the metacell coupling,
 and a record of every choice made for the user.
 
-The joint embedding (:meth:`scferry.gw.Alignment.joint`) is symmetric: each cell gets
-``[X-space coordinates, Y-space coordinates]``, its own modality's (metacell-smoothed) and its
-barycentric projection into the other. Linked features make it fused GW (``linked="auto"``: the feature names both datasets share, when
-there are >= 50; or a DataFrame pairing features, e.g. genes with the proteins they code). RNA vs
-ATAC peaks share no features; with ``tss=`` (a table of gene TSS positions: gene names as index
-or a ``gene`` column, ``chrom``, ``tss``, optionally ``strand``; the peaks need ``var`` columns
-``chrom``, ``start``, ``end``) the peaks' gene activity (:func:`scferry.tl.gene_activity`) is
-linked to the RNA genes of the same name, as Seurat/Signac and GLUE link the two modalities
-(announced and recorded).
+The joint embedding (:meth:`scferry.gw.Alignment.joint`) is symmetric: without linked features
+each cell gets ``[X-space coordinates, Y-space coordinates]``, its own modality's
+(metacell-smoothed) and its barycentric projection into the other; with linked features it is
+built in their CCA space (see there). Linked features make it fused GW (``linked="auto"``: the
+feature names both datasets share, when there are >= 50; or a DataFrame pairing features, e.g.
+genes with the proteins they code). RNA vs ATAC peaks share no features; with ``tss=`` (a table
+of gene TSS positions: gene names as index or a ``gene`` column, ``chrom``, ``tss``, optionally
+``strand``; the peaks need ``var`` columns ``chrom``, ``start``, ``end``) the peaks' gene
+activity (:func:`scferry.tl.gene_activity`) is linked to the RNA genes of the same name, as
+Seurat/Signac and GLUE link the two modalities (announced and recorded).
 
 It is transductive: new cells cannot be encoded later
 (:func:`scferry.project` says so); rerun on all cells, or use ``method="uniport"`` (diagonal
@@ -156,7 +157,7 @@ def fit(data, params: dict[str, Any], *, seed: int, progress: bool,
         if missing:
             raise ValueError(f"linked needs one column per dataset {names}; missing {missing}.")
         pair = [list(map(str, linked[n])) for n in names]
-    elif linked == "auto" and params.get("tss") is not None and "peaks" in kinds and kinds.count("peaks") == 1:
+    elif linked == "auto" and params.get("tss") is not None and kinds.count("peaks") == 1:
         L, pair = _gene_activity_link(data, mats, kinds, params["tss"], choices)
     elif linked == "auto":
         shared = data[0].var_names.intersection(data[1].var_names)

@@ -281,18 +281,18 @@ def gene_activity(atac: AnnData, tss: pd.DataFrame, *, upstream: int = 100_000,
     if not pairs:
         raise ValueError(f"no peak overlaps any gene window ({upstream} bp upstream to {downstream} bp "
                          "downstream of the TSS): are the peaks and the TSS table from the same assembly?")
+    genes = np.array([i for i, _ in pairs])  # rows of t with at least one peak in the window
     gi = np.concatenate([np.full(len(h), j) for j, (_, h) in enumerate(pairs)])
     pi = np.concatenate([h for _, h in pairs])
     w = np.ones(len(pi))
     if half_life is not None:
-        g_tss = pos[[i for i, _ in pairs]][gi]
+        g_tss = pos[genes][gi]
         p_st, p_en = peaks["start"].to_numpy()[pi], peaks["end"].to_numpy()[pi]
         d = np.where(p_en < g_tss, g_tss - p_en, np.where(p_st > g_tss, p_st - g_tss, 0))
         w = 2.0 ** (-d / float(half_life))
     link = sp.csr_matrix((w.astype(np.float32), (pi, gi)), shape=(atac.n_vars, len(pairs)))
-    X = sp.csr_matrix(_matrix(atac, layer, "atac"), dtype=np.float32) @ link
-    out = AnnData(sp.csr_matrix(X, dtype=np.float32), obs=atac.obs.copy(),
-                  var=pd.DataFrame(index=t.index[[i for i, _ in pairs]].astype(str)))
+    X = sp.csr_matrix(_matrix(atac, layer, "atac"), dtype=np.float32) @ link  # CSR float32
+    out = AnnData(X, obs=atac.obs.copy(), var=pd.DataFrame(index=t.index[genes].astype(str)))
     out.uns["gene_activity"] = {"upstream": int(upstream), "downstream": int(downstream),
                                 "half_life": None if half_life is None else float(half_life),
                                 "n_peaks_linked": int(len(np.unique(pi)))}
