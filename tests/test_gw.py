@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import scferry as sf
 from scferry import gw
 from scferry.metrics import foscttm
+from scferry.pp import normalize_log1p
 
 from conftest import read_fixture
 from helpers import knn_accuracy, random_embedding
@@ -35,7 +36,7 @@ def _random_foscttm(n: int, d: int) -> float:
 def _cca_foscttm(X, Y) -> float:
     """The Seurat-CCA baseline on linked features (log-normalised, 20 components)."""
     from scferry.methods.scmodal_cca import seurat_cca
-    return foscttm(*seurat_cca(gw._log_normalised(X), gw._log_normalised(Y), n_components=20, seed=0))
+    return foscttm(*seurat_cca(normalize_log1p(X), normalize_log1p(Y), n_components=20, seed=0))
 
 
 def test_gw_method_aligns_better_than_random_and_cca(snare_gene):
@@ -163,3 +164,35 @@ def test_diagonal_uniport_gw_guidance_beats_unguided(snare_gene):
         assert ("gw_prior" in model.choices) == guided
         scores[guided] = foscttm(r.obsm["X_scferry"], g.obsm["X_scferry"])
     assert scores[True] < scores[False] - 0.05, scores
+
+
+def test_gw_tss_is_never_silently_ignored(snare_gene):
+    """tss= derives the peaks' gene activity; where it cannot be used (no peaks dataset, a linked
+    table given, linked=None) the call fails before any alignment instead of ignoring it."""
+    import pandas as pd
+    from conftest import ROOT
+    rna, gene = (a.copy() for a in snare_gene)
+    for a in (rna, gene):
+        a.obsm.pop("X_scferry", None)
+    tss = pd.read_csv(ROOT / "bench" / "multiome" / "snare_cortex_tss_mm10.tsv", sep="\t")
+    table = pd.DataFrame({"rna": list(rna.var_names[:60]), "atac": list(rna.var_names[:60])})
+    with pytest.raises(ValueError, match="neither dataset is ATAC peaks"):
+        sf.integrate({"rna": rna, "atac": gene}, method="gw", tss=tss, progress=False)
+    with pytest.raises(ValueError, match="together with a linked table"):
+        sf.integrate({"rna": rna, "atac": gene}, method="gw", tss=tss, linked=table, progress=False)
+    with pytest.raises(ValueError, match=r"together with linked=None"):
+        sf.integrate({"rna": rna, "atac": gene}, method="gw", tss=tss, linked=None, progress=False)
+    with pytest.raises(ValueError, match="both datasets are ATAC peaks"):
+        sf.integrate({"rna": rna, "atac": gene}, method="gw", tss=tss, kinds={"rna": "peaks", "atac": "peaks"},
+                     progress=False)
+    assert "X_scferry" not in rna.obsm and "X_scferry" not in gene.obsm
+
+
+def test_gw_joint_reuses_the_fused_costs_metacell_means(snare_gene):
+    """The metacell means of the CCA coordinates are computed once (for the fused cost) and are
+    those of the cells' hard assignments."""
+    rna, gene = snare_gene
+    al = gw.align(rna.X, gene.X, linked=(rna.X, gene.X), n_metacells=50, n_starts=1, max_iter=20)
+    for (c, _), m, means in zip(al.linked_embeddings, al.meta, al.linked_means):
+        np.testing.assert_allclose(means, gw._metacell_means(np.asarray(c, np.float64), m), rtol=1e-6)
+    assert [z.shape[0] for z in al.joint()] == [rna.n_obs, gene.n_obs]

@@ -56,6 +56,8 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from .pp import normalize_log1p
+
 KINDS = ("counts", "peaks", "adt", "other")
 # Defaults chosen by measurement across datasets (bench/diagonal/RESULTS.md).
 DEFAULTS = dict(n_metacells=300, k=10, epsilon=5e-3, n_components=30, n_features=2000,
@@ -97,15 +99,6 @@ def _pca(X, n: int, seed: int) -> np.ndarray:
     return PCA(n, svd_solver=solver, random_state=seed).fit_transform(X).astype(np.float32)
 
 
-def _log_normalised(X) -> sp.csr_matrix:
-    """Counts per 10^4 then log1p (float64 CSR copy)."""
-    X = sp.csr_matrix(X, dtype=np.float64)
-    rows = np.maximum(np.asarray(X.sum(axis=1)).ravel(), 1e-12)
-    X = (sp.diags(1e4 / rows) @ X).tocsr()
-    X.data = np.log1p(X.data)
-    return X
-
-
 def embed_modality(X, kind: str, *, n_components: int = 30, n_features: int = 2000,
                    seed: int = 0) -> np.ndarray:
     """Cells x ``n_components`` embedding of one modality, preprocessed for its ``kind`` (see the
@@ -125,7 +118,7 @@ def embed_modality(X, kind: str, *, n_components: int = 30, n_features: int = 20
         Z = TruncatedSVD(k, algorithm="randomized", random_state=seed).fit_transform(T)[:, 1:]
         Z = (Z - Z.mean(0)) / np.maximum(Z.std(0), 1e-12)  # LSI components on one scale
     elif kind == "counts":
-        X = _log_normalised(X)
+        X = normalize_log1p(X).astype(np.float64)
         mean = np.asarray(X.mean(axis=0)).ravel()
         var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
         keep = np.argsort(-var)[:min(n_features, X.shape[1])]
@@ -354,6 +347,9 @@ class Alignment:
     # fused GW only: each modality's cells in the CCA space of the linked features, and the same
     # averaged over each cell and its ``n_smooth`` nearest cells in its own modality's embedding
     linked_embeddings: tuple | None = None
+    # fused GW only: the per-metacell means of each modality's CCA coordinates (the fused cost's
+    # inputs, reused by the joint embedding's GW projection)
+    linked_means: tuple | None = None
 
     def barycentric(self, source: int) -> np.ndarray:
         """SCOT's barycentric projection of each cell of modality ``source`` onto the other
@@ -380,10 +376,9 @@ class Alignment:
             return (np.hstack([own[0], self.barycentric(0)]),
                     np.hstack([self.barycentric(1), own[1]]))
         (cx, sx), (cy, sy) = self.linked_embeddings
-        means = [_metacell_means(np.asarray(c, np.float64), m) for c, m in zip((cx, cy), self.meta)]
         proj = []
         for src, T in ((0, self.coupling), (1, self.coupling.T)):
-            bary = (T @ means[1 - src]) / np.maximum(T.sum(1, keepdims=True), 1e-300)
+            bary = (T @ self.linked_means[1 - src]) / np.maximum(T.sum(1, keepdims=True), 1e-300)
             proj.append(self.meta[src].lift(bary))
         return np.hstack([cx, sx, proj[0]]), np.hstack([sy, cy, proj[1]])
 
@@ -418,9 +413,9 @@ def align(X, Y, *, kinds: tuple[str | None, str | None] = (None, None), linked: 
     bar.update()
     D = tuple(geodesic(m.centroids, k) for m in meta)
     bar.update()
-    M = smooth = None
+    M = smooth = means = None
     if linked is not None:
-        M, cca = _linked_cost(linked, meta, seed=int(rng.integers(2 ** 31)))
+        M, cca, means = _linked_cost(linked, meta, seed=int(rng.integers(2 ** 31)))
         smooth = tuple((c, _neighbour_mean(z, c, n_smooth, seed)) for z, c in zip(Z, cca))
     T, starts = gw_multistart(D[0], D[1], meta[0].mass, meta[1].mass, epsilon=epsilon, M=M,
                               alpha=fused_alpha, max_iter=max_iter, n_starts=n_starts,
@@ -435,22 +430,22 @@ def align(X, Y, *, kinds: tuple[str | None, str | None] = (None, None), linked: 
                   n_smooth=n_smooth if M is not None else None,
                   start_costs=starts["costs"],
                   start_chosen=starts["chosen"], seed=seed)
-    return Alignment(T, meta, Z, params, gwd, smooth)
+    return Alignment(T, meta, Z, params, gwd, smooth, means)
 
 
 def _linked_cost(linked: tuple, meta: tuple[Metacells, Metacells], *, seed: int,
-                 n_components: int = 20) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray]]:
+                 n_components: int = 20) -> tuple[np.ndarray, tuple, tuple]:
     """The fused term's cost between metacells: both modalities' linked features
     (log-normalised) put in one space by Seurat's CCA (``scferry.methods.scmodal_cca.seurat_cca``,
     Stuart et al., Cell 177, 1888 (2019); cell-level, never an n x m matrix), averaged per metacell
     (cells hard-assigned to their nearest), correlation distance between the averages. Returns
-    the cost and the cell-level CCA coordinates of both modalities."""
+    the cost, the cell-level CCA coordinates of both modalities and their metacell means."""
     from .methods.scmodal_cca import seurat_cca
-    L = [_log_normalised(X) for X in linked]
+    L = [normalize_log1p(X) for X in linked]
     k = int(max(1, min(n_components, L[0].shape[1] - 1, min(X.shape[0] for X in L) - 1)))
     U, V = seurat_cca(L[0], L[1], n_components=k, seed=seed)
-    M = _feature_cost(*(_metacell_means(np.asarray(E, np.float64), m) for E, m in zip((U, V), meta)))
-    return M, (np.asarray(U, np.float32), np.asarray(V, np.float32))
+    means = tuple(_metacell_means(np.asarray(E, np.float64), m) for E, m in zip((U, V), meta))
+    return _feature_cost(*means), (np.asarray(U, np.float32), np.asarray(V, np.float32)), means
 
 
 def _neighbour_mean(Z: np.ndarray, E: np.ndarray, k: int, seed: int) -> np.ndarray:

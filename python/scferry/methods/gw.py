@@ -17,7 +17,8 @@ genes with the proteins they code). RNA vs ATAC peaks share no features; with ``
 of gene TSS positions: gene names as index or a ``gene`` column, ``chrom``, ``tss``, optionally
 ``strand``; the peaks need ``var`` columns ``chrom``, ``start``, ``end``) the peaks' gene
 activity (:func:`scferry.tl.gene_activity`) is linked to the RNA genes of the same name, as
-Seurat/Signac and GLUE link the two modalities (announced and recorded).
+Seurat/Signac and GLUE link the two modalities (announced and recorded). ``tss=`` that cannot
+be used (no peaks dataset or two, ``linked=None`` or a linked table) is an error, never ignored.
 
 It is transductive: new cells cannot be encoded later
 (:func:`scferry.project` says so); rerun on all cells, or use ``method="uniport"`` (diagonal
@@ -126,6 +127,11 @@ def check_params(params: dict[str, Any]) -> None:
         raise ValueError("linked must be 'auto' (fused GW on the feature names both datasets share, when "
                          f"there are >= {MIN_LINKED}), None (plain GW), or a DataFrame with one column "
                          f"per dataset name listing linked features; got {type(linked).__name__}.")
+    if tss is not None and not (isinstance(linked, str) and linked == "auto"):
+        given = "linked=None (plain GW)" if linked is None else "a linked table"
+        raise ValueError(f"tss was given together with {given}: tss links the ATAC peaks to the genes "
+                         "through their gene activity, which replaces the linked features. Pass either "
+                         "tss= (with linked='auto', the default) or linked=, not both.")
 
 
 def fit(data, params: dict[str, Any], *, seed: int, progress: bool,
@@ -151,13 +157,15 @@ def fit(data, params: dict[str, Any], *, seed: int, progress: bool,
                           f"feature names; pass kinds={{{d.name!r}: ...}} to choose)")
         kinds.append(kind)
     linked = params.get("linked", "auto")
+    if params.get("tss") is not None:
+        _check_tss_applies(names, kinds)
     pair = L = None
     if isinstance(linked, pd.DataFrame):
         missing = [n for n in names if n not in linked.columns]
         if missing:
             raise ValueError(f"linked needs one column per dataset {names}; missing {missing}.")
         pair = [list(map(str, linked[n])) for n in names]
-    elif linked == "auto" and params.get("tss") is not None and kinds.count("peaks") == 1:
+    elif params.get("tss") is not None:  # linked == "auto" and one peaks dataset (checked above)
         L, pair = _gene_activity_link(data, mats, kinds, params["tss"], choices)
     elif linked == "auto":
         shared = data[0].var_names.intersection(data[1].var_names)
@@ -179,6 +187,18 @@ def fit(data, params: dict[str, Any], *, seed: int, progress: bool,
             warnings.warn(f"scferry gw: {c['reason']}.", ScferryWarning, stacklevel=4)
     plain = {**kw, **al.params, "linked": None if pair is None else len(pair[0])}
     return al, plain, choices
+
+
+def _check_tss_applies(names: list[str], kinds: list[str]) -> None:
+    """``tss=`` is used only with exactly one ATAC peaks dataset (``linked="auto"`` is checked in
+    :func:`check_params`): anything else would silently ignore it, so it is an error."""
+    n_peaks = kinds.count("peaks")
+    if n_peaks != 1:
+        seen = ", ".join(f"{n!r}: {k!r}" for n, k in zip(names, kinds))
+        what = "neither dataset is" if n_peaks == 0 else "both datasets are"
+        raise ValueError(f"tss was given, but {what} ATAC peaks (kinds {{{seen}}}): the TSS table is used "
+                         "only to derive one peaks dataset's gene activity. Drop tss=, or pass "
+                         "kinds={name: 'peaks'} naming the one peaks dataset.")
 
 
 def _gene_activity_link(data, mats, kinds, tss: pd.DataFrame, choices: dict) -> tuple[tuple, list]:
