@@ -88,7 +88,7 @@ def child(n_cells: int, n_spots: int, seed: int, max_iter: int | None) -> dict:
     from scferry.data import Dataset
     from scferry.tl.deconvolve import _signature_fit
     defaults = {k: v.default for k, v in inspect.signature(sf.deconvolve).parameters.items()
-                if k in ("platform", "min_share", "prior_shape", "max_iter", "seed")}
+                if k in ("platform", "min_share", "prior_shape", "select_genes", "max_iter", "seed")}
     if max_iter:
         defaults["max_iter"] = max_iter
     t1, c1 = time.perf_counter(), time.process_time()

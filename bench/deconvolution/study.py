@@ -81,7 +81,7 @@ def run_scferry(dirs: dict[str, Path], seed: int, name: str = "scferry", params:
     from scferry.data import Dataset
     from scferry.tl.deconvolve import _signature_fit
     defaults = {k: v.default for k, v in inspect.signature(sf.deconvolve).parameters.items()
-                if k in ("platform", "min_share", "prior_shape", "max_iter", "seed")}
+                if k in ("platform", "min_share", "prior_shape", "select_genes", "max_iter", "seed")}
     defaults.update(params or {})
     d0 = next(iter(dirs.values()))
     genes = pd.Index((d0 / "genes.txt").read_text().splitlines())

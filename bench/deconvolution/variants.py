@@ -27,7 +27,14 @@ from the maximum-likelihood fit), and differs only in the estimate:
 - ``gw``: the default with the likelihood's genes weighted by their specificity
   (``specificity_weights``);
 - ``plat_off`` / ``plat_b1`` / ``plat_b10``: the whole default path with the gene factors off, or
-  under a Gamma(1, 1) / Gamma(10, 10) prior (the previous default) instead of Gamma(100, 100).
+  under a Gamma(1, 1) / Gamma(10, 10) prior (the previous default) instead of Gamma(100, 100);
+- ``nb``: the default with a negative-binomial variance of the spot's cells, gene-wise
+  overdispersion from the reference cells (``reference_overdispersion``; RCTD and cell2location
+  fit an overdispersed likelihood), the dispersion ``phi`` re-estimated under it (at least 1);
+- ``ard1``: the default with automatic relevance determination of each spot x type's prior rate
+  (a Gamma(1, 1 / rate) hyperprior: the sparsity learned per spot and type from its counts);
+- ``allgenes``: the whole default path on every shared gene (``select_genes=False``, the previous
+  default) instead of the genes that mark a type.
 Writes ``OUT/<--table>`` (default variants.tsv; rewritten after every run; one row per dataset x
 seed x design x variant, spots.metrics) and prints the means over runs, per dataset and per design.
 ``--variants`` picks some of them (default: all).
@@ -52,16 +59,39 @@ from spots import DATASETS, DESIGNS, metrics  # noqa: E402
 dec = importlib.import_module("scferry.tl.deconvolve")  # the module (sf.tl.deconvolve is the function)
 
 
-def load(d: Path):
-    """Signatures (types x expressed genes), spots on those genes, truth (spots x types)."""
+def load(d: Path, select: bool = True, moments: bool = False):
+    """Signatures (types x genes), spots on those genes, truth (spots x types): the genes the
+    reference expresses, of them those that mark a type (``dec.informative_genes``, sf.deconvolve's
+    ``select_genes=True``) unless ``select`` is False (or fewer than 10 pass). ``moments``: also
+    the cells' per-gene overdispersion (``reference_overdispersion``) on those genes."""
     obs = pd.read_csv(d / "ref_obs.tsv", sep="\t")
     labels = obs["cell_type"].astype(str).to_numpy()
     types = sorted(set(labels))
-    S = dec.type_signatures(sp.load_npz(d / "ref.npz").tocsr(), labels, types)
+    X = sp.load_npz(d / "ref.npz").tocsr()
+    S = dec.type_signatures(X, labels, types)
     keep = S.sum(axis=0) > 0
+    if select:
+        marks = dec.informative_genes(S[:, keep])
+        if marks.sum() >= 10:
+            keep[np.flatnonzero(keep)[~marks]] = False
     Y = sp.load_npz(d / "spots.npz").tocsr().astype(np.float32)[:, np.flatnonzero(keep)].tocsr()
     truth = pd.read_csv(d / "truth.tsv", sep="\t", index_col=0)[types].to_numpy()
+    if moments:
+        return S[:, keep], Y, truth, reference_overdispersion(X[:, np.flatnonzero(keep)], labels, types)
     return S[:, keep], Y, truth
+
+
+def reference_overdispersion(X, labels, types) -> np.ndarray:
+    """Per-gene ``1 / theta_g`` of a negative binomial ``var = m + m^2 / theta_g`` of single cells
+    around their type's mean ``m``, pooled over types by moments from the reference cells:
+    ``sum_k n_k (v_kg - m_kg) / sum_k n_k m_kg^2`` (``v`` the within-type variance), at least 0."""
+    X = X.astype(np.float64)
+    m = dec.type_signatures(X, labels, types)
+    m2 = dec.type_signatures(X.multiply(X).tocsr(), labels, types)
+    n = pd.Series(labels).value_counts().reindex(types).to_numpy(np.float64)
+    v = (m2 - m ** 2) * (n / np.maximum(n - 1, 1))[:, None]
+    excess = (n[:, None] * (v - m)).sum(axis=0) / np.maximum((n[:, None] * m ** 2).sum(axis=0), 1e-300)
+    return np.maximum(excess, 0.0)
 
 
 def loglik(Y, S, scale, a):
@@ -83,13 +113,20 @@ def gamma_shape(s: np.ndarray) -> np.ndarray:
 
 
 def fit(Y, S, scale, prior=None, mask=None, estimate="mean", n_iter=500, tol=dec.TOL, init=None,
-        eb_spot=False, weights=None):
+        eb_spot=False, weights=None, overdispersion=None, ard=None):
     """EM / VB of the abundances as _poisson_abundance (sparse path, every spot until the slowest
     stops), with a spots x types 0/1 ``mask`` of allowed types and ``estimate="map"`` (the mode).
     ``eb_spot``: each spot's Gamma(shape, rate) prior re-estimated in every step by type-II maximum
     likelihood from its types' posteriors (empirical Bayes per spot: a spot whose counts sit on few
     types gets a sparser prior, an evenly mixed one a flatter one). ``weights``: per-gene weights
-    of the (quasi-)log-likelihood (``sum_g w_g (y log mu - mu)``)."""
+    of the (quasi-)log-likelihood (``sum_g w_g (y log mu - mu)``). ``overdispersion``: per-gene
+    ``1 / theta_g`` of the cells (``reference_overdispersion``): a negative-binomial variance
+    ``mu (1 + m / theta_g)``, ``m = mu / N_s`` the spot's mean counts per cell (``N_s`` its cells),
+    entered as the quasi-likelihood weights ``1 / (1 + m / theta_g)`` re-computed in every step
+    (iteratively reweighted EM). ``ard = a0``: automatic relevance determination, a Gamma(a0,
+    a0 / rate) hyperprior on each spot x type's prior rate (mean ``rate``), its posterior mean
+    ``(a0 + shape) / (a0 / rate + E a)`` updated in every step: a type the spot's counts support
+    little gets a larger rate (a sparser prior), one they support a smaller one."""
     rows = np.repeat(np.arange(Y.shape[0]), np.diff(Y.indptr))
     ST, y = S.T[Y.indices], Y.data.astype(np.float64)
     w = np.ones(S.shape[1]) if weights is None else weights
@@ -102,14 +139,23 @@ def fit(Y, S, scale, prior=None, mask=None, estimate="mean", n_iter=500, tol=dec
     mean = a
     if prior is not None:
         shape, rate, phi = prior
+        rate = np.full(a.shape, rate) if ard is not None else rate
+    W = S * scale[None, :]
     for _ in range(n_iter):
         mu = np.einsum("ij,ij->i", a[rows], ST)
-        ratio = sp.csr_matrix((y / np.maximum(mu, 1e-300), Y.indices, Y.indptr), shape=Y.shape)
+        yw = y
+        if overdispersion is not None:  # NB weights at the current mean (dense: spots x genes)
+            per_cell = (mean @ W) / np.maximum(mean.sum(axis=1, keepdims=True), 1e-12)
+            wsg = w[None, :] / (1 + per_cell * overdispersion[None, :])
+            yw = y * wsg[rows, Y.indices] / w[Y.indices]
+            c = wsg @ W.T                      # spots x types
+        ratio = sp.csr_matrix((yw / np.maximum(mu, 1e-300), Y.indices, Y.indptr), shape=Y.shape)
         att = a * (ratio @ S.T)
+        cc = c if c.ndim == 2 else c[None, :]
         if prior is None:
-            new = a = att / c[None, :]
+            new = a = att / cc
         else:
-            post_shape, post_rate = shape + att / phi, rate + c[None, :] / phi
+            post_shape, post_rate = shape + att / phi, rate + cc / phi
             if estimate == "map":
                 new = a = np.maximum(post_shape - 1, 0) / post_rate
             else:
@@ -120,6 +166,8 @@ def fit(Y, S, scale, prior=None, mask=None, estimate="mean", n_iter=500, tol=dec
                 m = np.nanmean(Ea, axis=1)
                 shape = gamma_shape(np.log(m) - np.nanmean(Elog, axis=1))[:, None]
                 rate = shape / m[:, None]
+            if ard is not None:
+                rate = (ard + shape) / (ard / prior[1] + new)
         if mask is not None:
             new, a = new * mask, a * mask
         step = np.abs(new - mean).sum(axis=1) / np.maximum(mean.sum(axis=1), 1e-300)
@@ -179,11 +227,11 @@ def specificity_weights(Y, S):
 
 
 VARIANTS = ("ml", "default", "map", "phi2", "s1", "lr3.84", "lr10", "ebspot", "pres", "pres05", "gw",
-            "plat_off", "plat_b1", "plat_b10")
+            "plat_off", "plat_b1", "plat_b10", "allgenes", "nb", "ard1")
 
 
 def run(d: Path, which=VARIANTS) -> dict:
-    S, Y, truth = load(d)
+    S, Y, truth, theta_inv = load(d, moments=True)
     scale = dec._platform_scale(Y, S, 100, dec.TOL, 0.0, dec.PRIOR_COUNTS)
     a_ml = dec._abundance_chunks(Y, S, scale, 500, dec.TOL, 0.0)
     prior = dec._abundance_prior(Y, S, scale, a_ml, dec.PRIOR_SHAPE)
@@ -219,6 +267,22 @@ def run(d: Path, which=VARIANTS) -> dict:
     est["plat_off"], est["plat_b1"], est["plat_b10"] = (lambda: platform(None), lambda: platform(1.0),
                                                         lambda: platform(10.0))
     est["pres05"] = hard
+
+    def every_gene():
+        S0, Y0, _ = load(d, select=False)
+        sc = dec._platform_scale(Y0, S0, 100, dec.TOL, 0.0, dec.PRIOR_COUNTS)
+        ml = dec._abundance_chunks(Y0, S0, sc, 500, dec.TOL, 0.0)
+        return fit(Y0, S0, sc, dec._abundance_prior(Y0, S0, sc, ml, dec.PRIOR_SHAPE))
+    est["allgenes"] = every_gene
+
+    def negbin():
+        ml = fit(Y, S, scale, overdispersion=theta_inv, init=a_ml)
+        mu = ml @ (S * scale[None, :])
+        var = mu * (1 + mu / ml.sum(axis=1, keepdims=True) * theta_inv[None, :])
+        ph = max(float(((Y.toarray() - mu) ** 2 / np.maximum(var, 1e-300)).sum()) / (Y.shape[0] * (Y.shape[1] - S.shape[0])), 1.0)
+        return fit(Y, S, scale, (shape, rate, ph), overdispersion=theta_inv, init=ml)
+    est["nb"] = negbin
+    est["ard1"] = lambda: fit(Y, S, scale, prior, ard=1.0)
     out = {}
     for k in which:
         v = est[k]()

@@ -94,7 +94,8 @@ ferry_transfer <- function(reference, query, label, source = NULL, target = NULL
 #' @param ... Options of \code{scferry.deconvolve()} in Python: \code{readout = "counts"}
 #'   (default: a Poisson fit of each spot's counts on the reference's per-type mean counts, with
 #'   gene-wise platform factors and a Gamma prior on the abundances, \code{prior_shape}; \code{NULL}
-#'   for maximum likelihood), \code{"type_mean"} (each type's plan mass divided by its number
+#'   for maximum likelihood; on the genes that mark a type, \code{select_genes = TRUE}, as RCTD
+#'   selects them), \code{"type_mean"} (each type's plan mass divided by its number
 #'   of reference cells, as uniPort's R tutorial) or \code{"mass"} (the plan mass as it is),
 #'   \code{k} (neighbours of the kNN vote for spots the plan never reached).
 #' @return \code{spots} with the proportions added.

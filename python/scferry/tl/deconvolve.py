@@ -24,6 +24,8 @@ MIN_SHARE = 0.0  # readout="counts": sparsity cut (off by default: it costs AUPR
 TOL = 1e-4  # readout="counts": a spot's EM stops once its abundances change by less (relative L1)
 PRIOR_COUNTS = 100.0  # Gamma(b, b) prior of the gene factors, in counts (bench/deconvolution/RESULTS.md)
 PRIOR_SHAPE = 0.5  # readout="counts": Gamma shape of each type's abundance (posterior mean; None: maximum likelihood)
+DE_FOLD = 0.5  # readout="counts": informative genes, RCTD's cut-offs (Cable et al. 2022): log ratio of a
+DE_EXPR = 0.000125  # type's share of the gene to the other types' mean share, and that share itself
 
 
 # ---------------------------------------------------------------------------- signature fit
@@ -36,6 +38,19 @@ def type_signatures(X: sp.csr_matrix, labels, types: list[str]) -> np.ndarray:
     sums = onehot @ X
     sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums)
     return sums.astype(np.float64) / n[:, None]
+
+
+def informative_genes(S: np.ndarray, fold: float = DE_FOLD, min_expr: float = DE_EXPR) -> np.ndarray:
+    """Genes (columns of the types x genes signatures ``S``) that mark at least one type, as RCTD
+    selects the genes it fits (Cable et al., Nat Biotechnol 40, 517 (2022); its gene list for the
+    platform effect): with ``p_kg`` type ``k``'s signature normalised to sum 1 over genes, gene
+    ``g`` is kept if for some ``k``, ``p_kg > min_expr`` and ``log(p_kg) - log(mean_{l != k} p_lg)
+    > fold`` (natural log, 1e-9 added to both). A gene every type expresses alike tells the types
+    apart no better than it adds noise (the cells' own variation). Returns a boolean mask."""
+    P = S / np.maximum(S.sum(axis=1, keepdims=True), 1e-300)
+    others = (P.sum(axis=0, keepdims=True) - P) / max(S.shape[0] - 1, 1)
+    lfc = np.log(P + 1e-9) - np.log(others + 1e-9)
+    return ((lfc > fold) & (P > min_expr)).any(axis=0)
 
 
 def _poisson_abundance(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_iter: int, tol: float,
@@ -185,7 +200,7 @@ def per_type_mean(mass: pd.DataFrame, labels) -> pd.DataFrame:
 
 def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
                readout: str = "counts", platform: bool = True, min_share: float = MIN_SHARE,
-               prior_shape: float | None = PRIOR_SHAPE, max_iter: int = 500, k: int = 30, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+               prior_shape: float | None = PRIOR_SHAPE, select_genes: bool = True, max_iter: int = 500, k: int = 30, seed: int = 0, progress: bool = True) -> pd.DataFrame:
     """Cell-type proportions of each spot: by default a fit of each spot's counts on the
     reference's cell-type signatures (a mixture model); the OT plan's readouts stay available.
 
@@ -247,6 +262,14 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
         keep_plan=True)``); spots the plan never reached get a kNN vote (``k`` neighbours).
     platform
         ``readout="counts"``: estimate the gene factors ``lambda`` (True) or fix them at 1 (False).
+    select_genes
+        ``readout="counts"``: fit only the genes that mark at least one type (True, default), as
+        RCTD does (:func:`informative_genes`: a type's share of the gene at least e^0.5 times the
+        other types' mean share, and above 0.000125), or every shared gene (False). On a
+        whole-transcriptome reference most genes are expressed alike by every type; they add the
+        cells' own variation to the fit without telling the types apart, and part of it goes to
+        types absent from the spot. On a targeted panel almost every gene passes. Where fewer
+        than 10 genes pass, every shared gene is used (recorded in ``uns``).
     min_share
         ``readout="counts"``: a sparsity cut in [0, 0.5), off (0) by default: in every E-step each
         type's counts attributed to a spot lose ``min_share`` x the spot's counts (floored at 0),
@@ -293,6 +316,8 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
     _check_int(seed, "seed", minimum=0)
     if not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress must be True or False; got {progress!r}.")
+    if not isinstance(select_genes, (bool, np.bool_)):
+        raise TypeError(f"select_genes must be True or False; got {select_genes!r}.")
     ref, spt, labels = _labelled_pair(model, ("reference", reference), ("spots", spots), label_key, k)
     types = pd.unique(labels.astype(str))
     if len(types) < 2:
@@ -303,7 +328,7 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
     if readout == "counts":
         df, params = _signature_fit(ref, spt, labels, reference, spots, platform=bool(platform),
                                     min_share=float(min_share), max_iter=int(max_iter), seed=int(seed),
-                                    progress=bool(progress),
+                                    progress=bool(progress), select_genes=bool(select_genes),
                                     prior_shape=None if prior_shape is None else float(prior_shape))
         spt.adata.uns[PROPORTIONS_KEY + "_params"] = params
     else:
@@ -354,7 +379,7 @@ def _stored_matrix(d):
 
 
 def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, max_iter, seed,
-                   progress, prior_shape=None) -> tuple[pd.DataFrame, dict]:
+                   progress, prior_shape=None, select_genes=False) -> tuple[pd.DataFrame, dict]:
     """readout="counts": checks, shared genes, signatures, gene factors, then the fit in chunks."""
     shared = ref.var_names[ref.var_names.isin(spt.var_names)]
     if ref.var_names.has_duplicates or spt.var_names.has_duplicates:
@@ -393,6 +418,11 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
         warnings.warn(f"deconvolution uses the {len(genes)} genes the reference and the spots share "
                       f"(and the reference expresses), of {len(ref.var_names)} reference / "
                       f"{len(spt.var_names)} spot genes.", ScferryWarning, stacklevel=4)
+    n_shared = len(genes)
+    if select_genes:
+        marks = informative_genes(S)
+        if marks.sum() >= 10:  # else (types alike on nearly every gene): all of them
+            S, Ys, genes = S[:, marks], Ys[:, np.flatnonzero(marks)].tocsr(), genes[marks]
     lib = np.asarray(Ys.sum(axis=1)).ravel()
     empty = lib == 0
     if empty.any():
@@ -415,6 +445,7 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
     a = _abundance_chunks(Ys[fit_rows], S, scale, max_iter, tol, min_share, progress, prior=prior)
     props[fit_rows] = a / a.sum(axis=1, keepdims=True)
     params = {"readout": "counts", "n_genes": int(len(genes)), "genes_not_used": int(lost),
+              "select_genes": bool(select_genes), "genes_not_informative": int(n_shared - len(genes)),
               "platform": bool(platform), "min_share": float(min_share), "max_iter": int(max_iter),
               "prior_shape": prior_shape,
               "prior_rate": None if prior is None else prior[1], "dispersion": None if prior is None else prior[2]}
