@@ -6,8 +6,9 @@ hippocampus and Visium lymph node, drawn with sf.pl.spatial_proportions.
 
 Per dataset: the whole reference (every type with at least ``--min-cells`` cells), the real spots,
 ``sf.integrate`` (uniPort, ``--sf-iters`` steps: the default readout reads the counts, not the
-embedding) then ``sf.deconvolve`` at its defaults; NNLS (spots.nnls_proportions) of the same spots'
-counts on the reference's per-type mean counts over the same genes. Writes under
+embedding) then ``sf.deconvolve`` at its defaults (on the shared genes that mark a type,
+``select_genes``); NNLS (spots.nnls_proportions) of the same spots' counts on the reference's
+per-type mean counts over every shared gene the reference expresses (the study's NNLS). Writes under
 ``bench/out/deconvolution/maps/``: ``<name>_sf.png``, ``<name>_nnls.png`` (types in the same
 order), ``<name>_summary.tsv`` (per type: mean proportion, spots where dominant, Moran's I on the 6
 nearest spots, for both methods, and their per-type correlation).
@@ -76,7 +77,7 @@ def main() -> int:
         other = st.copy()
         other.obsm["scferry_proportions"] = nn.to_numpy(np.float32)
         sf.pl.spatial_proportions(other, args.out / f"{name}_nnls.png", types=types,
-                                  title=f"{name}: NNLS on the same spots and genes")
+                                  title=f"{name}: NNLS on the same spots, every shared gene")
         xy = np.asarray(st.obsm["spatial"], dtype=float)[:, :2]
         rows = []
         for t in types:

@@ -94,10 +94,11 @@ def child(n_cells: int, n_spots: int, seed: int, max_iter: int | None) -> dict:
     t1, c1 = time.perf_counter(), time.process_time()
     start = rss_mb()
     with Sampler() as s:
-        props, _ = _signature_fit(Dataset("ref", ref), Dataset("spots", spots), ref.obs["cell_type"],
+        props, params = _signature_fit(Dataset("ref", ref), Dataset("spots", spots), ref.obs["cell_type"],
                                   "ref", "spots", progress=False, **defaults)
     t2, c2 = time.perf_counter(), time.process_time()
-    return {"max_iter": defaults["max_iter"], "cells": n_cells, "spots": n_spots, "genes": len(genes), "types": len(types),
+    return {"max_iter": defaults["max_iter"], "cells": n_cells, "spots": n_spots, "genes": len(genes),
+            "genes_fitted": params["n_genes"], "types": len(types),
             "spot_nnz_median": float(np.median(np.diff(Y.indptr))), "input_rss_mb": before,
             "deconvolve_s": t2 - t1,
             "deconvolve_cpu_s": c2 - c1, "deconvolve_growth_mb": s.peak - start,
