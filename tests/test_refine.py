@@ -49,23 +49,33 @@ def test_refine_mixes_batches_and_keeps_cell_types(pbmc):
     ilisi0, ilisi1 = metrics.ilisi(before, batches), metrics.ilisi(X, batches)
     ent0, ent1 = metrics.batch_entropy(before, batches), metrics.batch_entropy(X, batches)
     sil0, sil1 = metrics.silhouette(before, types), metrics.silhouette(X, types)
-    # measured: iLISI 1.28 -> 2.07 (of 3), batch entropy 0.72 -> 0.97, silhouette 0.606 -> 0.621
+    # measured: iLISI 1.28 -> 1.96 (of 3), batch entropy 0.72 -> 0.95, silhouette 0.606 -> 0.620
     assert ilisi1 > ilisi0 + 0.2, (ilisi0, ilisi1)
     assert ent1 > ent0 + 0.1, (ent0, ent1)
     assert sil1 > sil0 - 0.02, (sil0, sil1)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 16 goal 3, open: at its defaults refine "
-                   "transfers labels between symphony's chemistries less well than its PCA input "
-                   "(bench/batch_integration/RESULTS.md)")
 def test_refine_keeps_label_transfer_between_batches(pbmc):
-    a = pbmc.copy()
-    sf.refine(a, seed=0, progress=False)
-    batches, types = a.obs["batch"].values, a.obs["cell_type"].values
-    # within the spread over seeds (~0.015) of the PCA input's leave-one-batch-out transfer
-    t0 = _lobo_transfer(a.obsm["X_pca"], batches, types)
-    t1 = _lobo_transfer(a.obsm["X_scferry_refined"], batches, types)
-    assert t1 >= t0 - 0.015, (t0, t1)
+    """Issue 16 goal 3: the chemistries mix and leave-one-chemistry-out label transfer does not
+    fall below the PCA input's. The paper's field (each cell takes its nearest prototype's whole
+    barycentric displacement, after the full Gaussian pre-alignment) is run in the same test: it
+    pulls the cells of a type that one chemistry has more of onto another type's partners and
+    transfers below its input; the defaults must beat it (bench/batch_integration/RESULTS.md)."""
+    batches, types = pbmc.obs["batch"].values, pbmc.obs["cell_type"].values
+    X0 = pbmc.obsm["X_pca"]
+    out = {}
+    for name, kw in (("default", {}),
+                     ("paper", dict(assign="nearest", mass_weight=False, prealign_linear=1.0))):
+        a = pbmc.copy()
+        sf.refine(a, seed=0, progress=False, **kw)
+        out[name] = a.obsm["X_scferry_refined"]
+    t0, t1, tp = (_lobo_transfer(X, batches, types) for X in (X0, out["default"], out["paper"]))
+    e0, e1 = metrics.batch_entropy(X0, batches), metrics.batch_entropy(out["default"], batches)
+    # measured (seed 0): transfer 0.907 (PCA) -> 0.913 (defaults), 0.885 (the paper's field);
+    # batch entropy 0.715 -> 0.951
+    assert t1 >= t0, (t0, t1)
+    assert t1 > tp, (t1, tp)
+    assert e1 > e0 + 0.15, (e0, e1)
 
 
 def _lobo_transfer(X, batches, types, k=15):
@@ -132,6 +142,9 @@ def _frozen(a: ad.AnnData):
     (None, dict(reference="10x_9p"), ValueError, ["reference", "10x_3p_v1"]),
     (None, dict(prealign="yes"), ValueError, ["prealign"]),
     (None, dict(keep_input="yes"), ValueError, ["keep_input", "'auto'"]),
+    (None, dict(assign="mean"), ValueError, ["assign", "'soft'"]),
+    (None, dict(mass_weight="yes"), ValueError, ["mass_weight", "True or False"]),
+    (None, dict(prealign_linear=1.5), ValueError, ["prealign_linear", "[0, 1]"]),
     (None, dict(max_iter=0), ValueError, ["max_iter"]),
     (None, dict(device="tpu"), ValueError, ["device"]),
 ])
@@ -186,10 +199,11 @@ def test_refine_after_integrate_on_shipped_demo():
     types = rna_labels  # the scRNA cells come first in `both`
     rand = random_embedding(*X.shape)
     sil0, sil1, sil_rand = (metrics.silhouette(Z[rna], types) for Z in (X0, X, rand))
-    mix0, mix1 = metrics.ilisi(X0, b), metrics.ilisi(X, b)
-    print(f"\nPDAC demo, refine after DAVAE: iLISI {mix0:.3f} -> {mix1:.3f}; scRNA cell-type "
-          f"silhouette {sil0:.3f} -> {sil1:.3f} (random {sil_rand:.3f})")
-    assert mix1 > mix0, rec
+    mix0, mix1 = metrics.batch_entropy(X0, b), metrics.batch_entropy(X, b)
+    print(f"\nPDAC demo, refine after DAVAE: batch entropy {mix0:.3f} -> {mix1:.3f}; scRNA "
+          f"cell-type silhouette {sil0:.3f} -> {sil1:.3f} (random {sil_rand:.3f})")
+    # measured: batch entropy 0.030 -> 0.098 (iLISI, perplexity 30, stays at 1.01-1.02 of 2)
+    assert mix1 > 2 * mix0, rec
     assert sil1 > sil0 - 0.03 and sil1 > sil_rand + 0.05, (sil0, sil1, sil_rand)
 
 

@@ -38,6 +38,29 @@ mean and covariance to the batches' barycentre (to the reference batch's with a 
 rare cells a quarter as far; the strength grows as the share of other-batch neighbours falls
 below 0.45 (at most 0.8; 0 = skipped). ``prealign="none"`` runs the paper's algorithm alone.
 
+Changed here from the paper and scbiot, because the paper's field pulls cells onto partners of
+the wrong type when batches hold the same types in different proportions (measured in
+``bench/batch_integration/RESULTS.md``):
+
+- ``assign="soft"`` (default; ``"nearest"`` = the paper's Eq. 6): a cell takes a Gaussian-kernel
+  average of its batch's prototype displacements (bandwidth: the batch's median squared
+  distance of a cell to its nearest prototype) instead of its nearest prototype's alone: the
+  kernel extension of a barycentric map to new points (Perrot et al., "Mapping estimation for
+  discrete optimal transport", NeurIPS 2016), so that a batch deforms smoothly and neighbours
+  on either side of a Voronoi border are not torn apart.
+- ``mass_weight=True`` (default; ``False`` = the paper): each prototype's displacement is
+  scaled by the share of its mass the unbalanced plan transported (its row sum over its
+  marginal, at most 1). The barycentric projection of Eq. 5 divides by that row sum, so a
+  prototype the plan found almost no partner for (a type this batch has more of than the
+  reference) moved its whole way to whatever little it was matched with; unbalanced OT's
+  destroyed mass is the evidence that it has no counterpart (Chizat et al. 2018; Séjourné et
+  al. 2019), and now it moves in proportion to the matched part.
+- ``prealign_linear=0.25`` (default; 1 = scbiot 1.2): the pre-alignment applies the Gaussian
+  map's translation in full and a quarter of its linear part (the change of covariance). The
+  full linear part matches each batch's covariance to the barycentre's, which also reshapes
+  the batch's own neighbourhoods when the batches' compositions differ (a batch with more of
+  one type has a different covariance for that reason, not because of the batch effect).
+
 Added here, not in the paper: ``keep_input``. The paper's selection starts at ``J = -inf``, so
 its first iterate always replaces the input, and an embedding that is already integrated
 (Harmony, scVI, DAVAE) can only lose. With ``keep_input`` the start competes as iterate 0 with
@@ -113,7 +136,10 @@ def refine(adata: AnnData, basis: str = "X_pca", batch_key: str = "batch", *,
         alone) or a strength in [0, 1] for the Gaussian OT pre-alignment, and ``keep_input``:
         ``"auto"`` (default; the start competes with the iterates when it was not
         pre-aligned), ``True`` (always competes) or ``False`` (the paper: the best iterate
-        replaces the input even when it scores below it).
+        replaces the input even when it scores below it); ``prealign_linear`` (0.25: share of
+        the pre-alignment's linear part, 1 = scbiot 1.2, 0 = translation only), ``assign``
+        (``"soft"``, default, or ``"nearest"``, the paper's) and ``mass_weight`` (True; False =
+        the paper's): how cells inherit the prototypes' OT displacements (module docstring).
 
     Returns
     -------

@@ -27,11 +27,14 @@ DEFAULTS: dict[str, Any] = dict(
     k_local=15, k_eval=30, eval_subsample=5000, trust_subsample=2500, kmeans_subsample=20000,
     patience=3, tol=1e-3, postscale=True,
     prealign="auto",            # Gaussian OT pre-alignment: "auto", "none" or a strength in [0, 1]
+    prealign_linear=0.25,       # share of that map's linear part (1 = scbiot 1.2; 0 = translation)
+    assign="soft",              # cells take prototype displacements: "soft" or "nearest" (paper)
+    mass_weight=True,           # scale displacements by the transported fraction (False: paper)
     keep_input="auto",          # the start competes as iterate 0: "auto", True, False (the paper)
 )
 _INT_PARAMS = ("k_ref", "k_batch", "k_pseudo", "k_local", "k_eval", "eval_subsample",
                "trust_subsample", "kmeans_subsample", "patience")
-_UNIT_PARAMS = ("smooth_start", "smooth_end", "clip_q_start", "clip_q_end", "floor_start",
+_UNIT_PARAMS = ("prealign_linear", "smooth_start", "smooth_end", "clip_q_start", "clip_q_end", "floor_start",
                 "floor_end", "bridge_damp", "rare_quantile")
 _MIN_BATCH_PROTOTYPES = 8   # the authors' floor on prototypes per batch
 _MIN_REF_PROTOTYPES = 32    # ... and on union reference prototypes
@@ -55,7 +58,8 @@ def _check_params(params: dict, max_iter, seed) -> dict:
             raise ValueError(f"{name} must be an integer >= 1; got {v!r}.")
         p[name] = int(v)
     for name, v in p.items():
-        if name in _INT_PARAMS or name in ("reference", "postscale", "prealign", "keep_input"):
+        if name in _INT_PARAMS or name in ("reference", "postscale", "prealign", "keep_input",
+                                           "assign", "mass_weight"):
             continue
         if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0; got {v!r}.")
@@ -70,8 +74,11 @@ def _check_params(params: dict, max_iter, seed) -> dict:
         raise ValueError("edge-stretch limits need smax_bulk >= smin_bulk and smax_bridge >= "
                          f"smin_bridge; got {p['smin_bulk']}..{p['smax_bulk']} and "
                          f"{p['smin_bridge']}..{p['smax_bridge']}.")
-    if not isinstance(p["postscale"], bool):
-        raise ValueError(f"postscale must be True or False; got {p['postscale']!r}.")
+    for name in ("postscale", "mass_weight"):
+        if not isinstance(p[name], bool):
+            raise ValueError(f"{name} must be True or False; got {p[name]!r}.")
+    if p["assign"] not in ("soft", "nearest"):
+        raise ValueError(f"assign must be 'soft' or 'nearest'; got {p['assign']!r}.")
     if not (isinstance(p["keep_input"], bool) or p["keep_input"] == "auto"):
         raise ValueError(f"keep_input must be 'auto', True or False; got {p['keep_input']!r}.")
     pre = p["prealign"]

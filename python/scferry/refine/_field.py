@@ -60,8 +60,10 @@ def _prototypes(X: torch.Tensor, members: list[torch.Tensor], ref_idx: int, p: d
     return R, packs
 
 
-def _barycentric(B: torch.Tensor, R: torch.Tensor, p: dict, clip_q: float) -> torch.Tensor:
-    """Eqs. 2-5: unbalanced entropic OT from prototypes B to R, then each B's barycentre."""
+def _barycentric(B: torch.Tensor, R: torch.Tensor, p: dict, clip_q: float):
+    """Eqs. 2-5: unbalanced entropic OT from prototypes B to R, then each B's barycentre.
+    Also returns each prototype's transported fraction (row mass of the plan over its marginal
+    1/len(B), at most 1): the share of it the unbalanced plan found a partner for."""
     B64, R64 = B.double(), R.double()
     C = torch.cdist(B64, R64).pow(2)
     C = C / C.std().clamp_min(1e-12)
@@ -72,7 +74,27 @@ def _barycentric(B: torch.Tensor, R: torch.Tensor, p: dict, clip_q: float) -> to
     proj = (plan @ R64) / mass.clamp_min(1e-300)
     # a prototype the plan left with no mass at all stays where it is
     proj = torch.where(mass > 0, proj, B64)
-    return proj.to(B.dtype)
+    frac = (mass[:, 0] * B.shape[0]).clamp_max(1.0)
+    return proj.to(B.dtype), frac.to(B.dtype)
+
+
+def _cell_shift(Xb: torch.Tensor, B: torch.Tensor, nearest: torch.Tensor, disp: torch.Tensor,
+                s: torch.Tensor, frac: torch.Tensor, p: dict) -> torch.Tensor:
+    """Each cell's share of its batch's prototype displacements ``disp`` (weights ``s``, Eq. 6).
+    ``assign="nearest"`` (the paper): the nearest prototype's. ``"soft"``: a Gaussian-kernel
+    average over the prototypes, bandwidth the median squared distance of the batch's cells to
+    their nearest prototype (the kernel extension of a barycentric map to new points, Perrot
+    et al. 2016), so a batch deforms smoothly instead of piecewise. ``mass_weight``: each
+    displacement is scaled by its prototype's transported fraction ``frac``."""
+    w = s * frac if p["mass_weight"] else s
+    if p["assign"] == "nearest":
+        return w[nearest, None] * disp[nearest]
+    h2 = (Xb - B[nearest]).pow(2).sum(1).median().clamp_min(1e-12)
+    wd = w[:, None] * disp
+    out = torch.empty_like(Xb)
+    for rows in _chunks(Xb.shape[0], B.shape[0] * 2):
+        out[rows] = torch.softmax(-torch.cdist(Xb[rows], B).pow(2) / h2, dim=1) @ wd
+    return out
 
 
 def _sharpen_field(X: torch.Tensor, p: dict, seed: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ._checks import _GRAPH_K_EXTRA
-from ._field import _guard, _prototypes, _barycentric, _sharpen_field
+from ._field import _barycentric, _cell_shift, _guard, _prototypes, _sharpen_field
 from ._geometry import (_batch_entropy, _graph_strain, _knn, _neighbour_mean, _overlap,
                         _trustworthiness)
 from ._prealign import _auto_prealign, _prealign
@@ -38,7 +38,8 @@ def _run(X0_np: np.ndarray, codes_np: np.ndarray, n_batches: int, ref_idx: int, 
             # tiny batches are all protected (the authors' rule)
             rare[rows] = True if rows.sum() < 32 else \
                 dbar[rows] >= np.quantile(dbar[rows], p["rare_quantile"])
-        X0 = torch.from_numpy(_prealign(X0_np, codes_np, ref_idx, strength, rare, seed)).to(dev)
+        X0 = torch.from_numpy(_prealign(X0_np, codes_np, ref_idx, strength, rare, seed,
+                                        p["prealign_linear"])).to(dev)
         d0, idx0 = _knn(X0, p["k_local"] + _GRAPH_K_EXTRA, seed)
 
     # fixed geometry of the (pre-aligned) start: guard graph, local scale, bridge score, rare cells
@@ -91,11 +92,12 @@ def _run(X0_np: np.ndarray, codes_np: np.ndarray, n_batches: int, ref_idx: int, 
         R, packs = _prototypes(X, members, ref_idx, p, seed + it)
         shift = torch.zeros_like(X)
         for rows, B, nearest in packs:
-            disp = _barycentric(B, R, p, clip_q) - B
+            proj, frac = _barycentric(B, R, p, clip_q)
+            disp = proj - B
             norm = torch.linalg.vector_norm(disp, dim=1)
             s = 1.0 / (1.0 + norm / (norm.std(unbiased=False) + 1e-8))
-            alpha = s[nearest] * (1.0 - p["bridge_damp"] * beta[rows])
-            shift[rows] = alpha[:, None] * disp[nearest]
+            shift[rows] = (1.0 - p["bridge_damp"] * beta[rows])[:, None] * \
+                _cell_shift(X[rows], B, nearest, disp, s, frac, p)
         if p["sharpen"] > 0:
             shift += p["sharpen"] * _sharpen_field(X, p, seed + 31)
         if lam > 0:

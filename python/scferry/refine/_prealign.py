@@ -48,10 +48,12 @@ def _auto_prealign(X0: torch.Tensor, codes: np.ndarray, seed: int) -> float:
 
 
 def _prealign(X0: np.ndarray, codes: np.ndarray, ref_idx: int, strength: float, rare: np.ndarray,
-              seed: int) -> np.ndarray:
+              seed: int, linear: float = 1.0) -> np.ndarray:
     """Move each batch by ``strength`` of the Gaussian OT map (affine) from its Gaussian to the
     reference batch's (or, for the union, to the Bures barycentre of all batches); rare cells
-    move a quarter as far."""
+    move a quarter as far. ``linear`` scales the map's linear part (the change of covariance)
+    against its translation: 1 = the full map (scbiot 1.2), 0 = the translation of the means
+    alone, which leaves each batch's own neighbourhoods as they are."""
     rng = np.random.default_rng(seed + 991)
     stats = [_gaussian(X0[codes == b], rng) for b in range(codes.max() + 1)]
     if ref_idx >= 0:
@@ -67,7 +69,8 @@ def _prealign(X0: np.ndarray, codes: np.ndarray, ref_idx: int, strength: float, 
         h, hi = _sqrtm(C), _sqrtm(C, -0.5)
         A = hi @ _sqrtm(h @ C_t @ h) @ hi
         rows = codes == b
-        disp = (X0[rows] - mu) @ A + mu_t - X0[rows]
+        centred = X0[rows] - mu
+        disp = (mu_t - mu) + linear * (centred @ A - centred)
         disp *= np.where(rare[rows], 0.25, 1.0)[:, None] * strength
         out[rows] = X0[rows] + disp.astype(np.float32)
     return out
