@@ -92,11 +92,16 @@ def test_scmodal_aligns_cite_seq_with_a_gene_protein_table(cite_run):
     assert min(h["mnn_pairs"] for h in model.history) > 0
 
 
-@pytest.mark.xfail(strict=True, reason="known weakness: on 200 CITE-seq cells scMODAL aligns and "
-                   "transfers worse than its own linked features used directly")
-def test_scmodal_cite_seq_beats_the_linked_features_alone(cite_run):
+def test_scmodal_cite_seq_aligns_better_than_the_linked_features_alone(cite_run):
     r = cite_run
-    assert r["f"] < r["f_lin"] and r["acc"] > r["acc_lin"], r
+    assert r["f"] < r["f_lin"] - 0.02, r
+
+
+@pytest.mark.xfail(strict=True, reason="known weakness: on 200 CITE-seq cells scMODAL transfers labels "
+                   "slightly worse than its own linked features used directly (it aligns better)")
+def test_scmodal_cite_seq_transfers_better_than_the_linked_features_alone(cite_run):
+    r = cite_run
+    assert r["acc"] > r["acc_lin"], r
 
 
 def test_scmodal_reproducible_save_load_and_impute(cite, tmp_path):
@@ -168,15 +173,15 @@ def test_mnn_mask_is_mutual():
 
 @pytest.fixture(scope="module")
 def snare_run():
-    """SNARE-seq cortex, RNA vs ATAC gene activity (same gene names), 600 nuclei, CCA anchors;
+    """SNARE-seq cortex, RNA vs ATAC gene activity (same gene names), 600 nuclei, the user's plain
+    call (linked features: the shared gene names; anchors in their denoised CCA space);
     baselines on the same nuclei, told nothing about the pairs either: Seurat CCA of the two
-    log-normalised matrices over their shared genes (the space scMODAL's anchors come from), and
-    a random embedding."""
+    log-normalised matrices over their shared genes, and a random embedding."""
     rna = read_fixture("snare_cortex_rna.h5ad")
     act = read_fixture("snare_cortex_atac_gene.h5ad")
     rows = np.sort(np.random.default_rng(0).choice(rna.n_obs, 600, replace=False))
     a, b, perm = unpair(rna[rows].copy(), act[rows].copy())
-    sf.integrate({"rna": a, "atac": b}, method="scmodal", linked="cca", seed=0,
+    sf.integrate({"rna": a, "atac": b}, method="scmodal", seed=0,
                  **{**FAST, "max_iter": 150, "batch_size": 600})
     za, zb = paired_embeddings(a, b, perm)
     U, V = seurat_cca(normalize_log1p(rna.X[rows]), normalize_log1p(act.X[rows]), n_components=20, seed=0)
@@ -187,10 +192,21 @@ def snare_run():
 
 
 def test_scmodal_snare_rna_vs_gene_activity_shared_names(snare_run):
-    assert snare_run["f"] < snare_run["f_rand"] - 0.03, snare_run  # only a little better than random here
+    assert snare_run["f"] < snare_run["f_rand"] - 0.2, snare_run
 
 
-@pytest.mark.xfail(strict=True, reason="known weakness: on 600 SNARE-seq nuclei scMODAL aligns the two "
-                   "modalities worse than the Seurat CCA its anchors come from")
 def test_scmodal_snare_beats_seurat_cca(snare_run):
-    assert snare_run["f"] < snare_run["f_cca"], snare_run
+    """Quality: better than the Seurat CCA of the same linked features computed here (before the
+    denoised anchor space, the embedding-space geometry and the latent batch norm: a strict xfail,
+    FOSCTTM near random)."""
+    assert snare_run["f"] < snare_run["f_cca"] - 0.01, snare_run
+
+
+def test_scmodal_anchor_options_are_validated(cite):
+    rna, adt, _ = cite
+    with pytest.raises(ValueError, match="anchor_space must be one of"):
+        sf.integrate({"rna": rna, "adt": adt}, method="scmodal", linked=GENE_PROTEIN, anchor_space="pca")
+    with pytest.raises(ValueError, match="geometry must be"):
+        sf.integrate({"rna": rna, "adt": adt}, method="scmodal", linked=GENE_PROTEIN, geometry="raw")
+    with pytest.raises(ValueError, match="n_smooth"):
+        sf.integrate({"rna": rna, "adt": adt}, method="scmodal", linked=GENE_PROTEIN, n_smooth=0)

@@ -416,7 +416,7 @@ def align(X, Y, *, kinds: tuple[str | None, str | None] = (None, None), linked: 
     M = smooth = means = None
     if linked is not None:
         M, cca, means = _linked_cost(linked, meta, seed=int(rng.integers(2 ** 31)))
-        smooth = tuple((c, _neighbour_mean(z, c, n_smooth, seed)) for z, c in zip(Z, cca))
+        smooth = denoised_linked(Z, cca, n_smooth, seed)
     T, starts = gw_multistart(D[0], D[1], meta[0].mass, meta[1].mass, epsilon=epsilon, M=M,
                               alpha=fused_alpha, max_iter=max_iter, n_starts=n_starts,
                               seed=int(rng.integers(2 ** 31)), mass=mass)
@@ -433,19 +433,39 @@ def align(X, Y, *, kinds: tuple[str | None, str | None] = (None, None), linked: 
     return Alignment(T, meta, Z, params, gwd, smooth, means)
 
 
-def _linked_cost(linked: tuple, meta: tuple[Metacells, Metacells], *, seed: int,
-                 n_components: int = 20) -> tuple[np.ndarray, tuple, tuple]:
-    """The fused term's cost between metacells: both modalities' linked features
-    (log-normalised) put in one space by Seurat's CCA (``scferry.methods.scmodal_cca.seurat_cca``,
-    Stuart et al., Cell 177, 1888 (2019); cell-level, never an n x m matrix), averaged per metacell
-    (cells hard-assigned to their nearest), correlation distance between the averages. Returns
-    the cost, the cell-level CCA coordinates of both modalities and their metacell means."""
+def linked_cca(linked: tuple, *, seed: int = 0, n_components: int = 20,
+               normalize: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Both modalities' linked features ``(X_linked, Y_linked)`` (cells x the same linked features,
+    counts; ``normalize=False``: values taken as given) log-normalised and put in one space by
+    Seurat's CCA (``scferry.methods.scmodal_cca.seurat_cca``, Stuart et al., Cell 177, 1888 (2019);
+    cell-level, never an n x m matrix). Returns each modality's CCA coordinates (float32, rows
+    l2-normalised)."""
     from .methods.scmodal_cca import seurat_cca
-    L = [normalize_log1p(X) for X in linked]
+    L = [normalize_log1p(X) if normalize else X for X in linked]
     k = int(max(1, min(n_components, L[0].shape[1] - 1, min(X.shape[0] for X in L) - 1)))
     U, V = seurat_cca(L[0], L[1], n_components=k, seed=seed)
-    means = tuple(_metacell_means(np.asarray(E, np.float64), m) for E, m in zip((U, V), meta))
-    return _feature_cost(*means), (np.asarray(U, np.float32), np.asarray(V, np.float32)), means
+    return np.asarray(U, np.float32), np.asarray(V, np.float32)
+
+
+def denoised_linked(Z: tuple[np.ndarray, np.ndarray], cca: tuple[np.ndarray, np.ndarray], n_smooth: int,
+                    seed: int = 0) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]:
+    """Each modality's ``(c, s)``: its cells' CCA coordinates ``c`` (:func:`linked_cca`) and their
+    mean ``s`` over the cell and its ``n_smooth`` nearest cells in the modality's own embedding
+    ``Z`` (all of its features; :func:`embed_modality`), a denoised estimate of ``c``. Across
+    modalities ``[c_x, s_x]`` against ``[s_y, c_y]`` puts a cell's own coordinates against the other
+    cell's denoised ones (:meth:`Alignment.joint`; scMODAL's anchor space)."""
+    return tuple((c, _neighbour_mean(z, c, n_smooth, seed)) for z, c in zip(Z, cca))
+
+
+def _linked_cost(linked: tuple, meta: tuple[Metacells, Metacells], *,
+                 seed: int) -> tuple[np.ndarray, tuple, tuple]:
+    """The fused term's cost between metacells: the linked features' CCA coordinates
+    (:func:`linked_cca`) averaged per metacell (cells hard-assigned to their nearest), correlation
+    distance between the averages. Returns the cost, the cell-level CCA coordinates of both
+    modalities and their metacell means."""
+    cca = linked_cca(linked, seed=seed)
+    means = tuple(_metacell_means(np.asarray(E, np.float64), m) for E, m in zip(cca, meta))
+    return _feature_cost(*means), cca, means
 
 
 def _neighbour_mean(Z: np.ndarray, E: np.ndarray, k: int, seed: int) -> np.ndarray:

@@ -7,16 +7,35 @@ Two unpaired datasets (modalities), each with its own features:
   features (autoencoding loss, weight 10);
 - a discriminator D on z (GAN loss, weight 1) makes E1(X1) and E2(X2) indistinguishable;
 - anchors: mutual nearest neighbours (cosine, k = 30 per 500 cells, both ways) between the two
-  minibatches, found on *linked features* (a gene-protein table, shared gene names, or a CCA
-  space), with an L2 loss between the anchors' latent codes (weight 1), divided by the mean
-  cross-pair distance (a constant in the gradient) so that shrinking z cannot zero it;
+  minibatches, searched in a space built from the *linked features* (a gene-protein table or
+  shared gene names; ``anchor_space``, below), with an L2 loss between the anchors' latent codes
+  (weight 1), divided by the mean cross-pair distance (a constant in the gradient);
 - geometric loss (weight 1): within each minibatch, the rows of the Gaussian-kernel matrix
   exp(-d / 2) in input space and in latent space should have cosine similarity close to 1
   (capped at 0.975 as the reference implementation does). Here d is rescaled to mean 2 and the
   rows are centred (see ``_kernel``): without that the loss sat at its cap, inert, on our inputs.
 Cross-modal imputation: G2(E1(x)) (``scferry.impute``: ``decode_specific``).
 
-Deliberate differences from the reference implementation (documented for users and benchmarks):
+Deliberate differences from the reference implementation (documented for users and benchmarks;
+measured in ``bench/diagonal/RESULTS.md``, section scMODAL):
+- Where the anchors are searched (``anchor_space``, default ``"denoised"``). The reference finds
+  them on the linked features as the user scaled them (``"linked"``: here log-normalised and
+  z-scored). On sparse data (SNARE-seq nuclei) a cell's linked features are too noisy for that:
+  most anchors join cells of different types. The default puts both modalities' linked features
+  in their Seurat CCA space (Stuart et al. 2019) and compares each cell's CCA coordinates ``c``
+  with the other modality's cells' *denoised* coordinates ``s`` (the mean of ``c`` over the cell
+  and its ``n_smooth`` nearest cells in its own modality's embedding of all its features): a cell
+  of dataset 1 is ``[c, s]``, one of dataset 2 ``[s, c]`` (``scferry.gw.denoised_linked``, the
+  space the ``gw`` method's joint embedding is built in). ``"cca"``: the CCA coordinates alone.
+- The geometric loss reads each modality's own reduced space (``geometry="embedding"``: PCA of
+  the log-normalised counts, LSI of peaks, CLR + PCA of proteins, ``scferry.gw.embed_modality``)
+  instead of the model inputs (``"inputs"``): the neighbourhoods of sparse nuclei in 2,000 raw
+  features are mostly noise, and the loss made the latent copy them.
+- The encoders end in a batch norm without affine parameters (each modality's codes centred, unit
+  variance per dimension). Every other term is scale-free here (batch-normed decoders, the
+  rescaled geometric kernel, the relative anchor loss), so without it weight decay and the
+  anchor loss's pull shrank the codes until the two modalities' offset and noise dominated them
+  (anchor loss back near 1, the alignment at random level).
 - One optimiser (the shared trainer's Adam) instead of alternating generator / discriminator
   updates: the discriminator reads z through a gradient-reversal layer, so one backward pass
   gives D the gradient that lowers its loss and the encoders the gradient that raises it (the
@@ -36,13 +55,13 @@ Linked features (``linked=``), computed once at integrate time and used only dur
   at most ``n_linked_features`` of them (the most variable in the first dataset);
 - a table: a DataFrame of two columns (feature of dataset 1, feature of dataset 2; columns named
   after the datasets are matched by name) or a list of pairs, e.g. a gene-protein table;
-- ``"cca"``: without a hand-made map. With shared feature names: anchors are searched in the
-  Seurat-CCA space of the shared features (``scferry.methods.scmodal_cca.seurat_cca``, ``cca_components``
-  canonical vectors, never an n x m matrix). Without shared names: the CCA extension's links,
+- ``"cca"``: without a hand-made map. With shared feature names: the shared features, as
+  ``"shared"`` (the anchor space is ``anchor_space``'s; ``cca_components`` canonical vectors,
+  never an n x m matrix). Without shared names: the CCA extension's links,
   one feature pair per canonical component of the cross-covariance of per-cell-type mean profiles
   (``scferry.methods.scmodal_cca.cca_feature_links``), which needs ``label_key`` with labels in both datasets.
-Linked values are log-normalised (``normalize_linked=False``: taken as given) and z-scored per
-dataset, clipped at 10.
+Linked values are log-normalised (``normalize_linked=False``: taken as given), then put in the
+anchor space (``anchor_space="linked"``: z-scored per dataset, clipped at 10).
 """
 from __future__ import annotations
 
@@ -54,13 +73,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .scmodal_cca import cca_feature_links, seurat_cca
+from .. import gw as _gw
+from .scmodal_cca import cca_feature_links
 from ..pp import highly_variable, normalize_log1p
 from ..neighbors import mutual_knn_mask as mnn_mask
 from ..train import LossRecord
 from .base import Method, check_hidden, check_int
 from .davae import _ReverseGradient
 from .uniport import sqdist
+
+
+ANCHOR_SPACES = ("denoised", "cca", "linked")
 
 
 def _mlp(sizes: list[int], out: int) -> nn.Sequential:
@@ -90,7 +113,8 @@ class ScModal(Method):
     defaults = dict(
         n_latent=20, n_hidden=(256,), n_specific_genes=2000, linked="shared", n_linked_features=2000,
         cca_components=20, n_neighbors=30, ae_weight=10.0, gan_weight=1.0, anchor_weight=1.0,
-        geo_weight=1.0, cycle_weight=0.0, normalize_linked=True,
+        geo_weight=1.0, cycle_weight=0.0, normalize_linked=True, anchor_space="denoised", n_smooth=40,
+        geometry="embedding",
     )
     # The paper's Adam settings and budget: lr 1e-3, weight decay 1e-3, 500 cells per dataset per
     # step, 10,000 steps (no early stopping: the GAN total need not settle).
@@ -109,6 +133,13 @@ class ScModal(Method):
             v = params[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
                 raise ValueError(f"{key} must be a finite number >= 0; got {v!r}.")
+        check_int(params, "n_smooth")
+        if params["anchor_space"] not in ANCHOR_SPACES:
+            raise ValueError(f"anchor_space must be one of {ANCHOR_SPACES} (where the MNN anchors are "
+                             f"searched); got {params['anchor_space']!r}.")
+        if params["geometry"] not in ("inputs", "embedding"):
+            raise ValueError(f"geometry must be 'inputs' (the geometric loss reads the model inputs) or "
+                             f"'embedding' (each modality's reduced space); got {params['geometry']!r}.")
         if not isinstance(params["normalize_linked"], bool):
             raise TypeError(f"normalize_linked must be True or False; got {params['normalize_linked']!r}.")
         params["linked"] = _normalise_linked(params["linked"])  # plain values: the model saves params
@@ -149,10 +180,6 @@ class ScModal(Method):
                 shared = highly_variable(X1[:, d1.var_names.get_indexer(shared)], shared,
                                          params["n_linked_features"])
                 i1, i2 = d1.var_names.get_indexer(shared), d2.var_names.get_indexer(shared)
-                if linked == "cca":
-                    k = min(params["cca_components"], min(d1.n_obs, d2.n_obs) - 1, len(i1))
-                    U, V = seurat_cca(X1[:, i1], X2[:, i2], n_components=k, seed=0)
-                    return [{"linked": U}, {"linked": V}]
             elif linked == "shared":
                 raise ValueError(
                     f"linked='shared' needs features with the same name in both datasets, but "
@@ -175,12 +202,21 @@ class ScModal(Method):
                                      "(all features constant across the shared types?); pass a "
                                      "linked-feature table.")
                 i1, i2 = c1[[p[0] for p in pairs]], c2[[p[1] for p in pairs]]
-        return [{"linked": _zscore(X1[:, i1])}, {"linked": _zscore(X2[:, i2])}]
+        own = _own_embeddings(datasets) if params["geometry"] == "embedding" or \
+            params["anchor_space"] == "denoised" else None
+        views = _anchor_space(params, own, X1[:, i1], X2[:, i2])
+        if params["geometry"] == "embedding":
+            for v, Z in zip(views, own):
+                v["geometry"] = Z
+        return views
 
     def __init__(self, dims: dict[str, Any], params: dict[str, Any], dataset_names: list[str]):
         super().__init__(dims, params, dataset_names)
         q, hid = params["n_latent"], list(params["n_hidden"])
-        self.encoders = nn.ModuleList(_mlp([p, *hid], q) for p in dims["n_specific"])
+        # each encoder ends in a batch norm without affine parameters: every modality's codes are
+        # centred and of unit variance per dimension (see the module docstring: the latent scale)
+        self.encoders = nn.ModuleList(nn.Sequential(_mlp([p, *hid], q), nn.BatchNorm1d(q, affine=False))
+                                      for p in dims["n_specific"])
         self.decoders = nn.ModuleList(_mlp([q, *hid[::-1]], p) for p in dims["n_specific"])
         h = hid[0]
         self.discriminator = nn.Sequential(nn.Linear(q, h), nn.LeakyReLU(0.2), nn.Linear(h, h),
@@ -201,7 +237,8 @@ class ScModal(Method):
         # reversal hands the encoders minus D's gradient (one optimiser, see module docstring).
         logits = [self.discriminator(_ReverseGradient.apply(zd)).squeeze(1) for zd in z]
         gan = F.softplus(-logits[0]).mean() + F.softplus(logits[1]).mean()
-        geo = -sum(F.cosine_similarity(_kernel(x[d]), _kernel(z[d]), dim=1).clamp(max=0.975).mean()
+        g = [b.get("geometry", xd) for b, xd in zip(batch, x)]  # where the own geometry is read
+        geo = -sum(F.cosine_similarity(_kernel(g[d]), _kernel(z[d]), dim=1).clamp(max=0.975).mean()
                    for d in range(2))
         with torch.no_grad():
             # k is per 500 cells (the paper's minibatch): k = 30 among 200 cells takes a tenth of
@@ -228,6 +265,32 @@ class ScModal(Method):
             parts["cycle"] = cyc
         monitor = p["ae_weight"] * ae + p["anchor_weight"] * anchor + p["geo_weight"] * geo
         return LossRecord(total, parts, monitor=monitor)
+
+
+def _anchor_space(params: dict[str, Any], own: tuple | None, L1, L2) -> list[dict]:
+    """Where the MNN anchors are searched, from the linked features ``L1``, ``L2`` (cells x the
+    same links, log-normalised unless ``normalize_linked=False``): ``anchor_space`` "linked" (the
+    features z-scored, the reference implementation), "cca" (their Seurat CCA) or "denoised" (the
+    CCA coordinates ``c`` against their means ``s`` over each cell's ``n_smooth`` nearest cells in
+    its own modality's embedding ``own``: ``[c, s]`` vs ``[s, c]``, ``scferry.gw.denoised_linked``)."""
+    space = params["anchor_space"]
+    if space == "linked":
+        return [{"linked": _zscore(L1)}, {"linked": _zscore(L2)}]
+    UV = _gw.linked_cca((L1, L2), seed=0, n_components=params["cca_components"], normalize=False)
+    if space == "cca":
+        return [{"linked": UV[0]}, {"linked": UV[1]}]
+    (c1, s1), (c2, s2) = _gw.denoised_linked(own, UV, params["n_smooth"], seed=0)
+    return [{"linked": np.hstack([c1, s1])}, {"linked": np.hstack([s2, c2])}]
+
+
+def _own_embeddings(datasets: list) -> tuple[np.ndarray, ...]:
+    """Each dataset's cells in its own modality's reduced space (``scferry.gw.embed_modality``:
+    PCA of log-normalised counts, LSI of peaks, CLR + PCA of proteins), float32."""
+    Z = []
+    for d in datasets:
+        X = d.counts()
+        Z.append(_gw.embed_modality(X, _gw.guess_kind(X, d.adata.var, d.var_names), seed=0))
+    return tuple(Z)
 
 
 def _zscore(X) -> np.ndarray:
