@@ -195,7 +195,8 @@ def integrate(
         if preprocess:
             prep, views = fit_transform(data, n_common=n_common,
                                         n_specific=n_specific, scale=cls.scale_inputs,
-                                        extra_specific=specific_genes)
+                                        extra_specific=specific_genes,
+                                        selection=hp.get("feature_selection") if n_specific else None)
         else:
             prep, views = fit_transform(data, n_common=math.inf if n_common else 0,
                                         n_specific=math.inf if n_specific and not n_common else 0,

@@ -449,14 +449,15 @@ class LazyView:
 def fit_transform(datasets: list[Dataset], *, n_common: int, n_specific: int | dict[str, int],
                   normalize: bool = True,
                   scale: bool = True, extra_specific: dict[str, list[str]] | None = None,
-                  progress: bool = False, chunk: int | None = None, materialized: bool = False):
+                  progress: bool = False, chunk: int | None = None, materialized: bool = False,
+                  selection: dict[str, str] | None = None):
     """:func:`scferry.pp.fit_transform` in one chunked pass per dataset: the same
     :class:`~scferry.pp.Preprocessing`, with :class:`LazyView` model inputs instead of matrices.
     ``n_common``/``n_specific`` may be ``math.inf`` (all genes) as there; ``n_specific`` may also be
     a dict, dataset name -> number (each dataset its own). ``materialized=True``:
     each model input built as one CSR matrix (:func:`materialize`), the in-memory path's."""
     from .data import shared_features
-    from .pp import Preprocessing, TARGET_SUM
+    from .pp import Preprocessing, TARGET_SUM, top_open
     common = shared_features(datasets) if n_common > 0 else datasets[0].var_names[:0]
     stats = {d.name: gene_stats(d, normalize, TARGET_SUM, chunk, progress) for d in datasets}
     if n_common > 0:
@@ -470,8 +471,12 @@ def fit_transform(datasets: list[Dataset], *, n_common: int, n_specific: int | d
     for d in datasets:
         s = stats[d.name]
         n_spec = n_specific[d.name] if isinstance(n_specific, dict) else n_specific
-        spec = (highly_variable([s], [np.arange(d.adata.n_vars)], d.var_names, n_spec)
-                if n_spec > 0 else d.var_names[:0])
+        if n_spec <= 0:
+            spec = d.var_names[:0]
+        elif (selection or {}).get(d.name, "variable") == "open":
+            spec = top_open(s.n_cells, d.var_names, n_spec)
+        else:
+            spec = highly_variable([s], [np.arange(d.adata.n_vars)], d.var_names, n_spec)
         if extra_specific and extra_specific.get(d.name):
             spec = d.var_names[d.var_names.isin(spec) | d.var_names.isin(extra_specific[d.name])]
         prep.specific_genes[d.name] = list(spec)

@@ -44,6 +44,100 @@ def highly_variable(X: sp.csr_matrix, genes: pd.Index, n_top: int, batches=None)
     return genes[np.asarray(hv["highly_variable"], dtype=bool)]
 
 
+# How a modality's own ("specific") features are chosen: "variable" = the highly variable genes
+# above (scanpy's seurat flavour); "open" = the features non-zero in the most cells (for ATAC peaks:
+# the most often accessible peaks, as Signac's FindTopFeatures and ArchR's top accessible tiles).
+FEATURE_SELECTIONS = ("variable", "open")
+
+
+def top_open(n_cells: np.ndarray, genes: pd.Index, n_top: int) -> pd.Index:
+    """The ``n_top`` features non-zero in the most cells (``n_cells[i]``: cells where feature i is
+    non-zero; ties by position), in input order. On near-binary, sparse data such as ATAC peaks the
+    seurat flavour ranks the rarest features highest (a rare peak's dispersion is largest), so a
+    nucleus has few or no reads among them; the most often open peaks carry most of its reads."""
+    if n_top >= len(genes):
+        return genes
+    order = np.argsort(-np.asarray(n_cells), kind="stable")[:n_top]
+    return genes[np.sort(order)]
+
+
+# A paired method's default number of a modality's own features (``n_specific_genes=None``): a
+# modality with under SPARSE_DENSITY of its entries non-zero (e.g. ATAC peaks) gets SPARSE_FEATURES,
+# any other DENSE_FEATURES. Why: each modality must place a held-apart cell alone, and of 2,000
+# peaks a nucleus has a handful of reads (bench/multiome/RESULTS.md).
+SPARSE_FEATURES, DENSE_FEATURES, SPARSE_DENSITY = 10000, 2000, 0.02
+
+
+def specific_feature_counts(given, datasets, by_sparsity: bool = True) -> int | dict[str, int]:
+    """``n_specific_genes`` resolved: the user's integer, their dict (one entry per dataset), or
+    by default per dataset by its sparsity (``by_sparsity``; density from up to 2,000 cells), else
+    DENSE_FEATURES."""
+    names = [d.name for d in datasets]
+    if isinstance(given, dict):
+        if set(given) != set(names):
+            raise ValueError(f"n_specific_genes as a dict needs one entry per dataset {names}; got "
+                             f"{sorted(map(str, given))}.")
+        return {n: int(given[n]) for n in names}
+    if given is not None:
+        return int(given)
+    if not by_sparsity:
+        return DENSE_FEATURES
+    from .ondisk import read_rows
+    out = {}
+    for d in datasets:
+        X = read_rows(d, np.arange(min(d.n_obs, 2000)))
+        sparse = X.nnz < SPARSE_DENSITY * X.shape[0] * X.shape[1]
+        out[d.name] = SPARSE_FEATURES if sparse else DENSE_FEATURES
+    return out
+
+
+def check_feature_selection(value, key: str = "feature_selection") -> None:
+    """None (by data kind), one of :data:`FEATURE_SELECTIONS`, or a dict dataset -> one of them."""
+    vals = value.values() if isinstance(value, dict) else [value]
+    if value is not None and not all(v in FEATURE_SELECTIONS for v in vals):
+        raise ValueError(f"{key} must be None (by data kind: 'open' for ATAC peaks, 'variable' "
+                         f"otherwise), 'variable' (highly variable genes), 'open' (the features "
+                         f"non-zero in the most cells), or a dict dataset name -> one of them; got {value!r}.")
+
+
+def resolve_feature_selection(given, datasets, choices: dict, who: str, counts=None,
+                              stacklevel: int = 3) -> dict[str, str]:
+    """Per dataset, how its own features are chosen. ``None``: by the modality's kind
+    (:func:`scferry.gw.guess_kind`, from values and feature names): "open" for ATAC peaks,
+    "variable" otherwise; a peaks choice is announced and recorded in ``choices`` (with the number
+    of features, ``counts``: as :func:`specific_feature_counts` returns it, when given)."""
+    from .errors import record_choice
+    from .gw import guess_kind
+    from .ondisk import read_rows
+    names = [d.name for d in datasets]
+    if isinstance(given, dict):
+        if set(given) != set(names):
+            raise ValueError(f"feature_selection as a dict needs one entry per dataset {names}; got "
+                             f"{sorted(map(str, given))}.")
+        return {n: given[n] for n in names}
+    if given is not None:
+        return {n: given for n in names}
+    out = {}
+    for d in datasets:  # the kind from up to 2,000 cells
+        X = read_rows(d, np.arange(min(d.n_obs, 2000)))
+        out[d.name] = "open" if guess_kind(X, d.adata.var, d.var_names) == "peaks" else "variable"
+    peaks = [n for n, v in out.items() if v == "open"]
+    if peaks:
+        size = {d.name: d.adata.n_vars for d in datasets}
+        many = "" if counts is None else " " + ", ".join(
+            f"{min(counts[n] if isinstance(counts, dict) else counts, size[n]):,}" for n in peaks)
+        record_choice(choices, "feature_selection", "open",  # a string (R shows it); per dataset in params
+                      f"{', '.join(map(repr, peaks))} look like ATAC peaks (peak coordinates): their "
+                      "features are the peaks open in the most cells, not the highly variable ones",
+                      f"{who}: {', '.join(map(repr, peaks))} look like ATAC peaks, so their input "
+                      f"features are the{many} peaks open in the most cells (as Signac / ArchR select "
+                      "them), not the highly variable ones (on sparse binary data those are the rarest "
+                      "peaks). Pass feature_selection='variable' for the paper's choice, or a dict per "
+                      "dataset.",
+                      stacklevel=stacklevel)
+    return out
+
+
 def scale_columns(X: sp.csr_matrix, scale: np.ndarray, clip: bool = False) -> sp.csr_matrix:
     X = sp.csr_matrix(X @ sp.diags(scale.astype(np.float32)), dtype=np.float32)
     if clip:  # new cells may exceed the training maximum; the decoders' range is [0, 1]
@@ -98,6 +192,7 @@ class Preprocessing:
 def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: int | dict[str, int] = 2000,
                   normalize: bool = True, scale: bool = True,
                   extra_specific: dict[str, list[str]] | None = None,
+                  selection: dict[str, str] | None = None,
                   ) -> tuple[Preprocessing, dict[str, dict[str, sp.csr_matrix]]]:
     """uniPort's preprocessing (paper, Methods): returns the fitted parameters and, per dataset,
     the model inputs ``{"common": cells x common HVGs, "specific": cells x dataset HVGs}``, CSR
@@ -105,7 +200,8 @@ def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: 
     (and must then lie in [0, 1] after MaxAbs scaling, which holds for any nonnegative data).
     ``scale=False`` skips the MaxAbs scaling (scale factors 1; DAVAE models log values).
     ``extra_specific``: per dataset, genes added to its specific set (e.g. genes to impute).
-    ``n_specific`` as a dict: dataset name -> its number of specific genes."""
+    ``n_specific`` as a dict: dataset name -> its number of specific genes. ``selection``: per
+    dataset, how its specific genes are chosen (:data:`FEATURE_SELECTIONS`; default "variable")."""
     # n_common=0: the method reads only each dataset's own features (vertical / diagonal
     # integration, e.g. RNA + ATAC peaks), so no shared feature names are needed.
     # One pass over chunks of cells per dataset gives the statistics (the highly variable genes
@@ -114,4 +210,5 @@ def fit_transform(datasets: list[Dataset], *, n_common: int = 2000, n_specific: 
     # or of all datasets stacked is ever made (scferry.ondisk).
     from . import ondisk
     return ondisk.fit_transform(datasets, n_common=n_common, n_specific=n_specific, normalize=normalize,
-                                scale=scale, extra_specific=extra_specific, materialized=True)
+                                scale=scale, extra_specific=extra_specific, selection=selection,
+                                materialized=True)

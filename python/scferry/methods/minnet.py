@@ -33,8 +33,11 @@ without, recorded in ``model.choices``; the measurements behind it: bench/multio
   in both directions. No kNN graph or margins are built. The classification loss is kept when
   labels are given.
 
-Inputs: each modality's top ``n_specific_genes`` variable features after normalize_total + log1p
-(for ATAC give peaks, or better a gene-activity matrix as the paper does), standardised per feature
+Inputs: each modality's top ``n_specific_genes`` features (default None: 10,000 for a sparse
+modality, under 2 % of its entries non-zero such as ATAC peaks, 2,000 otherwise, as uniPort's
+vertical mode; ``scferry.pp.specific_feature_counts``; an integer or a ``{dataset: n}`` dict sets
+them; for ATAC peaks the most often open ones, see below) after normalize_total + log1p (for ATAC
+give peaks or a gene-activity matrix as the paper does), standardised per feature
 with the training mean and standard deviation and clipped to [-10, 10] (paper: "scaled by genes to
 unit variance and zero mean, followed by clipping values larger than 10"). The statistics are
 buffers of the module, so ``scferry.project`` of new unpaired cells uses the training ones.
@@ -67,6 +70,15 @@ Deliberate differences from the paper / the authors' code (documented for users 
   256 cells, no early stopping.
 The measurements behind these three choices: bench/multiome/RESULTS.md, "MinNet settings".
 - Cells whose label is unknown to integrate (-1) get no classification loss and c_ij = 0.
+- ATAC peaks (``feature_selection=None`` and ``n_specific_genes=None``, the defaults; the paper
+  takes 2,000 highly variable features of every modality): a modality that looks like peaks (peak
+  coordinates as feature names or ``var`` columns chrom/start/end; ``scferry.gw.guess_kind``) reads
+  the peaks open in the most cells ("open", as Signac's FindTopFeatures and ArchR's top accessible
+  features), 10,000 of them as it is sparse. On sparse near-binary peaks the seurat flavour ranks
+  the rarest peaks highest, a nucleus had a handful of reads among 2,000 of them, and held-apart
+  nuclei, embedded from their ATAC alone, aligned worse than the paired CCA baseline. Announced and
+  recorded in ``model.choices``; ``feature_selection="variable"`` with ``n_specific_genes=2000``
+  keeps the paper's inputs, a dict ``{dataset: ...}`` sets each modality.
 """
 from __future__ import annotations
 
@@ -80,6 +92,7 @@ from torch import nn
 
 from ..train import LossRecord
 from ..errors import record_choice
+from ..pp import check_feature_selection, resolve_feature_selection, specific_feature_counts
 from .base import Method, check_hidden, check_int
 
 OBJECTIVES = ("margin", "infonce")
@@ -144,9 +157,10 @@ class MinNet(Method):
     uses_labels = "optional"
     scale_inputs = False  # standardised inside the module (paper), from log-normalised values
     defaults = dict(
-        n_latent=32, n_hidden=(256,), n_specific_genes=2000, margin=3.0, type_margin=3.0,
+        n_latent=32, n_hidden=(256,), n_specific_genes=None, margin=3.0, type_margin=3.0,
         contrastive_weight=0.5, neg_ratio=3, negatives="between", graph_dataset=None,
         n_neighbors=15, n_pcs=50, n_landmarks=64, dropout=0.6, objective=None, temperature=0.1,
+        feature_selection=None,
     )
     train_defaults = dict(max_iter=2000, lr=1e-3, weight_decay=0.0, batch_size=512, patience=None)
 
@@ -155,8 +169,14 @@ class MinNet(Method):
         if params.get("reference") is not None:
             raise ValueError("minnet treats both modalities alike and takes no reference; drop reference=.")
         check_hidden(params)
-        for key in ("n_latent", "n_specific_genes", "neg_ratio", "n_neighbors", "n_pcs", "n_landmarks"):
+        for key in ("n_latent", "neg_ratio", "n_neighbors", "n_pcs", "n_landmarks"):
             check_int(params, key)
+        n_spec = params["n_specific_genes"]
+        if isinstance(n_spec, dict):  # per dataset (names checked in resolve)
+            for name, n in n_spec.items():
+                check_int({f"n_specific_genes[{name!r}]": n}, f"n_specific_genes[{name!r}]")
+        elif n_spec is not None:  # None: by each modality's sparsity (resolve)
+            check_int(params, "n_specific_genes")
         for key in ("margin", "type_margin", "contrastive_weight"):
             v = params[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
@@ -172,6 +192,7 @@ class MinNet(Method):
             raise ValueError(f"objective must be None (chosen from the labels), 'margin' (the paper's "
                              f"flexible-margin contrastive loss) or 'infonce' (every other cell of the "
                              f"minibatch as a negative); got {params['objective']!r}.")
+        check_feature_selection(params.get("feature_selection"))
         t = params["temperature"]
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not np.isfinite(t) or t <= 0:
             raise ValueError(f"temperature must be a finite number > 0; got {t!r}.")
@@ -181,6 +202,10 @@ class MinNet(Method):
     @classmethod
     def resolve(cls, params: dict[str, Any], datasets: list, labels) -> tuple[tuple[str, ...], bool]:
         choices = params.get("_choices", {})
+        params["n_specific_genes"] = specific_feature_counts(params.get("n_specific_genes"), datasets)
+        params["feature_selection"] = resolve_feature_selection(params.get("feature_selection"), datasets,
+                                                                choices, "minnet", params["n_specific_genes"],
+                                                                stacklevel=4)
         if params.get("objective") is None:
             params["objective"] = "margin" if labels is not None else "infonce"
             record_choice(choices, "objective", params["objective"],

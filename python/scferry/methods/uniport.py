@@ -30,6 +30,14 @@ Deliberate choices (documented for users and benchmarks):
   time. More steps, a larger learning rate or input dropout did not close that gap
   (bench/multiome/RESULTS.md, "Vertical uniPort on held-apart cells"). An integer applies to
   every modality; a dict ``{dataset: n}`` sets each.
+- Vertical mode, ``feature_selection=None`` (the default): the features of a modality that looks
+  like ATAC peaks (peak coordinates as feature names or ``var`` columns chrom/start/end;
+  ``scferry.gw.guess_kind``) are the peaks open in the most cells ("open", as Signac's
+  FindTopFeatures and ArchR's top accessible features choose them), not the highly variable ones
+  (the paper's choice for every modality): on sparse, near-binary peaks the seurat flavour ranks
+  the rarest peaks highest, so a nucleus had few reads among them. Announced and recorded in
+  ``model.choices``; "variable" keeps the paper's choice, a dict ``{dataset: ...}`` sets each. The
+  other modes keep "variable" unless asked (not measured there).
 - Guidance (paper, Supplementary Notes 5-6): per-cell OT marginal weights (``ot_marginals``,
   the vectors a and b of the minibatch UOT instead of uniform ones) and, with
   ``integrate(label_key=...)``, a prior cell-type correspondence: the cost between labelled cells
@@ -89,6 +97,7 @@ from torch import nn
 
 from ..data import check_paired, has_shared_features, shared_features
 from ..errors import ScferryWarning, record_choice
+from ..pp import check_feature_selection, resolve_feature_selection, specific_feature_counts
 from ..ot import TopKPlan, unbalanced_sinkhorn
 from ..train import LossRecord
 from .base import Method, check_hidden, check_int, check_number
@@ -134,10 +143,6 @@ class _Encoder(nn.Module):
 
 
 MODES = ("horizontal", "vertical", "diagonal")
-# Vertical mode's default number of features of a sparse modality (``n_specific_genes=None``: a
-# modality with under SPARSE_DENSITY of its entries non-zero, e.g. ATAC peaks); 2,000 otherwise
-# and in the other modes. See the module docstring.
-SPARSE_FEATURES, DENSE_FEATURES, SPARSE_DENSITY = 10000, 2000, 0.02
 
 
 class UniPort(Method):
@@ -156,7 +161,7 @@ class UniPort(Method):
         kl_weight=0.5, specific_weight=0.5, ot_weight=4.0, ot_eps=0.01, ot_rho=1.0,
         ot_iter=100, keep_plan=True, plan_k=50, plan_eps=None,
         mode=None, cross_weight=1.0, ot_marginals=None, prior_alpha=2.0, prior_pairs=None,
-        gw_prior=True, gw_weight=1.0, gw_params=None, pair_reduction="mean",
+        gw_prior=True, gw_weight=1.0, gw_params=None, pair_reduction="mean", feature_selection=None,
     )
     train_defaults = dict(max_iter=2000, lr=2e-4, weight_decay=5e-4, batch_size=256, patience=10)
 
@@ -235,6 +240,7 @@ class UniPort(Method):
                 check_int({f"n_specific_genes[{name!r}]": n}, f"n_specific_genes[{name!r}]", 0)
         elif n_spec is not None:  # None: by mode and sparsity (resolve)
             check_int(params, "n_specific_genes", 0)
+        check_feature_selection(params.get("feature_selection"))
         check_hidden(params)
         for key in ("kl_weight", "specific_weight", "ot_weight"):
             check_number(params, key)
@@ -293,7 +299,13 @@ class UniPort(Method):
             shared_features(datasets)  # none shared: the error that says what to do
         params["mode"] = mode
         names = [d.name for d in datasets]
-        params["n_specific_genes"] = _specific_features(params.get("n_specific_genes"), mode, datasets)
+        # by sparsity in vertical mode (scferry.pp.specific_feature_counts), else 2,000
+        params["n_specific_genes"] = specific_feature_counts(params.get("n_specific_genes"), datasets,
+                                                             by_sparsity=mode == "vertical")
+        given = params.get("feature_selection")  # by data kind in vertical mode only (docstring)
+        params["feature_selection"] = resolve_feature_selection(
+            given if given is not None or mode == "vertical" else "variable", datasets,
+            params.get("_choices", {}), "uniPort vertical mode", params["n_specific_genes"], stacklevel=4)
         params["ot_marginals"] = _check_marginals(params.get("ot_marginals"), datasets)
         if mode == "vertical" and (params["ot_marginals"] or labels is not None):
             raise ValueError(
@@ -560,28 +572,6 @@ def _gw_guidance(params: dict[str, Any], datasets) -> dict[str, np.ndarray] | bo
                                            if isinstance(v, (int, float, str, bool, list)) or v is None},
                            "choices": choices}
     return dict(zip([d.name for d in datasets], al.joint()))
-
-
-def _specific_features(given, mode: str, datasets) -> int | dict[str, int]:
-    """``n_specific_genes`` resolved: the user's integer, their dict (one entry per dataset), or
-    by default 2,000, or in vertical mode per modality by its sparsity (module docstring)."""
-    names = [d.name for d in datasets]
-    if isinstance(given, dict):
-        if set(given) != set(names):
-            raise ValueError(f"n_specific_genes as a dict needs one entry per dataset {names}; got "
-                             f"{sorted(map(str, given))}.")
-        return {n: int(given[n]) for n in names}
-    if given is not None:
-        return int(given)
-    if mode != "vertical":
-        return DENSE_FEATURES
-    from ..ondisk import read_rows
-    out = {}
-    for d in datasets:  # density from up to 2,000 cells (every dataset of a pair has the same cells)
-        X = read_rows(d, np.arange(min(d.n_obs, 2000)))
-        sparse = X.nnz < SPARSE_DENSITY * X.shape[0] * X.shape[1]
-        out[d.name] = SPARSE_FEATURES if sparse else DENSE_FEATURES
-    return out
 
 
 def _default_names(names) -> bool:

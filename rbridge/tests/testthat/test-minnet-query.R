@@ -11,11 +11,14 @@ test_that("held-apart RNA-only and ATAC-only Seurat objects are embedded with fe
     # options that are not the defaults without labels (InfoNCE, 'between' negatives, margin 3)
     fit <- suppressWarnings(ferry_integrate(train, method = "minnet", objective = "margin", margin = 2,
                                             negatives = "within", max_iter = 300, n_specific_genes = 1000,
-                                            progress = FALSE, model_dir = tempfile("models"), verbose = FALSE))
+                                            feature_selection = "open", progress = FALSE, model_dir = tempfile("models"), verbose = FALSE))
     model <- scferry:::.ferry_model_any(fit$rna@misc$ferry)
     expect_identical(reticulate::py_to_r(model$params$objective), "margin")
     expect_equal(reticulate::py_to_r(model$params$margin), 2)
     expect_identical(reticulate::py_to_r(model$params$negatives), "within")
+    fs <- reticulate::py_to_r(model$params$feature_selection)  # per dataset, from the one option
+    expect_identical(fs$rna, "open")
+    expect_identical(fs$atac, "open")
     q_rna <- ferry_project(objs$rna[, held], fit$rna)     # RNA-only query object
     q_atac <- ferry_project(objs$atac[, held], fit$atac)  # ATAC-only query object
     er <- SeuratObject::Embeddings(q_rna, "ferry")
