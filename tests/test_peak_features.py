@@ -1,6 +1,7 @@
-"""ATAC peaks as a paired method's own features (issue 19): MinNet and vertical uniPort read the
-peaks open in the most cells (``feature_selection=None`` -> "open" for a peaks modality, announced
-and recorded), not the highly variable ones, which on sparse near-binary peaks are the rarest.
+"""ATAC peaks as a paired method's own features (issue 19): MinNet reads the peaks open in the
+most cells (``feature_selection=None`` -> "open" for a peaks modality, announced and recorded),
+not the highly variable ones, which on sparse near-binary peaks are the rarest; uniPort offers
+the same choice (``feature_selection="open"``) and keeps the paper's by default.
 
 Real data: the SNARE-seq cortex fixture (1,500 nuclei, RNA + 5,000 ATAC peaks), 80 % to train,
 20 % held apart and embedded one modality at a time.
@@ -84,7 +85,7 @@ def test_minnet_peaks_handling_aligns_held_apart_nuclei_better(snare_peaks):
 
 def test_feature_selection_checks_and_gene_activity():
     """Bad values fail before training; a gene-activity matrix (not peaks) keeps 'variable'
-    without an announcement; uniPort outside vertical mode keeps 'variable' by default."""
+    without an announcement; uniPort keeps the paper's 'variable' by default, 'open' on request."""
     rna, gene = read_fixture("snare_cortex_rna.h5ad")[:200].copy(), read_fixture("snare_cortex_atac_gene.h5ad")[:200].copy()
     for method in ("minnet", "uniport"):
         for bad in ("hvg", {"rna": "open"}, 3):
@@ -104,6 +105,10 @@ def test_feature_selection_checks_and_gene_activity():
     m = sf.integrate({"rna": rna2, "atac": atac}, method="uniport", mode="diagonal", gw_prior=False,
                      max_iter=2, progress=False)
     assert m.params["feature_selection"] == {"rna": "variable", "atac": "variable"}
+    m = sf.integrate({"rna": rna, "atac": read_fixture("snare_cortex_atac.h5ad")[:200].copy()},
+                     method="uniport", mode="vertical", max_iter=2, progress=False)
+    assert m.params["feature_selection"] == {"rna": "variable", "atac": "variable"}
+    assert "feature_selection" not in m.choices
     m = sf.integrate({"rna": rna2, "atac": atac}, method="uniport", mode="diagonal", gw_prior=False,
                      feature_selection={"rna": "variable", "atac": "open"}, max_iter=2, progress=False,
                      n_specific_genes=300)

@@ -30,14 +30,12 @@ Deliberate choices (documented for users and benchmarks):
   time. More steps, a larger learning rate or input dropout did not close that gap
   (bench/multiome/RESULTS.md, "Vertical uniPort on held-apart cells"). An integer applies to
   every modality; a dict ``{dataset: n}`` sets each.
-- Vertical mode, ``feature_selection=None`` (the default): the features of a modality that looks
-  like ATAC peaks (peak coordinates as feature names or ``var`` columns chrom/start/end;
-  ``scferry.gw.guess_kind``) are the peaks open in the most cells ("open", as Signac's
-  FindTopFeatures and ArchR's top accessible features choose them), not the highly variable ones
-  (the paper's choice for every modality): on sparse, near-binary peaks the seurat flavour ranks
-  the rarest peaks highest, so a nucleus had few reads among them. Announced and recorded in
-  ``model.choices``; "variable" keeps the paper's choice, a dict ``{dataset: ...}`` sets each. The
-  other modes keep "variable" unless asked (not measured there).
+- ``feature_selection``: how each modality's own features are chosen; None (the default) keeps
+  the paper's highly variable features in every mode; "open" takes the features non-zero in the
+  most cells (for ATAC peaks the most often open peaks, as Signac / ArchR choose them; MinNet's
+  default for peaks); a dict sets each dataset. Not the default here: in vertical mode "open"
+  aligned held-apart SNARE-seq nuclei (peaks) better but sci-CAR's worse
+  (bench/multiome/RESULTS.md, "Peaks: which features").
 - Guidance (paper, Supplementary Notes 5-6): per-cell OT marginal weights (``ot_marginals``,
   the vectors a and b of the minibatch UOT instead of uniform ones) and, with
   ``integrate(label_key=...)``, a prior cell-type correspondence: the cost between labelled cells
@@ -302,10 +300,9 @@ class UniPort(Method):
         # by sparsity in vertical mode (scferry.pp.specific_feature_counts), else 2,000
         params["n_specific_genes"] = specific_feature_counts(params.get("n_specific_genes"), datasets,
                                                              by_sparsity=mode == "vertical")
-        given = params.get("feature_selection")  # by data kind in vertical mode only (docstring)
+        given = params.get("feature_selection")  # None: the paper's highly variable (docstring)
         params["feature_selection"] = resolve_feature_selection(
-            given if given is not None or mode == "vertical" else "variable", datasets,
-            params.get("_choices", {}), "uniPort vertical mode", params["n_specific_genes"], stacklevel=4)
+            "variable" if given is None else given, datasets, params.get("_choices", {}), "uniPort")
         params["ot_marginals"] = _check_marginals(params.get("ot_marginals"), datasets)
         if mode == "vertical" and (params["ot_marginals"] or labels is not None):
             raise ValueError(
