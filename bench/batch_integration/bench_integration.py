@@ -62,6 +62,7 @@ LABELS = {"pca": "PCA (unintegrated)", "harmony": "Harmony (on the PCA)", "scvi"
           "uniport": "scferry uniport", "davae": "scferry davae", "scbiot_vae": "scferry scbiot_vae",
           "refine": "sf.refine (on the PCA)", "scbean": "scbean DAVAE 0.5.6",
           "scbean_3000": "scbean DAVAE 0.5.6, ~3,000 steps"}
+TUNABLE = ("davae", "uniport", "scbiot_vae", "refine")  # --params: sf.integrate / sf.refine kwargs
 SCVI_MAX_STEPS = 4000  # cap on scVI's epoch heuristic, in optimiser steps (RESULTS.md: why)
 
 
@@ -125,7 +126,7 @@ def child(method: str, ddir: Path, out: Path, seed: int, threads: int, params: d
         adata.obsm["X_pca"] = np.load(out.parent / "pca" / "embedding.npy")
         c1, t1 = time.process_time(), time.perf_counter()
         rec = sf.refine(adata, basis="X_pca", batch_key="batch", seed=seed, device="cpu",
-                        progress=False)
+                        progress=False, **(params or {}))
         write_result(out, adata.obsm["X_scferry_refined"], time.perf_counter() - t1,
                      time.process_time() - c1, t0, iterations=int(rec["n_iter"]),
                      best_iter=int(rec["best_iter"]), prealign=float(rec["prealign_strength"]))
@@ -151,8 +152,8 @@ def run_method(method: str, ddir: Path, seed: int, threads: int, venvs: Path,
     name = f"{method}@{tag}" if tag else method
     out = ddir / f"seed{seed}" / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    if params and method not in ("davae", "uniport", "scbiot_vae"):
-        raise ValueError("--params applies to the scferry methods davae, uniport, scbiot_vae only")
+    if params and method not in TUNABLE:
+        raise ValueError(f"--params applies to the scferry methods {', '.join(TUNABLE)} only")
     if tool in RUNNERS:
         vname = {"harmony": "scvi"}.get(tool, tool)
         py = venvs / vname / "bin" / "python"
@@ -340,7 +341,8 @@ def main() -> int:
     p.add_argument("--no-score", action="store_true", help="run only; score later with --score-only")
     p.add_argument("--umap", action="store_true", help="draw umap.png (seed 0)")
     p.add_argument("--params", type=json.loads, default={},
-                   help='a variant: sf.integrate keyword arguments as JSON, e.g. \'{"n_latent": 16}\'')
+                   help='a variant: sf.integrate (sf.refine for refine) keyword arguments as JSON, '
+                        'e.g. \'{"n_latent": 16}\'')
     p.add_argument("--tag", default="", help="the variant's name: results in METHOD@TAG/")
     p.add_argument("--table", default="table.md", help="file name of the table in --out")
     p.add_argument("--_child", nargs=3, help=argparse.SUPPRESS)
@@ -369,7 +371,7 @@ def main() -> int:
         obs = pd.read_csv(ddir / "input" / "obs.tsv", sep="\t", keep_default_na=False, dtype=str)
         for seed in args.seeds:
             for base in methods:
-                variant = bool(args.tag) and "@" not in base and base in ("davae", "uniport", "scbiot_vae")
+                variant = bool(args.tag) and "@" not in base and base in TUNABLE
                 method = f"{base}@{args.tag}" if variant else base
                 run = not args.score_only and "@" not in base  # METHOD@TAG given: scored, not run
                 base = base.split("@")[0]
