@@ -55,7 +55,13 @@ def main() -> int:
     p.add_argument("--baselines", nargs="*", default=["cca", "gw", "random"])
     p.add_argument("--set", nargs="*", default=[], help="extra key=value for every config")
     p.add_argument("--out", default="bench/out/diag5/variants")
+    p.add_argument("--table", nargs="*", default=None,
+                   help="only print the mean ± sd table of the runs.jsonl in these folders")
+    p.add_argument("--as-default", nargs="*", default=[],
+                   help="configs whose settings equal the package defaults (counted as 'default')")
     args = p.parse_args()
+    if args.table is not None:
+        return print_table(args.table, args.as_default)
     import scferry as sf
     from scferry import gw
     extra = {k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.set)}
@@ -119,6 +125,22 @@ def main() -> int:
                       **score(a.obsm["X_scferry"], unshuffle(b.obsm["X_scferry"]), lab_r, lab_o, True),
                       "cpu_s": time.process_time() - t, "steps": h[-1]["iteration"],
                       "last": {k: round(v, 4) for k, v in h[-1].items() if k != "iteration"}})
+    return 0
+
+
+def print_table(folders: list[str], as_default: list[str]) -> int:
+    import pandas as pd
+    rows = [json.loads(line) for f in folders for line in open(Path(f) / "runs.jsonl")]
+    df = pd.DataFrame(rows)
+    df["config"] = df["config"].fillna("").replace({c: "default" for c in as_default})
+    df["what"] = df["method"] + df["config"].map(lambda c: f" ({c})" if c else "")
+    g = df.groupby(["dataset", "what"])
+    out = g.agg(seeds=("seed", "nunique"), foscttm=("foscttm", "mean"), foscttm_sd=("foscttm", "std"),
+                transfer=("transfer", "mean"), transfer_sd=("transfer", "std"), cpu_s=("cpu_s", "mean"),
+                peak_mib=("peak_mib", "max"))
+    for (ds, what), r in out.iterrows():
+        print(f"| {ds} | {what} | {r.seeds} | {r.foscttm:.3f} ± {r.foscttm_sd:.3f} | "
+              f"{r.transfer:.3f} ± {r.transfer_sd:.3f} | {r.cpu_s:.1f} | {r.peak_mib:.0f} |")
     return 0
 
 
