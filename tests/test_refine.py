@@ -49,7 +49,7 @@ def test_refine_mixes_batches_and_keeps_cell_types(pbmc):
     ilisi0, ilisi1 = metrics.ilisi(before, batches), metrics.ilisi(X, batches)
     ent0, ent1 = metrics.batch_entropy(before, batches), metrics.batch_entropy(X, batches)
     sil0, sil1 = metrics.silhouette(before, types), metrics.silhouette(X, types)
-    # measured: iLISI 1.28 -> 1.96 (of 3), batch entropy 0.72 -> 0.95, silhouette 0.606 -> 0.620
+    # measured: iLISI 1.28 -> 1.86 (of 3), batch entropy 0.72 -> 0.95, silhouette 0.606 -> 0.628
     assert ilisi1 > ilisi0 + 0.2, (ilisi0, ilisi1)
     assert ent1 > ent0 + 0.1, (ent0, ent1)
     assert sil1 > sil0 - 0.02, (sil0, sil1)
@@ -63,19 +63,23 @@ def test_refine_keeps_label_transfer_between_batches(pbmc):
     transfers below its input; the defaults must beat it (bench/batch_integration/RESULTS.md)."""
     batches, types = pbmc.obs["batch"].values, pbmc.obs["cell_type"].values
     X0 = pbmc.obsm["X_pca"]
-    out = {}
+    t, e = {}, {}
     for name, kw in (("default", {}),
-                     ("paper", dict(assign="nearest", mass_weight=False, prealign_linear=1.0))):
-        a = pbmc.copy()
-        sf.refine(a, seed=0, progress=False, **kw)
-        out[name] = a.obsm["X_scferry_refined"]
-    t0, t1, tp = (_lobo_transfer(X, batches, types) for X in (X0, out["default"], out["paper"]))
-    e0, e1 = metrics.batch_entropy(X0, batches), metrics.batch_entropy(out["default"], batches)
-    # measured (seed 0): transfer 0.907 (PCA) -> 0.913 (defaults), 0.885 (the paper's field);
-    # batch entropy 0.715 -> 0.951
-    assert t1 >= t0, (t0, t1)
-    assert t1 > tp, (t1, tp)
-    assert e1 > e0 + 0.15, (e0, e1)
+                     ("paper", dict(assign="nearest", mass_weight=False, sharpen_within=False,
+                                    prealign_linear=1.0))):
+        runs = []
+        for seed in (0, 1):
+            a = pbmc.copy()
+            sf.refine(a, seed=seed, progress=False, **kw)
+            runs.append(a.obsm["X_scferry_refined"])
+        t[name] = np.mean([_lobo_transfer(X, batches, types) for X in runs])
+        e[name] = np.mean([metrics.batch_entropy(X, batches) for X in runs])
+    t0, e0 = _lobo_transfer(X0, batches, types), metrics.batch_entropy(X0, batches)
+    # measured (mean of seeds 0, 1): transfer 0.907 (PCA) -> 0.910 (defaults), 0.895 (the
+    # paper's field); batch entropy 0.715 -> 0.943
+    assert t["default"] >= t0, (t0, t)
+    assert t["default"] > t["paper"], t
+    assert e["default"] > e0 + 0.15, (e0, e)
 
 
 def _lobo_transfer(X, batches, types, k=15):
@@ -144,6 +148,7 @@ def _frozen(a: ad.AnnData):
     (None, dict(keep_input="yes"), ValueError, ["keep_input", "'auto'"]),
     (None, dict(assign="mean"), ValueError, ["assign", "'soft'"]),
     (None, dict(mass_weight="yes"), ValueError, ["mass_weight", "True or False"]),
+    (None, dict(sharpen_within=1), ValueError, ["sharpen_within", "True or False"]),
     (None, dict(prealign_linear=1.5), ValueError, ["prealign_linear", "[0, 1]"]),
     (None, dict(max_iter=0), ValueError, ["max_iter"]),
     (None, dict(device="tpu"), ValueError, ["device"]),

@@ -55,6 +55,10 @@ the wrong type when batches hold the same types in different proportions (measur
   reference) moved its whole way to whatever little it was matched with; unbalanced OT's
   destroyed mass is the evidence that it has no counterpart (Chizat et al. 2018; Séjourné et
   al. 2019), and now it moves in proportion to the matched part.
+- ``sharpen_within=True`` (default; ``False`` = the paper): the cluster-sharpening field
+  (Eqs. 10-11) takes its ``k_pseudo`` pseudo-centres within each batch, so it sharpens each
+  batch's own clusters and cannot pull a cell towards a centre made of another batch's cells
+  of a neighbouring type.
 - ``prealign_linear=0.25`` (default; 1 = scbiot 1.2): the pre-alignment applies the Gaussian
   map's translation in full and a quarter of its linear part (the change of covariance). The
   full linear part matches each batch's covariance to the barycentre's, which also reshapes
@@ -139,7 +143,9 @@ def refine(adata: AnnData, basis: str = "X_pca", batch_key: str = "batch", *,
         replaces the input even when it scores below it); ``prealign_linear`` (0.25: share of
         the pre-alignment's linear part, 1 = scbiot 1.2, 0 = translation only), ``assign``
         (``"soft"``, default, or ``"nearest"``, the paper's) and ``mass_weight`` (True; False =
-        the paper's): how cells inherit the prototypes' OT displacements (module docstring).
+        the paper's): how cells inherit the prototypes' OT displacements, and
+        ``sharpen_within`` (True; False = the paper's): sharpening centres per batch (module
+        docstring).
 
     Returns
     -------

@@ -30,6 +30,7 @@ DEFAULTS: dict[str, Any] = dict(
     prealign_linear=0.25,       # share of that map's linear part (1 = scbiot 1.2; 0 = translation)
     assign="soft",              # cells take prototype displacements: "soft" or "nearest" (paper)
     mass_weight=True,           # scale displacements by the transported fraction (False: paper)
+    sharpen_within=True,        # sharpening centres per batch (False: over all cells, the paper)
     keep_input="auto",          # the start competes as iterate 0: "auto", True, False (the paper)
 )
 _INT_PARAMS = ("k_ref", "k_batch", "k_pseudo", "k_local", "k_eval", "eval_subsample",
@@ -59,7 +60,7 @@ def _check_params(params: dict, max_iter, seed) -> dict:
         p[name] = int(v)
     for name, v in p.items():
         if name in _INT_PARAMS or name in ("reference", "postscale", "prealign", "keep_input",
-                                           "assign", "mass_weight"):
+                                           "assign", "mass_weight", "sharpen_within"):
             continue
         if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0; got {v!r}.")
@@ -74,7 +75,7 @@ def _check_params(params: dict, max_iter, seed) -> dict:
         raise ValueError("edge-stretch limits need smax_bulk >= smin_bulk and smax_bridge >= "
                          f"smin_bridge; got {p['smin_bulk']}..{p['smax_bulk']} and "
                          f"{p['smin_bridge']}..{p['smax_bridge']}.")
-    for name in ("postscale", "mass_weight"):
+    for name in ("postscale", "mass_weight", "sharpen_within"):
         if not isinstance(p[name], bool):
             raise ValueError(f"{name} must be True or False; got {p[name]!r}.")
     if p["assign"] not in ("soft", "nearest"):

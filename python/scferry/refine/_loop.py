@@ -98,7 +98,10 @@ def _run(X0_np: np.ndarray, codes_np: np.ndarray, n_batches: int, ref_idx: int, 
             s = 1.0 / (1.0 + norm / (norm.std(unbiased=False) + 1e-8))
             shift[rows] = (1.0 - p["bridge_damp"] * beta[rows])[:, None] * \
                 _cell_shift(X[rows], B, nearest, disp, s, frac, p)
-        if p["sharpen"] > 0:
+        if p["sharpen"] > 0 and p["sharpen_within"]:  # each batch towards its own centres
+            for rows in members:
+                shift[rows] += p["sharpen"] * _sharpen_field(X[rows], p, seed + 31)
+        elif p["sharpen"] > 0:
             shift += p["sharpen"] * _sharpen_field(X, p, seed + 31)
         if lam > 0:
             smooth = (1.0 - lam) * shift + lam * _neighbour_mean(shift, idx0)
