@@ -138,6 +138,23 @@ def test_informative_genes_lower_absent_mass(held_apart):
     np.testing.assert_array_equal(informative_genes(S), [False, False, True, True])
 
 
+def test_too_few_informative_genes_fits_all_and_says_so(held_apart, monkeypatch):
+    """select_genes with fewer marking genes than the floor: every shared gene is fitted, with a
+    ScferryWarning and select_genes recorded False (never a silent fallback)."""
+    from importlib import import_module
+    ref, spots, truth = held_apart
+    ref, spots = ref.copy(), spots[:40].copy()
+    model = sf.integrate({"ref": ref, "spots": spots}, seed=0, keep_plan=False, **FAST)
+    every = sf.deconvolve(model, "ref", "spots", "cell_type", select_genes=False, progress=False)
+    n_every = spots.uns["scferry_proportions_params"]["n_genes"]
+    monkeypatch.setattr(import_module("scferry.tl.deconvolve"), "MIN_INFORMATIVE", n_every + 1)
+    with pytest.warns(sf.ScferryWarning, match="mark a cell type"):
+        P = sf.deconvolve(model, "ref", "spots", "cell_type", progress=False)
+    params = spots.uns["scferry_proportions_params"]
+    assert params["select_genes"] is False and params["n_genes"] == n_every
+    np.testing.assert_allclose(P.to_numpy(), every.to_numpy())
+
+
 def test_counts_readout_options_and_bad_input(held_apart):
     ref, spots, truth = held_apart
     ref, spots = ref.copy(), spots[:40].copy()

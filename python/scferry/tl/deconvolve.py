@@ -26,6 +26,7 @@ PRIOR_COUNTS = 100.0  # Gamma(b, b) prior of the gene factors, in counts (bench/
 PRIOR_SHAPE = 0.5  # readout="counts": Gamma shape of each type's abundance (posterior mean; None: maximum likelihood)
 DE_FOLD = 0.5  # readout="counts": informative genes, RCTD's cut-offs (Cable et al. 2022): log ratio of a
 DE_EXPR = 0.000125  # type's share of the gene to the other types' mean share, and that share itself
+MIN_INFORMATIVE = 10  # select_genes: with fewer informative genes, every shared gene is fitted (announced)
 
 
 # ---------------------------------------------------------------------------- signature fit
@@ -269,7 +270,7 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
         whole-transcriptome reference most genes are expressed alike by every type; they add the
         cells' own variation to the fit without telling the types apart, and part of it goes to
         types absent from the spot. On a targeted panel almost every gene passes. Where fewer
-        than 10 genes pass, every shared gene is used (recorded in ``uns``).
+        than 10 genes pass, every shared gene is used (announced; ``select_genes`` False in ``uns``).
     min_share
         ``readout="counts"``: a sparsity cut in [0, 0.5), off (0) by default: in every E-step each
         type's counts attributed to a spot lose ``min_share`` x the spot's counts (floored at 0),
@@ -419,10 +420,17 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
                       f"(and the reference expresses), of {len(ref.var_names)} reference / "
                       f"{len(spt.var_names)} spot genes.", ScferryWarning, stacklevel=4)
     n_shared = len(genes)
+    genes_selected = bool(select_genes)
     if select_genes:
         marks = informative_genes(S)
-        if marks.sum() >= 10:  # else (types alike on nearly every gene): all of them
+        if marks.sum() >= MIN_INFORMATIVE:
             S, Ys, genes = S[:, marks], Ys[:, np.flatnonzero(marks)].tocsr(), genes[marks]
+        else:  # types alike on nearly every gene: fit all of them, and say so
+            genes_selected = False
+            warnings.warn(f"only {int(marks.sum())} of the {n_shared} shared genes mark a cell type "
+                          f"(fewer than {MIN_INFORMATIVE}), so deconvolution fits all {n_shared} "
+                          "(recorded as select_genes=False in uns); pass select_genes=False to "
+                          "silence this.", ScferryWarning, stacklevel=4)
     lib = np.asarray(Ys.sum(axis=1)).ravel()
     empty = lib == 0
     if empty.any():
@@ -445,7 +453,7 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
     a = _abundance_chunks(Ys[fit_rows], S, scale, max_iter, tol, min_share, progress, prior=prior)
     props[fit_rows] = a / a.sum(axis=1, keepdims=True)
     params = {"readout": "counts", "n_genes": int(len(genes)), "genes_not_used": int(lost),
-              "select_genes": bool(select_genes), "genes_not_informative": int(n_shared - len(genes)),
+              "select_genes": genes_selected, "genes_not_informative": int(n_shared - len(genes)),
               "platform": bool(platform), "min_share": float(min_share), "max_iter": int(max_iter),
               "prior_shape": prior_shape,
               "prior_rate": None if prior is None else prior[1], "dispersion": None if prior is None else prior[2]}
