@@ -68,10 +68,18 @@ def top_open(n_cells: np.ndarray, genes: pd.Index, n_top: int) -> pd.Index:
 SPARSE_FEATURES, DENSE_FEATURES, SPARSE_DENSITY = 10000, 2000, 0.02
 
 
-def specific_feature_counts(given, datasets, by_sparsity: bool = True) -> int | dict[str, int]:
+def head_rows(datasets) -> dict:
+    """Each dataset's first (up to) 2,000 cells, read once: what :func:`specific_feature_counts`
+    and :func:`resolve_feature_selection` judge a modality by (its density, its kind)."""
+    from .ondisk import read_rows
+    return {d.name: read_rows(d, np.arange(min(d.n_obs, 2000))) for d in datasets}
+
+
+def specific_feature_counts(given, datasets, by_sparsity: bool = True,
+                            heads: dict | None = None) -> int | dict[str, int]:
     """``n_specific_genes`` resolved: the user's integer, their dict (one entry per dataset), or
-    by default per dataset by its sparsity (``by_sparsity``; density from up to 2,000 cells), else
-    DENSE_FEATURES."""
+    by default per dataset by its sparsity (``by_sparsity``; density from up to 2,000 cells,
+    ``heads`` as :func:`head_rows` returns them, read here when not given), else DENSE_FEATURES."""
     names = [d.name for d in datasets]
     if isinstance(given, dict):
         if set(given) != set(names):
@@ -82,10 +90,10 @@ def specific_feature_counts(given, datasets, by_sparsity: bool = True) -> int | 
         return int(given)
     if not by_sparsity:
         return DENSE_FEATURES
-    from .ondisk import read_rows
+    heads = heads if heads is not None else head_rows(datasets)
     out = {}
     for d in datasets:
-        X = read_rows(d, np.arange(min(d.n_obs, 2000)))
+        X = heads[d.name]
         sparse = X.nnz < SPARSE_DENSITY * X.shape[0] * X.shape[1]
         out[d.name] = SPARSE_FEATURES if sparse else DENSE_FEATURES
     return out
@@ -101,14 +109,13 @@ def check_feature_selection(value, key: str = "feature_selection") -> None:
 
 
 def resolve_feature_selection(given, datasets, choices: dict, who: str, counts=None,
-                              stacklevel: int = 3) -> dict[str, str]:
+                              stacklevel: int = 3, heads: dict | None = None) -> dict[str, str]:
     """Per dataset, how its own features are chosen. ``None``: by the modality's kind
     (:func:`scferry.gw.guess_kind`, from values and feature names): "open" for ATAC peaks,
     "variable" otherwise; a peaks choice is announced and recorded in ``choices`` (with the number
     of features, ``counts``: as :func:`specific_feature_counts` returns it, when given)."""
     from .errors import record_choice
     from .gw import guess_kind
-    from .ondisk import read_rows
     names = [d.name for d in datasets]
     if isinstance(given, dict):
         if set(given) != set(names):
@@ -117,9 +124,10 @@ def resolve_feature_selection(given, datasets, choices: dict, who: str, counts=N
         return {n: given[n] for n in names}
     if given is not None:
         return {n: given for n in names}
+    heads = heads if heads is not None else head_rows(datasets)
     out = {}
     for d in datasets:  # the kind from up to 2,000 cells
-        X = read_rows(d, np.arange(min(d.n_obs, 2000)))
+        X = heads[d.name]
         out[d.name] = "open" if guess_kind(X, d.adata.var, d.var_names) == "peaks" else "variable"
     peaks = [n for n, v in out.items() if v == "open"]
     if peaks:

@@ -92,7 +92,7 @@ from torch import nn
 
 from ..train import LossRecord
 from ..errors import record_choice
-from ..pp import check_feature_selection, resolve_feature_selection, specific_feature_counts
+from ..pp import check_feature_selection, head_rows, resolve_feature_selection, specific_feature_counts
 from .base import Method, check_hidden, check_int
 
 OBJECTIVES = ("margin", "infonce")
@@ -202,10 +202,14 @@ class MinNet(Method):
     @classmethod
     def resolve(cls, params: dict[str, Any], datasets: list, labels) -> tuple[tuple[str, ...], bool]:
         choices = params.get("_choices", {})
-        params["n_specific_genes"] = specific_feature_counts(params.get("n_specific_genes"), datasets)
+        # one read of each dataset's first cells serves both defaults below (none when both are set)
+        needs = params.get("n_specific_genes") is None or params.get("feature_selection") is None
+        heads = head_rows(datasets) if needs else None
+        params["n_specific_genes"] = specific_feature_counts(params.get("n_specific_genes"), datasets,
+                                                             heads=heads)
         params["feature_selection"] = resolve_feature_selection(params.get("feature_selection"), datasets,
                                                                 choices, "minnet", params["n_specific_genes"],
-                                                                stacklevel=4)
+                                                                stacklevel=4, heads=heads)
         if params.get("objective") is None:
             params["objective"] = "margin" if labels is not None else "infonce"
             record_choice(choices, "objective", params["objective"],
