@@ -79,7 +79,7 @@ ferry_project <- function(query, reference, dataset = NULL, assay = NULL, layer 
 #' scRNA-seq reference integrated with it (uniPort's online prediction), or the protein of RNA-only
 #' cells with a CITE-seq model. The cells are encoded through training dataset \code{dataset}'s
 #' encoder, as \code{\link{ferry_project}} does, then decoded by \code{target}'s decoder
-#' (\code{method = "decoder"}, uniPort) or given the mean measured values of their \code{k} nearest
+#' (\code{method = "decoder"}, uniPort) or given the kernel-weighted mean measured values of their \code{k} nearest
 #' training cells of \code{target} in the joint space (\code{method = "knn"}, any model, e.g.
 #' MinNet; the model's training objects must be in this R session); \code{"auto"} takes the
 #' decoder when the model has one. Needs a model with dataset-specific genes
@@ -99,7 +99,8 @@ ferry_project <- function(query, reference, dataset = NULL, assay = NULL, layer 
 #' @param assay,layer Where \code{object}'s raw counts are.
 #' @param new.assay Name of the assay (Seurat) or altExp (SingleCellExperiment) to write.
 #' @param method \code{"auto"}, \code{"decoder"} or \code{"knn"} (see above).
-#' @param k Neighbours for \code{method = "knn"}.
+#' @param k Neighbours for \code{method = "knn"}; \code{NULL} (the default): Python's default
+#'   (\code{scferry.tl.project.KNN_IMPUTE_K} nearest training cells, Gaussian kernel weights).
 #' @return \code{object} with the imputed values added.
 #' @seealso \code{\link{ferry_project}}
 #' @examples
@@ -114,11 +115,13 @@ ferry_project <- function(query, reference, dataset = NULL, assay = NULL, layer 
 #' }
 #' @export
 ferry_impute <- function(object, target, reference = object, dataset = NULL, assay = NULL, layer = "counts",
-                         new.assay = "ferry.imputed", method = "auto", k = 15L) {
+                         new.assay = "ferry.imputed", method = "auto", k = NULL) {
     if (!(.ferry_is_seurat(object) || .ferry_is_sce(object))) {
         .ferry_stop("object must be a Seurat or SingleCellExperiment object; got ", class(object)[1L])
     }
-    if (!is.numeric(k) || length(k) != 1L || is.na(k) || k < 1 || k != round(k)) .ferry_stop("k must be one positive whole number")
+    if (!is.null(k) && (!is.numeric(k) || length(k) != 1L || is.na(k) || k < 1 || k != round(k))) {
+        .ferry_stop("k must be NULL (the default neighbourhood) or one positive whole number")
+    }
     for (a in list(list("target", target), list("new.assay", new.assay), list("method", method))) {
         v <- a[[2L]]
         if (!is.character(v) || length(v) != 1L || is.na(v) || !nzchar(v)) .ferry_stop(a[[1L]], " must be one string")
@@ -135,7 +138,8 @@ ferry_impute <- function(object, target, reference = object, dataset = NULL, ass
     sf <- .ferry_require_fun("impute")
     model <- .ferry_model_any(job$rec)
     a <- .ferry_anndata(m)
-    res <- .ferry_call(sf$impute, list(model, a, target, dataset = job$dataset, method = method, k = as.integer(k)),
+    res <- .ferry_call(sf$impute, list(model, a, target, dataset = job$dataset, method = method,
+                                         k = if (is.null(k)) NULL else as.integer(k)),
                        sprintf("scferry.impute(target = '%s', dataset = '%s', method = '%s')", target, job$dataset,
                                method),
                        x_name = .ferry_x_name(.ferry_class(object), job$assay, layer))

@@ -96,6 +96,17 @@ class Method(nn.Module):
 
 # ---------------------------------------------------------------------------- parameter checks
 # Shared by the methods' ``check_params``: numpy integers and floats are accepted as numbers.
+def info_nce(zx: torch.Tensor, zy: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP: Radford et al. 2021; InfoNCE: van den Oord et al. 2018) between
+    paired rows of ``zx`` and ``zy`` (unit-normalised by the caller): each cell's other
+    measurement is the positive among every cell of the minibatch, cosine similarity over
+    ``temperature``, cross-entropy in both directions."""
+    logits = zx @ zy.T / temperature
+    target = torch.arange(zx.shape[0], device=zx.device)
+    return 0.5 * (torch.nn.functional.cross_entropy(logits, target)
+                  + torch.nn.functional.cross_entropy(logits.T, target))
+
+
 def is_int(v) -> bool:
     return isinstance(v, Integral) and not isinstance(v, bool)
 

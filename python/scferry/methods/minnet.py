@@ -93,7 +93,7 @@ from torch import nn
 from ..train import LossRecord
 from ..errors import record_choice
 from ..pp import check_feature_selection, head_rows, resolve_feature_selection, specific_feature_counts
-from .base import Method, check_hidden, check_int
+from .base import Method, check_hidden, check_int, info_nce
 
 OBJECTIVES = ("margin", "infonce")
 
@@ -324,9 +324,5 @@ class MinNet(Method):
                                   "positive_d2": pos.mean(), "margin": m.mean()})
 
     def _infonce(self, zx: torch.Tensor, zy: torch.Tensor) -> torch.Tensor:
-        """Symmetric InfoNCE (CLIP: Radford et al. 2021; scGLUE-style pairing): each cell's other
-        modality is the positive among every cell of the minibatch, cosine similarity over
-        ``temperature``, cross-entropy in both directions."""
-        logits = zx @ zy.T / self.params["temperature"]
-        target = torch.arange(zx.shape[0], device=zx.device)
-        return 0.5 * (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target))
+        """Symmetric InfoNCE over the minibatch (``scferry.methods.base.info_nce``)."""
+        return info_nce(zx, zy, self.params["temperature"])

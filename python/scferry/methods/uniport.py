@@ -36,6 +36,16 @@ Deliberate choices (documented for users and benchmarks):
   default for peaks); a dict sets each dataset. Not the default here: in vertical mode "open"
   aligned held-apart SNARE-seq nuclei (peaks) better but sci-CAR's worse
   (bench/multiome/RESULTS.md, "Peaks: which features").
+- ``peak_likelihood`` (vertical and diagonal modes; not in uniPort): None / "scaled" keeps the
+  paper's BCE of the decoder's sigmoid against the MaxAbs-scaled values; "bernoulli" (per
+  dataset with a dict) reconstructs that dataset's binarised input (open / closed peaks) with
+  MultiVI's accessibility likelihood (Ashuach et al., Nat Methods 2023): p = sigmoid(decoder(z)) x
+  sigmoid(a learned factor per region) x a per-cell factor (a sigmoid of a small network on the
+  cell's own input). The encoders' input is unchanged.
+- ``contrastive_weight`` (vertical mode; not in uniPort; default 0: off): adds a symmetric
+  InfoNCE term on the unit-normalised latent means of each cell's measurements (each cell's other
+  measurement the positive among every cell of the minibatch, ``temperature``; MinNet's
+  objective without labels, ``scferry.methods.base.info_nce``) to the paired OT loss.
 - Guidance (paper, Supplementary Notes 5-6): per-cell OT marginal weights (``ot_marginals``,
   the vectors a and b of the minibatch UOT instead of uniform ones) and, with
   ``integrate(label_key=...)``, a prior cell-type correspondence: the cost between labelled cells
@@ -98,7 +108,7 @@ from ..errors import ScferryWarning, record_choice
 from ..pp import check_feature_selection, resolve_feature_selection, specific_feature_counts
 from ..ot import TopKPlan, unbalanced_sinkhorn
 from ..train import LossRecord
-from .base import Method, check_hidden, check_int, check_number
+from .base import Method, check_hidden, check_int, check_number, info_nce
 
 
 def _logit_mean(X) -> torch.Tensor:
@@ -141,6 +151,8 @@ class _Encoder(nn.Module):
 
 
 MODES = ("horizontal", "vertical", "diagonal")
+LIKELIHOODS = ("scaled", "bernoulli")
+CELL_FACTOR_HIDDEN = 32
 
 
 class UniPort(Method):
@@ -160,6 +172,7 @@ class UniPort(Method):
         ot_iter=100, keep_plan=True, plan_k=50, plan_eps=None,
         mode=None, cross_weight=1.0, ot_marginals=None, prior_alpha=2.0, prior_pairs=None,
         gw_prior=True, gw_weight=1.0, gw_params=None, pair_reduction="mean", feature_selection=None,
+        peak_likelihood=None, contrastive_weight=0.0, temperature=0.1,
     )
     train_defaults = dict(max_iter=2000, lr=2e-4, weight_decay=5e-4, batch_size=256, patience=10)
 
@@ -182,6 +195,15 @@ class UniPort(Method):
             self.paired = self.mode == "vertical"
             self.encoders = nn.ModuleList(_Encoder(n, tuple(params["n_hidden"]), n_lat)
                                           for n in dims["n_specific"])
+            # MultiVI's accessibility likelihood (Ashuach et al. 2023) for the datasets that use it:
+            # a learned factor per region and a per-cell factor from the cell's own input
+            lik = params.get("peak_likelihood") or {}
+            self.bernoulli = [d for d, name in enumerate(dataset_names) if lik.get(name) == "bernoulli"]
+            self.region_logit = nn.ParameterDict({str(d): nn.Parameter(torch.zeros(dims["n_specific"][d]))
+                                                  for d in self.bernoulli})
+            self.cell_factor = nn.ModuleDict({str(d): nn.Sequential(
+                nn.Linear(dims["n_specific"][d], CELL_FACTOR_HIDDEN), nn.ReLU(),
+                nn.Linear(CELL_FACTOR_HIDDEN, 1)) for d in self.bernoulli})
         self.dec_specific = nn.ModuleList(nn.Linear(n_lat, n) for n in dims["n_specific"])
         self.reference = params.get("reference")
         ref = dataset_names.index(self.reference) if self.reference is not None else None
@@ -239,6 +261,13 @@ class UniPort(Method):
         elif n_spec is not None:  # None: by mode and sparsity (resolve)
             check_int(params, "n_specific_genes", 0)
         check_feature_selection(params.get("feature_selection"))
+        lik = params.get("peak_likelihood")
+        if lik is not None and not all(v in LIKELIHOODS for v in (lik.values() if isinstance(lik, dict) else [lik])):
+            raise ValueError(f"peak_likelihood must be None (by data kind), 'scaled' (the paper's BCE on the "
+                             f"scaled values), 'bernoulli' (binarised input, MultiVI's region and cell "
+                             f"factors) or a dict dataset name -> one of them; got {lik!r}.")
+        check_number(params, "contrastive_weight")
+        check_number(params, "temperature", strict=True)
         check_hidden(params)
         for key in ("kl_weight", "specific_weight", "ot_weight"):
             check_number(params, key)
@@ -303,6 +332,7 @@ class UniPort(Method):
         given = params.get("feature_selection")  # None: the paper's highly variable (docstring)
         params["feature_selection"] = resolve_feature_selection(
             "variable" if given is None else given, datasets, params.get("_choices", {}), "uniPort")
+        params["peak_likelihood"] = _resolve_likelihood(params.get("peak_likelihood"), datasets, mode)
         params["ot_marginals"] = _check_marginals(params.get("ot_marginals"), datasets)
         if mode == "vertical" and (params["ot_marginals"] or labels is not None):
             raise ValueError(
@@ -377,7 +407,12 @@ class UniPort(Method):
         for d, v in enumerate(views):
             if self.mode == "horizontal":
                 self.dec_common_bn.bns[d].bias.copy_(_logit_mean(v["common"]))
-            if v["specific"].shape[1]:
+            if d in getattr(self, "bernoulli", ()):  # start p = sigmoid(.) * region * cell at the open rate
+                X = v["specific"]
+                rate = np.asarray((X > 0).mean(axis=0), dtype=np.float64).ravel()
+                r = np.clip(4 * rate, 1e-4, 0.999)  # sigmoid(0) * cell factor sigmoid(0) = 1/4
+                self.region_logit[str(d)].copy_(torch.from_numpy(np.log(r / (1 - r))).float())
+            elif v["specific"].shape[1]:
                 self.dec_specific[d].bias.copy_(_logit_mean(v["specific"]))
 
     def loss(self, batch: list[dict[str, torch.Tensor]]) -> LossRecord:
@@ -415,8 +450,7 @@ class UniPort(Method):
             sd = torch.exp(0.5 * logvar)
             z = mu + sd * torch.randn_like(sd)
             mus.append(mu), sds.append(sd), zs.append(z)
-            recon = recon + F.binary_cross_entropy_with_logits(
-                self.decode_specific(z, d), b["specific"], reduction="sum") / n
+            recon = recon + self._recon(z, d, b["specific"]) / n
             kl = kl - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / n
         parts = {"recon": recon, "kl": kl}
         total = recon + p["kl_weight"] * kl
@@ -427,15 +461,30 @@ class UniPort(Method):
             for d, b in enumerate(batch):
                 for e in range(len(batch)):
                     if e != d:
-                        cross = cross + F.binary_cross_entropy_with_logits(
-                            self.decode_specific(zs[e], d), b["specific"], reduction="sum") / n
+                        cross = cross + self._recon(zs[e], d, b["specific"]) / n
             ot = self._paired_ot_loss(mus, sds)
             parts["cross"] = cross
             total = total + p["cross_weight"] * cross
+            if p.get("contrastive_weight"):  # InfoNCE on the paired means (see the docstring)
+                unit = [F.normalize(m, dim=1) for m in mus]
+                con = sum(info_nce(unit[a], unit[c], p["temperature"]) for a, c in self.pairs) / len(self.pairs)
+                parts["contrastive"] = con
+                total = total + p["contrastive_weight"] * con
         else:
             ot = self._ot_loss(mus, sds, batch)
         parts["ot"] = ot
         return LossRecord(total + p["ot_weight"] * ot, parts)
+
+    def _recon(self, z: torch.Tensor, d: int, x: torch.Tensor) -> torch.Tensor:
+        """Reconstruction loss of dataset ``d``'s inputs ``x`` from codes ``z`` (summed over cells
+        and features): BCE against the scaled values (the paper), or for a "bernoulli" dataset
+        BCE of the binarised input against p = sigmoid(decoder) x sigmoid(region factor) x cell
+        factor, the cell factor a sigmoid of a small network on the cell's own input (MultiVI)."""
+        if d not in getattr(self, "bernoulli", ()):
+            return F.binary_cross_entropy_with_logits(self.decode_specific(z, d), x, reduction="sum")
+        cell = torch.sigmoid(self.cell_factor[str(d)](x))
+        prob = torch.sigmoid(self.dec_specific[d](z)) * torch.sigmoid(self.region_logit[str(d)]) * cell
+        return F.binary_cross_entropy(prob.clamp(1e-6, 1 - 1e-6), (x > 0).to(x.dtype), reduction="sum")
 
     def _paired_ot_loss(self, mus, sds) -> torch.Tensor:
         """The OT loss with the known pairing as the plan (mass 1/n on each cell's own pair): the
@@ -569,6 +618,22 @@ def _gw_guidance(params: dict[str, Any], datasets) -> dict[str, np.ndarray] | bo
                                            if isinstance(v, (int, float, str, bool, list)) or v is None},
                            "choices": choices}
     return dict(zip([d.name for d in datasets], al.joint()))
+
+
+def _resolve_likelihood(given, datasets, mode: str) -> dict[str, str]:
+    """Per dataset, the reconstruction likelihood of its own features (``peak_likelihood``)."""
+    names = [d.name for d in datasets]
+    if isinstance(given, dict):
+        if set(given) != set(names):
+            raise ValueError(f"peak_likelihood as a dict needs one entry per dataset {names}; got "
+                             f"{sorted(map(str, given))}.")
+        out = {n: given[n] for n in names}
+    else:
+        out = {n: given or "scaled" for n in names}
+    if mode == "horizontal" and "bernoulli" in out.values():
+        raise ValueError("peak_likelihood='bernoulli' applies to the per-dataset decoders of the vertical "
+                         "and diagonal modes; horizontal mode decodes shared genes. Drop it or pass mode=.")
+    return out
 
 
 def _default_names(names) -> bool:
