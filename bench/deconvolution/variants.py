@@ -300,21 +300,28 @@ def run_parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
-def main() -> int:
-    p = run_parser(__doc__)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
-    p.add_argument("--table", default="variants.tsv", help="file name of the table under --out")
-    args = p.parse_args()
+def run_all(args, run_one) -> pd.DataFrame:
+    """``run_one(dir, args.variants)`` (variant -> metrics) on every dataset x seed x design of
+    ``args``; the table (one row per run x variant) rewritten to ``OUT/<args.table>`` after every run."""
     rows = []
     for ds in args.datasets:
         for seed in args.seeds:
             for design in args.designs:
                 c0 = time.process_time()
-                for v, m in run(args.out / ds / f"seed{seed}" / design, args.variants).items():
+                for v, m in run_one(args.out / ds / f"seed{seed}" / design, args.variants).items():
                     rows.append({"dataset": ds, "seed": seed, "design": design, "variant": v, **m})
                 print(f"{ds} seed{seed} {design}: {time.process_time() - c0:.1f} CPU s", flush=True)
                 df = pd.DataFrame(rows)
-                df.to_csv(args.out / args.table, sep="\t", index=False)  # after every run
+                df.to_csv(args.out / args.table, sep="\t", index=False)
+    return df
+
+
+def main() -> int:
+    p = run_parser(__doc__)
+    p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    p.add_argument("--table", default="variants.tsv", help="file name of the table under --out")
+    args = p.parse_args()
+    df = run_all(args, run)
     cols = ["RMSE", "JSD", "AUPR", "r", "absent", "absent_med", "absent_gt05"]
     pd.set_option("display.width", 200)
     for by in (["variant"], ["dataset", "variant"], ["design", "variant"]):
