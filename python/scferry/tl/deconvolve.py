@@ -236,6 +236,12 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
     further on evenly mixed spots and raises it on spots dominated by one type; the default 0.5
     does neither much: bench/deconvolution/RESULTS.md). Both run in chunks of spots, using only the non-zero counts
     (no spots x cells or dense spots x genes matrix). ``min_share`` > 0 adds a hard cut (below).
+    No per-spot selection of types is made before the fit (as RCTD's doublet / multi mode adds
+    types one at a time while the likelihood improves, Cable et al. 2022): a type whose signature
+    resembles that of a type present in the spot gets part of its counts, the likelihood ratio
+    such a selection decides on tells the two apart no better than the posterior mean does, and
+    a hard choice between them costs more, where wrong, than the shares it removes where right
+    (measured: bench/deconvolution/RESULTS.md, "per-spot type selection").
     Proportions: ``a_s / sum_k a_sk`` (fractions of cells, since signatures are per cell). Types
     with fewer than 25 reference cells are named in a warning: their signatures are means of few
     cells, so noisy (RCTD's minimum).
