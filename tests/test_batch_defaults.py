@@ -3,6 +3,7 @@ negative-binomial likelihood and cell-count budget; uniPort's reduction of the O
 several dataset pairs."""
 import numpy as np
 import pytest
+import torch
 
 import scferry as sf
 from scferry.methods.davae import DAVAE
@@ -53,6 +54,9 @@ def test_nb_refuses_values_that_are_not_counts(pbmc):
     (dict(kl_warmup=-1), "kl_warmup must be an integer >= 0"),
     (dict(kl_warmup=2.5), "kl_warmup must be an integer >= 0"),
     (dict(likelihood="poisson"), "likelihood must be 'gaussian'"),
+    (dict(domain_grad_cap=0), "domain_grad_cap must be a number > 0"),
+    (dict(domain_grad_cap=float("inf")), "domain_grad_cap must be a number > 0"),
+    (dict(domain_grad_cap="1"), "domain_grad_cap must be a number > 0"),
 ])
 def test_davae_bad_options(pbmc, kw, words):
     data = split(pbmc)
@@ -120,3 +124,43 @@ def test_uniport_default_averages_the_pairs_and_keeps_cell_types(pbmc):
         model = sf.integrate(data, method="uniport", **kw, **extra)
         scores[reduction or model.params["pair_reduction"]] = _lobo_transfer(data)
     assert scores["mean"] > scores["sum"] + 0.03, scores
+
+
+def _encoder_grads(module, batch, seed: int) -> list:
+    """The encoder's gradient of one training loss on ``batch`` (same sample and dropout: seeded)."""
+    module.train()
+    module.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)
+    module.loss(batch).total.backward()
+    return [p.grad.clone() for p in (*module.encoder.parameters(), *module.mu.parameters())]
+
+
+def test_davae_domain_grad_cap_bounds_the_reversed_gradient(pbmc):
+    """domain_grad_cap scales the reversed domain gradient at the latent means down to at most cap
+    times the ELBO's gradient there: a huge cap is the paper's plain reversal, a tiny cap leaves
+    the encoder the ELBO's gradient alone (as domain_weight=0), and the classifier's own gradient
+    is never scaled. The uncapped ratio is logged per epoch."""
+    data = split(pbmc)
+    model = sf.integrate(data, method="davae", seed=0, domain_grad_cap=1.0, **{**FAST, "max_iter": 2})
+    assert "domain_grad_ratio" in model.history[-1] and model.history[-1]["domain_grad_ratio"] > 0
+    module = model.module
+    batch = [{"common": torch.from_numpy(model.transform(a[:32], n)["common"].toarray())}
+             for n, a in data.items()]
+    grads = {}
+    for name, params in (("none", dict(domain_grad_cap=None)), ("huge", dict(domain_grad_cap=1e12)),
+                         ("tiny", dict(domain_grad_cap=1e-12)),
+                         ("elbo", dict(domain_grad_cap=None, domain_weight=0.0))):
+        saved = dict(module.params)
+        module.params.update(params)
+        grads[name] = _encoder_grads(module, batch, seed=1)
+        cls = [p.grad.clone() for p in module.classifier.parameters()]
+        module.params.clear()
+        module.params.update(saved)
+        grads[name + "_cls"] = cls
+    def rel(x, y):  # relative difference of two gradients (float32 sums in another order)
+        a, b = (torch.cat([g.ravel() for g in grads[k]]) for k in (x, y))
+        return float((a - b).norm() / a.norm())
+    assert rel("none", "huge") < 1e-4 and rel("tiny", "elbo") < 1e-4
+    assert rel("none", "elbo") > 0.1  # the domain term does move the encoder
+    for a, b in zip(grads["none_cls"], grads["tiny_cls"]):
+        torch.testing.assert_close(a, b)

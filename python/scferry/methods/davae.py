@@ -32,6 +32,18 @@ figures in bench/batch_integration/RESULTS.md, "DAVAE's defaults"):
   negative binomial on the counts behind the log-normalised input, gene-wise dispersion, mean =
   decoded proportions x the cell's count over the model's genes, as scVI; about twice the time
   per step). ``likelihood="nb"`` needs raw counts and ``preprocess=True``.
+- ``domain_grad_cap`` (None by default: the paper's plain reversal): the reversed domain gradient
+  reaching the latent means is scaled down wherever its norm exceeds ``domain_grad_cap`` times
+  the norm of the ELBO's gradient there, so that the adversary can never push the encoder harder
+  than the reconstruction pulls it back (the adaptive adversarial weight of Esser et al., "Taming
+  transformers for high-resolution image synthesis", CVPR 2021, eq. 7, used as a ceiling; the
+  classifier's own gradient is not scaled). The uncapped ratio is logged per epoch as
+  ``domain_grad_ratio``. Why it exists: at the paper's lambda the domain gradient at the latent
+  is many times the ELBO's early in training and in later bursts, and on a pair of technologies
+  with different cell-type compositions (spots vs cells) the game then oscillates and its end
+  state, and the embedding's cell-type structure, changes with the seed or even with the order of
+  floating-point sums. A cap of 1 steadied training there but cost cell-type structure on the
+  chemistries, where the strong early push helps, so it is an option, not the default.
 - Highly variable genes are already chosen batch-aware (scanpy's seurat flavour per dataset,
   ranked by the number of datasets in which a gene is variable), so that was not a candidate.
 
@@ -95,7 +107,7 @@ class DAVAE(Method):
     scale_inputs = False
     defaults = dict(
         n_latent=10, n_hidden=(128, 64, 32), n_common_genes=2000, domain_weight=3.0,
-        domain_hidden=16, dropout=0.1, kl_warmup=0, likelihood="gaussian",
+        domain_hidden=16, dropout=0.1, kl_warmup=0, likelihood="gaussian", domain_grad_cap=None,
     )
     # Adam at the paper's lr; a fixed budget in steps (like scbean's fixed epochs), set from the
     # number of cells (auto_max_iter): the ELBO levels off before the adversarial alignment
@@ -121,6 +133,12 @@ class DAVAE(Method):
             raise ValueError(f"likelihood must be 'gaussian' (the paper's, on log-normalised values) or "
                              f"'nb' (negative binomial on counts); got {params['likelihood']!r}.")
         check_hidden(params)
+        cap = params["domain_grad_cap"]
+        if cap is not None and not (isinstance(cap, (int, float)) and not isinstance(cap, bool)
+                                    and math.isfinite(cap) and cap > 0):
+            raise ValueError(f"domain_grad_cap must be a number > 0 (the largest ratio of the domain "
+                             f"term's gradient at the latent means to the ELBO's) or None (no cap); "
+                             f"got {cap!r}.")
         if not (isinstance(params["domain_weight"], (int, float)) and params["domain_weight"] >= 0):
             raise ValueError(f"domain_weight must be a number >= 0; got {params['domain_weight']!r}.")
         if not (isinstance(params["dropout"], (int, float)) and 0 <= params["dropout"] < 1):
@@ -155,6 +173,7 @@ class DAVAE(Method):
                                         nn.BatchNorm1d(params["domain_hidden"]), nn.ReLU(),
                                         nn.Linear(params["domain_hidden"], k))
         self._steps = 0  # training losses computed so far (KL warm-up); a host int: no device sync
+        self._last_ratio = torch.zeros(())  # domain_grad_cap: the last step's gradient-norm ratio
 
     @staticmethod
     def dims_from_views(views: list[dict]) -> dict[str, Any]:
@@ -219,13 +238,31 @@ class DAVAE(Method):
             var = (sq.detach().mean() / p).clamp_min(1e-8)  # eq. 8: closed-form sigma^2
             recon = (0.5 * p * (math.log(2 * math.pi) + torch.log(var)) + sq / (2 * var)).mean()
         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp(), dim=1).mean()
-        logits = self.classifier(_ReverseGradient.apply(mu))  # means: see the module docstring
-        domain = F.cross_entropy(logits, datasets)
+        weight = self.params["domain_weight"] * p
+        cap = self.params.get("domain_grad_cap")
+        parts = {}
+        if cap is None or not (self.training and torch.is_grad_enabled()):
+            logits = self.classifier(_ReverseGradient.apply(mu))  # means: see the module docstring
+            domain = F.cross_entropy(logits, datasets)
+        else:  # the encoder's share of the domain gradient, capped against the ELBO's (docstring)
+            mu_d = mu.detach().requires_grad_(True)
+            domain = F.cross_entropy(self.classifier(mu_d), datasets)
+            g_adv = torch.autograd.grad(weight * domain, mu_d, retain_graph=True)[0]
+            mu.register_hook(lambda g: self._capped_reversal(g, g_adv, cap))
+            parts["domain_grad_ratio"] = self._last_ratio.to(x.device)
         warm = self.params.get("kl_warmup", 0)
         beta = min(1.0, self._steps / warm) if warm and self.training else 1.0
         if self.training:
             self._steps += 1
         elbo = recon + kl
-        total = recon + beta * kl + self.params["domain_weight"] * p * domain
-        return LossRecord(total, {"recon": recon, "kl": kl, "domain": domain, "noise_var": var},
+        total = recon + beta * kl + weight * domain
+        return LossRecord(total, {"recon": recon, "kl": kl, "domain": domain, "noise_var": var, **parts},
                           monitor=elbo)
+
+    def _capped_reversal(self, g: torch.Tensor, g_adv: torch.Tensor, cap: float) -> torch.Tensor:
+        """The latent means' gradient: the ELBO's ``g`` minus the domain term's ``g_adv`` (the
+        reversal), ``g_adv`` scaled down where its norm exceeds ``cap`` times ``g``'s. Records the
+        uncapped ratio of the norms (logged with the next step's losses)."""
+        ratio = g_adv.norm() / g.norm().clamp_min(1e-12)
+        self._last_ratio = ratio.detach()
+        return g - g_adv * torch.clamp(cap / ratio.clamp_min(1e-12), max=1.0)

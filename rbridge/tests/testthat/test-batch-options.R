@@ -1,8 +1,8 @@
-# Issue 16 options of DAVAE (kl_warmup, likelihood) and uniPort (pair_reduction) reach
+# Issue 16 options of DAVAE (kl_warmup, likelihood, domain_grad_cap) and uniPort (pair_reduction) reach
 # scferry.integrate() unchanged in shape (an integer, strings), and DAVAE's default budget is set
 # from the number of cells and recorded.
 
-test_that("ferry_integrate passes davae's kl_warmup / likelihood and uniport's pair_reduction", {
+test_that("ferry_integrate passes davae's kl_warmup / likelihood / domain_grad_cap and uniport's pair_reduction", {
     skip_if_no_python()
     skip_if_no_seurat()
     objs0 <- pbmc_pair()
@@ -15,6 +15,12 @@ test_that("ferry_integrate passes davae's kl_warmup / likelihood and uniport's p
     expect_identical(params$kl_warmup, 5L)
     expect_identical(params$likelihood, "nb")
     expect_true(all(is.finite(SeuratObject::Embeddings(objs$g2, "ferry"))))
+
+    objs <- ferry_integrate(objs0, method = "davae", domain_grad_cap = 0.5, max_iter = 4,
+                            progress = FALSE, verbose = FALSE, model_dir = tempfile("models"))
+    model <- scferry:::.ferry$models[[objs$g1@misc$ferry$model_id]]$model
+    expect_identical(reticulate::py_to_r(model$params)$domain_grad_cap, 0.5)
+    expect_true("domain_grad_ratio" %in% names(reticulate::py_to_r(model$history)[[1]]))
 
     objs <- ferry_integrate(objs0, method = "davae", progress = FALSE, verbose = FALSE,
                             model_dir = tempfile("models"))
@@ -29,4 +35,6 @@ test_that("ferry_integrate passes davae's kl_warmup / likelihood and uniport's p
     expect_identical(params$pair_reduction, "mean")
     expect_error(ferry_integrate(objs0, method = "davae", likelihood = "poisson", progress = FALSE,
                                  verbose = FALSE), "likelihood must be")
+    expect_error(ferry_integrate(objs0, method = "davae", domain_grad_cap = -1, progress = FALSE,
+                                 verbose = FALSE), "domain_grad_cap must be a number > 0")
 })
