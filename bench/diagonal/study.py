@@ -34,7 +34,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from common import SETS, linked_table, load, score, user_inputs  # noqa: E402
 
-METHODS = ["random", "gw", "scot", "cca", "uniport_gw", "uniport_nogw"]
+METHODS = ["random", "gw", "gw_refine0", "scot", "cca", "uniport_gw", "uniport_nogw"]
 LINKED = {"snare_gene", "cite", "snare_peaks"}  # snare_peaks: through the TSS table's gene activity
 
 
@@ -102,9 +102,10 @@ def run_one(sf, name, method, seed, rna, oth, other, paired, args) -> dict:
         if method == "random":
             rng = np.random.default_rng(seed)
             zr, zo = rng.normal(size=(rna.n_obs, 30)), rng.normal(size=(oth.n_obs, 30))
-        elif method == "gw":
+        elif method in ("gw", "gw_refine0"):  # gw_refine0: without the refinement (scferry.gw.refine)
+            extra = {"refine": 0} if method == "gw_refine0" else {}
             sf.integrate({"rna": rna, other: oth}, method="gw", seed=seed, progress=False,
-                         **user_inputs(name, rna, oth, other))
+                         **user_inputs(name, rna, oth, other), **extra)
             zr, zo = rna.obsm["X_scferry"], oth.obsm["X_scferry"]
         elif method == "scot":
             ir, io, zr, zo = scot(rna, oth, seed, args.scot_cells)

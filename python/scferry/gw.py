@@ -46,6 +46,12 @@ Preprocessing per modality (``kind``, guessed from the data when None):
   components' variances are information, so they are not re-standardised), else PCA.
 
 Every embedding's rows are then divided by the embedding's root-mean-square norm.
+
+Refinement (:func:`refine`, :meth:`Alignment.refined`; ``method="gw"``'s ``refine``): after GW,
+MaxFuse's step (Chen et al., Nat Biotech 2023): cells matched one-to-one in the joint space, a CCA
+over each modality's whole own embedding fitted on the best matches, all cells projected into it
+and smoothed over their own-modality neighbours. It uses what the linked features miss (the rest
+of each modality's variation), where GW and the linked CCA stop.
 """
 from __future__ import annotations
 
@@ -382,6 +388,29 @@ class Alignment:
             proj.append(self.meta[src].lift(bary))
         return np.hstack([cx, sx, proj[0]]), np.hstack([sy, cy, proj[1]])
 
+    def refined(self, n_iter: int = 1, *, keep: float = 0.8, seed: int = 0,
+                progress: bool = False) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+        """The joint embedding refined past its starting space (:func:`refine`, MaxFuse): cells
+        matched in :meth:`joint`, a CCA fitted on the best matches between each modality's whole
+        own embedding (plus, with linked features, the cells' CCA coordinates of the linked
+        features, so the refined space can only add to them), all cells projected and smoothed
+        over ``n_smooth`` own-modality neighbours. With linked features returns ``[refined,
+        joint]`` per modality (both parts scaled to unit root-mean-square row norm, so neither
+        dominates: the joint space holds the linked features' cell-level signal); without them the
+        refined space alone (the joint space is then the GW coupling's metacell-level projection,
+        which the refinement replaces). Also returns :func:`refine`'s record."""
+        J = self.joint()
+        Z = self.embeddings
+        if self.linked_embeddings is not None:
+            Z = tuple(np.hstack([z, c]) for z, (c, _) in zip(Z, self.linked_embeddings))
+        n_smooth = self.params.get("n_smooth") or DEFAULTS["n_smooth"]
+        R, info = refine(Z, J, n_iter=n_iter, n_smooth=n_smooth, keep=keep, seed=seed, progress=progress)
+        ref = _rms(np.vstack(R))
+        if self.linked_embeddings is None:
+            return tuple((r / ref).astype(np.float32) for r in R), info
+        jnt = _rms(np.vstack(J))
+        return tuple(np.hstack([r / ref, j / jnt]).astype(np.float32) for r, j in zip(R, J)), info
+
 
 def align(X, Y, *, kinds: tuple[str | None, str | None] = (None, None), linked: tuple | None = None,
           n_metacells: int = DEFAULTS["n_metacells"], k: int = DEFAULTS["k"],
@@ -486,3 +515,117 @@ def _metacell_means(E: np.ndarray, meta: Metacells) -> np.ndarray:
     A = sp.csr_matrix((np.ones(len(hard)), (hard, np.arange(len(hard)))), shape=(m, len(hard)))
     counts = np.maximum(np.asarray(A.sum(1)).ravel(), 1)
     return np.asarray(A @ E) / counts[:, None]
+
+
+# ----------------------------------------------------------------------------- refinement
+def _whiten(S: np.ndarray, reg: float) -> np.ndarray:
+    """``S^{-1/2}`` of a covariance matrix with ridge ``reg * trace(S) / d`` added."""
+    d = S.shape[0]
+    w, V = np.linalg.eigh(S + reg * np.trace(S) / d * np.eye(d))
+    return (V / np.sqrt(np.maximum(w, 1e-12))) @ V.T
+
+
+def pivot_cca(X: np.ndarray, Y: np.ndarray, n_components: int, *,
+              reg: float = 1e-3) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Regularised CCA between the rows of ``X`` and ``Y`` (paired rows: the pivots). Returns the
+    column means of ``X`` and ``Y``, their loadings (features x components, unit variance on the
+    pivots) and the canonical correlations (descending)."""
+    X = np.asarray(X, np.float64)
+    Y = np.asarray(Y, np.float64)
+    mx, my = X.mean(0), Y.mean(0)
+    Xc, Yc = X - mx, Y - my
+    n = len(X)
+    Wx, Wy = _whiten(Xc.T @ Xc / n, reg), _whiten(Yc.T @ Yc / n, reg)
+    U, s, Vt = np.linalg.svd(Wx @ (Xc.T @ Yc / n) @ Wy)
+    k = int(min(n_components, len(s)))
+    return mx, my, Wx @ U[:, :k], Wy @ Vt[:k].T, s[:k]
+
+
+def _rms(E: np.ndarray) -> float:
+    """Root-mean-square row norm (floored)."""
+    return max(float(np.sqrt((np.asarray(E, np.float64) ** 2).sum(1).mean())), 1e-12)
+
+
+def _row_corr(E: np.ndarray) -> np.ndarray:
+    """Rows centred and l2-normalised: their dot products are Pearson correlations."""
+    E = np.asarray(E, np.float64)
+    E = E - E.mean(1, keepdims=True)
+    return E / np.maximum(np.linalg.norm(E, axis=1, keepdims=True), 1e-12)
+
+
+def match_cells(Ex: np.ndarray, Ey: np.ndarray, *, chunk: int = 2000,
+                seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One-to-one matching of the cells of two modalities in a shared space (MaxFuse's linear
+    assignment, Chen et al., Nat Biotech 2023), on the correlation distance ``1 - corr(Ex_i,
+    Ey_j)``. Both sides are split at random into the same number of chunks of at most ``chunk``
+    cells and each pair of chunks is solved exactly (``scipy.optimize.linear_sum_assignment``),
+    so memory stays ``chunk^2``. Returns the matched indices into X and Y and their distances."""
+    from scipy.optimize import linear_sum_assignment
+    rng = np.random.default_rng(seed)
+    n, m = len(Ex), len(Ey)
+    parts = int(np.ceil(max(n, m) / chunk))
+    Cx, Cy = _row_corr(Ex), _row_corr(Ey)
+    ix, iy, dist = [], [], []
+    for px, py in zip(np.array_split(rng.permutation(n), parts), np.array_split(rng.permutation(m), parts)):
+        C = 1.0 - Cx[px] @ Cy[py].T
+        r, c = linear_sum_assignment(C)
+        ix.append(px[r])
+        iy.append(py[c])
+        dist.append(np.clip(C[r, c], 0.0, 2.0))
+    return np.concatenate(ix), np.concatenate(iy), np.concatenate(dist)
+
+
+def refine(Z: tuple[np.ndarray, np.ndarray], E: tuple[np.ndarray, np.ndarray], *, n_iter: int = 1,
+           n_components: int = 20, n_smooth: int = 40, keep: float = 0.8, chunk: int = 2000,
+           weight: bool = True, seed: int = 0, progress: bool = False) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+    """Iterative refinement of a cross-modality matching past its starting space (MaxFuse, Chen
+    et al., "Integration of spatial and single-cell data across modalities with weakly linked
+    features", Nat Biotech 2023).
+
+    ``Z``: each modality's own reduced space over ALL its features (cells x d_x, cells x d_y;
+    :func:`embed_modality`); ``E``: a starting shared space (cells x d for both, e.g.
+    :meth:`Alignment.joint`: the denoised CCA of linked features, or GW projections). Each of
+    ``n_iter`` rounds: (1) match cells one-to-one in the current shared space
+    (:func:`match_cells`, correlation distance); (2) keep the ``keep`` fraction of best-matched
+    pairs (the pivots); (3) fit a CCA between ``Z_x`` and ``Z_y`` on the pivots
+    (:func:`pivot_cca`: every feature of both modalities, not only the linked ones); (4) project
+    all cells, ``c = (Z - mean) W`` (with ``weight``, each component multiplied by its canonical
+    correlation, so weakly shared components, mostly noise, count less), and average each cell's coordinates over itself and its
+    ``n_smooth`` nearest cells in its own ``Z`` (MaxFuse's fuzzy smoothing), ``s``; the next
+    shared space is ``[c_x, s_x]`` against ``[s_y, c_y]`` (a cell's own coordinates against the
+    other cell's denoised ones, as :meth:`Alignment.joint`). The last round's space is returned.
+    Linear in cells (kNN once per modality, matching in chunks of ``chunk`` cells).
+
+    More rounds let the matching reinforce itself (the pivots' distance falls while the match
+    to the truth gets worse), so one round is the default (bench/diagonal/RESULTS.md).
+
+    Returns ``((E_x, E_y), info)``; ``info``: canonical correlations, the median pivot distance
+    and number of pivots of each round, and the last round's pivots."""
+    from tqdm.auto import tqdm
+    from .neighbors import knn
+    Z = tuple(np.asarray(z, np.float64) for z in Z)
+    idx = []
+    for z in Z:
+        k = int(min(n_smooth, len(z) - 1))
+        idx.append(knn(np.asarray(z, np.float32), k, seed=seed)[1] if k >= 1 else None)
+
+    def smooth(C, nb):
+        return C if nb is None else (C + C[nb].sum(1)) / (nb.shape[1] + 1)
+
+    info: dict[str, Any] = {"corr": [], "pivot_distance": [], "n_pivots": []}
+    Ex, Ey = E
+    for it in tqdm(range(n_iter), desc="scferry refine", disable=not progress):
+        ix, iy, d = match_cells(Ex, Ey, chunk=chunk, seed=seed + it)
+        good = d <= np.quantile(d, keep)
+        ix, iy = ix[good], iy[good]
+        mx, my, Wx, Wy, corr = pivot_cca(Z[0][ix], Z[1][iy], n_components)
+        cx, cy = (Z[0] - mx) @ Wx, (Z[1] - my) @ Wy
+        if weight:  # components weighted by their canonical correlation: weakly shared ones are noise
+            cx, cy = cx * corr, cy * corr
+        sx, sy = smooth(cx, idx[0]), smooth(cy, idx[1])
+        Ex, Ey = np.hstack([cx, sx]), np.hstack([sy, cy])
+        info["corr"].append(corr.round(4).tolist())
+        info["pivot_distance"].append(float(np.median(d[good])))
+        info["n_pivots"].append(int(good.sum()))
+    info["pivots"] = (ix, iy)
+    return (Ex.astype(np.float32), Ey.astype(np.float32)), info

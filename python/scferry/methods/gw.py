@@ -20,6 +20,14 @@ activity (:func:`scferry.tl.gene_activity`) is linked to the RNA genes of the sa
 Seurat/Signac and GLUE link the two modalities (announced and recorded). ``tss=`` that cannot
 be used (no peaks dataset or two, ``linked=None`` or a linked table) is an error, never ignored.
 
+``refine`` (default 1): rounds of refinement after GW (:meth:`scferry.gw.Alignment.refined`,
+MaxFuse, Chen et al., Nat Biotech 2023): cells matched one-to-one in the joint space, a CCA over
+each modality's whole own embedding (plus the linked features' CCA coordinates) fitted on the best
+80% of matches, all cells projected and smoothed over their own-modality neighbours; the embedding
+is then ``[refined, joint]`` with linked features, the refined space alone without them.
+``refine=0``: the joint embedding as GW gives it. Recorded in ``params["refine"]`` /
+``params["refine_info"]``.
+
 It is transductive: new cells cannot be encoded later
 (:func:`scferry.project` says so); rerun on all cells, or use ``method="uniport"`` (diagonal
 mode, which uses this alignment as its OT guidance) to get encoders.
@@ -38,7 +46,7 @@ from .. import gw as _gw
 from ..data import collect_datasets
 from ..errors import ScferryWarning, record_choice
 
-DEFAULTS = dict(_gw.DEFAULTS, kinds=None, linked="auto", tss=None)
+DEFAULTS = dict(_gw.DEFAULTS, kinds=None, linked="auto", tss=None, refine=1)
 MIN_LINKED = 50  # shared features below which fused GW is not used by default
 
 
@@ -94,6 +102,10 @@ class GWModel:
 
 def check_params(params: dict[str, Any]) -> None:
     """Reject bad GW settings before any data is touched."""
+    r = params["refine"]
+    if not isinstance(r, (int, np.integer)) or isinstance(r, bool) or r < 0:
+        raise ValueError(f"refine must be an integer >= 0 (rounds of matching + CCA over all features "
+                         f"after GW, scferry.gw.refine; 0: off); got {r!r}.")
     for key in ("n_metacells", "k", "n_components", "n_features", "n_soft", "max_iter", "n_starts",
                 "n_smooth"):
         v = params[key]
@@ -230,6 +242,20 @@ def _gene_activity_link(data, mats, kinds, tss: pd.DataFrame, choices: dict) -> 
     return tuple(linked), [list(genes), list(genes)]
 
 
+def embedding(al: _gw.Alignment, record: dict[str, Any], refine: int, *, seed: int,
+              progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The joint embedding of a GW alignment: :meth:`scferry.gw.Alignment.refined` after ``refine``
+    rounds, :meth:`scferry.gw.Alignment.joint` when ``refine`` is 0. Records ``refine`` (and the
+    refinement's canonical correlations and pivots' distances) in ``record``."""
+    record["refine"] = int(refine)
+    if not refine:
+        return al.joint()
+    z, info = al.refined(int(refine), seed=seed, progress=progress)
+    info.pop("pivots", None)
+    record["refine_info"] = info
+    return z
+
+
 def integrate_gw(datasets: Mapping[str, AnnData] | Sequence[AnnData] | AnnData, *,
                  batch_key: str | None = None, layer: str | None = None, seed: int = 0,
                  progress: bool = True, **params: Any) -> GWModel:
@@ -246,6 +272,6 @@ def integrate_gw(datasets: Mapping[str, AnnData] | Sequence[AnnData] | AnnData, 
     al, plain, choices = fit(data, hp, seed=seed, progress=progress)
     model = GWModel(al, data, plain, choices)
     from ..model import Model, EMBEDDING_KEY
-    z = al.joint()
+    z = embedding(al, model.params, hp["refine"], seed=seed, progress=progress)
     Model.write_embedding(model, {d.name: e for d, e in zip(data, z)}, EMBEDDING_KEY)
     return model

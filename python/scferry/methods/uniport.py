@@ -602,7 +602,8 @@ def _gw_guidance(params: dict[str, Any], datasets) -> dict[str, np.ndarray] | bo
         params["gw_record"] = {"used": False, "reason": "more than two datasets"}
         return False
     from . import gw as gw_method
-    hp = {**gw_method.DEFAULTS, **(params.get("gw_params") or {})}
+    # the guidance is GW's joint embedding; the refinement (method="gw"'s refine) only when asked
+    hp = {**gw_method.DEFAULTS, "refine": 0, **(params.get("gw_params") or {})}
     al, plain, choices = gw_method.fit(datasets, hp, seed=int(params.get("seed", 0)), progress=False,
                                        announce=False)
     warnings.warn(
@@ -614,10 +615,12 @@ def _gw_guidance(params: dict[str, Any], datasets) -> dict[str, np.ndarray] | bo
     record_choice(params.setdefault("_choices", {}), "gw_prior", True,
                   "diagonal mode without labels: the minibatch OT is guided by a Gromov-Wasserstein "
                   "alignment of the two modalities (gw_prior=False turns it off)")
+    refined: dict[str, Any] = {}
+    z = gw_method.embedding(al, refined, hp["refine"], seed=int(params.get("seed", 0)))
     params["gw_record"] = {"used": True, **{k: v for k, v in plain.items()
                                            if isinstance(v, (int, float, str, bool, list)) or v is None},
-                           "choices": choices}
-    return dict(zip([d.name for d in datasets], al.joint()))
+                           "refine": refined["refine"], "choices": choices}
+    return dict(zip([d.name for d in datasets], z))
 
 
 def _resolve_likelihood(given, datasets, mode: str) -> dict[str, str]:
