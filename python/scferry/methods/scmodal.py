@@ -88,7 +88,7 @@ from .davae import _ReverseGradient
 from .uniport import sqdist
 
 
-ANCHOR_SPACES = ("denoised", "cca", "linked")
+ANCHOR_SPACES = ("denoised", "cca", "linked", "refined")
 
 
 def _mlp(sizes: list[int], out: int) -> nn.Sequential:
@@ -208,7 +208,7 @@ class ScModal(Method):
                                      "linked-feature table.")
                 i1, i2 = c1[[p[0] for p in pairs]], c2[[p[1] for p in pairs]]
         own = _own_embeddings(datasets) if params["geometry"] == "embedding" or \
-            params["anchor_space"] == "denoised" else None
+            params["anchor_space"] in ("denoised", "refined") else None
         views = _anchor_space(params, own, X1[:, i1], X2[:, i2])
         if params["geometry"] == "embedding":
             for v, Z in zip(views, own):
@@ -277,7 +277,9 @@ def _anchor_space(params: dict[str, Any], own: tuple | None, L1, L2) -> list[dic
     same links, log-normalised unless ``normalize_linked=False``): ``anchor_space`` "linked" (the
     features z-scored, the reference implementation), "cca" (their Seurat CCA) or "denoised" (the
     CCA coordinates ``c`` against their means ``s`` over each cell's ``n_smooth`` nearest cells in
-    its own modality's embedding ``own``: ``[c, s]`` vs ``[s, c]``, ``scferry.gw.denoised_linked``)."""
+    its own modality's embedding ``own``: ``[c, s]`` vs ``[s, c]``, ``scferry.gw.denoised_linked``)
+    or "refined" (the denoised space plus one round of ``scferry.gw.refine``: cells matched in it, a
+    CCA over each modality's whole own embedding and ``c`` fitted on the best matches, MaxFuse)."""
     space = params["anchor_space"]
     if space == "linked":
         return [{"linked": _zscore(L1)}, {"linked": _zscore(L2)}]
@@ -285,7 +287,13 @@ def _anchor_space(params: dict[str, Any], own: tuple | None, L1, L2) -> list[dic
     if space == "cca":
         return [{"linked": UV[0]}, {"linked": UV[1]}]
     (c1, s1), (c2, s2) = _gw.denoised_linked(own, UV, params["n_smooth"], seed=0)
-    return [{"linked": np.hstack([c1, s1])}, {"linked": np.hstack([s2, c2])}]
+    E = (np.hstack([c1, s1]), np.hstack([s2, c2]))
+    if space == "refined":  # plus one round of scferry.gw.refine over all features (MaxFuse)
+        Z = (np.hstack([own[0], c1]), np.hstack([own[1], c2]))
+        R, _ = _gw.refine(Z, E, n_iter=1, n_smooth=params["n_smooth"], seed=0)
+        r, e = _gw._rms(np.vstack(R)), _gw._rms(np.vstack(E))
+        E = tuple(np.hstack([a / r, b / e]).astype(np.float32) for a, b in zip(R, E))
+    return [{"linked": E[0]}, {"linked": E[1]}]
 
 
 def _own_embeddings(datasets: list) -> tuple[np.ndarray, ...]:
