@@ -59,7 +59,8 @@ Deliberate choices (documented for users and benchmarks):
   cells' GW coordinates: cells the GW coupling matches are cheap to transport to each other
   before the encoders have aligned anything, so the OT loss pulls them together (the role the
   label prior plays when labels exist). The loss still uses the latent cost. ``gw_prior=False``:
-  plain OT guidance, as in the paper; ``gw_params``: settings passed to ``scferry.gw.align``.
+  plain OT guidance, as in the paper; ``gw_params``: settings of ``method="gw"`` (``scferry.gw.align``;
+  its ``refine`` is 0 here unless given: the guidance is GW's joint embedding).
 - The global plan is kept sparse (top-k sources per target cell, ``scferry.ot.TopKPlan``), each
   minibatch plan added with weight equal to its iteration number so that late, better aligned
   plans count more.
