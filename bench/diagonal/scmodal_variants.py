@@ -31,7 +31,8 @@ CONFIGS = {
     "default": {},
     "reference_space": {"anchor_space": "linked"},   # anchors on the z-scored linked features
     "cca_space": {"anchor_space": "cca"},
-    "refined_space": {"anchor_space": "refined"},  # the denoised space + scferry.gw.refine (MaxFuse)
+    "refined_space": {"anchor_space": "refined"},  # the denoised space + scferry.gw.refine (MaxFuse; default)
+    "denoised_space": {"anchor_space": "denoised"},  # the default before the refinement
     "k10": {"n_neighbors": 10},
     "geo10_cycle10": {"geo_weight": 10.0, "cycle_weight": 10.0},  # the reference code's weights
     "anchor10": {"anchor_weight": 10.0},

@@ -20,7 +20,7 @@ Cross-modal imputation: G2(E1(x)) (``scferry.impute``: ``decode_specific``).
 
 Deliberate differences from the reference implementation (documented for users and benchmarks;
 measured in ``bench/diagonal/RESULTS.md``, section scMODAL):
-- Where the anchors are searched (``anchor_space``, default ``"denoised"``). The reference finds
+- Where the anchors are searched (``anchor_space``, default ``"refined"``). The reference finds
   them on the linked features as the user scaled them (``"linked"``: here log-normalised and
   z-scored). On sparse data (SNARE-seq nuclei) a cell's linked features are too noisy for that:
   most anchors join cells of different types. The default puts both modalities' linked features
@@ -28,7 +28,11 @@ measured in ``bench/diagonal/RESULTS.md``, section scMODAL):
   with the other modality's cells' *denoised* coordinates ``s`` (the mean of ``c`` over the cell
   and its ``n_smooth`` nearest cells in its own modality's embedding of all its features): a cell
   of dataset 1 is ``[c, s]``, one of dataset 2 ``[s, c]`` (``scferry.gw.denoised_linked``, the
-  space the ``gw`` method's joint embedding is built in). ``"cca"``: the CCA coordinates alone.
+  space the ``gw`` method's joint embedding is built in; ``anchor_space="denoised"``). The default
+  ``"refined"`` adds one round of MaxFuse's refinement (Chen et al., Nat Biotech 2023;
+  ``scferry.gw.refine``): cells matched one-to-one in that space, a CCA over each modality's whole
+  own embedding plus ``c`` fitted on the best matches, every cell projected and smoothed; anchors
+  are searched in ``[refined, denoised]``. ``"cca"``: the CCA coordinates alone.
 - Anchor weight 3 instead of the paper's 1: with the anchor space, geometry and latent batch norm
   of this list, weight 1 left the alignment behind the CCA of the linked features on CITE-seq
   (14 linked proteins); weight 3 passed it there and on SNARE-seq.
@@ -118,7 +122,7 @@ class ScModal(Method):
     defaults = dict(
         n_latent=20, n_hidden=(256,), n_specific_genes=2000, linked="shared", n_linked_features=2000,
         cca_components=20, n_neighbors=30, ae_weight=10.0, gan_weight=1.0, anchor_weight=3.0,
-        geo_weight=1.0, cycle_weight=0.0, normalize_linked=True, anchor_space="denoised", n_smooth=40,
+        geo_weight=1.0, cycle_weight=0.0, normalize_linked=True, anchor_space="refined", n_smooth=40,
         geometry="embedding",
     )
     # The paper's Adam settings and budget: lr 1e-3, weight decay 1e-3, 500 cells per dataset per
