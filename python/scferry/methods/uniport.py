@@ -264,8 +264,8 @@ class UniPort(Method):
         check_feature_selection(params.get("feature_selection"))
         lik = params.get("peak_likelihood")
         if lik is not None and not all(v in LIKELIHOODS for v in (lik.values() if isinstance(lik, dict) else [lik])):
-            raise ValueError(f"peak_likelihood must be None (by data kind), 'scaled' (the paper's BCE on the "
-                             f"scaled values), 'bernoulli' (binarised input, MultiVI's region and cell "
+            raise ValueError(f"peak_likelihood must be None or 'scaled' (the paper's BCE on the "
+                             f"scaled values, the default), 'bernoulli' (binarised input, MultiVI's region and cell "
                              f"factors) or a dict dataset name -> one of them; got {lik!r}.")
         check_number(params, "contrastive_weight")
         check_number(params, "temperature", strict=True)
