@@ -399,17 +399,10 @@ class Alignment:
         dominates: the joint space holds the linked features' cell-level signal); without them the
         refined space alone (the joint space is then the GW coupling's metacell-level projection,
         which the refinement replaces). Also returns :func:`refine`'s record."""
-        J = self.joint()
-        Z = self.embeddings
-        if self.linked_embeddings is not None:
-            Z = tuple(np.hstack([z, c]) for z, (c, _) in zip(Z, self.linked_embeddings))
+        linked = None if self.linked_embeddings is None else tuple(c for c, _ in self.linked_embeddings)
         n_smooth = self.params.get("n_smooth") or DEFAULTS["n_smooth"]
-        R, info = refine(Z, J, n_iter=n_iter, n_smooth=n_smooth, keep=keep, seed=seed, progress=progress)
-        ref = _rms(np.vstack(R))
-        if self.linked_embeddings is None:
-            return tuple((r / ref).astype(np.float32) for r in R), info
-        jnt = _rms(np.vstack(J))
-        return tuple(np.hstack([r / ref, j / jnt]).astype(np.float32) for r, j in zip(R, J)), info
+        return refined_space(self.embeddings, self.joint(), linked, n_iter=n_iter, n_smooth=n_smooth,
+                             keep=keep, seed=seed, progress=progress)
 
 
 def align(X, Y, *, kinds: tuple[str | None, str | None] = (None, None), linked: tuple | None = None,
@@ -573,6 +566,25 @@ def match_cells(Ex: np.ndarray, Ey: np.ndarray, *, chunk: int = 2000,
         iy.append(py[c])
         dist.append(np.clip(C[r, c], 0.0, 2.0))
     return np.concatenate(ix), np.concatenate(iy), np.concatenate(dist)
+
+
+def refined_space(Z: tuple[np.ndarray, np.ndarray], E: tuple[np.ndarray, np.ndarray],
+                  linked: tuple[np.ndarray, np.ndarray] | None, *, n_iter: int = 1, n_smooth: int = 40,
+                  keep: float = 0.8, seed: int = 0,
+                  progress: bool = False) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+    """:func:`refine` from the shared space ``E`` over each modality's own embedding ``Z``, as
+    :meth:`Alignment.refined` and scMODAL's ``anchor_space="refined"`` use it. With ``linked``
+    (each modality's CCA coordinates of the linked features) the CCA also reads them and the
+    result is ``[refined, E]`` per modality, both parts scaled to unit root-mean-square row norm;
+    without, the refined space alone, so scaled. float32; also returns :func:`refine`'s record."""
+    if linked is not None:
+        Z = tuple(np.hstack([z, c]) for z, c in zip(Z, linked))
+    R, info = refine(Z, E, n_iter=n_iter, n_smooth=n_smooth, keep=keep, seed=seed, progress=progress)
+    ref = _rms(np.vstack(R))
+    if linked is None:
+        return tuple((r / ref).astype(np.float32) for r in R), info
+    start = _rms(np.vstack(E))
+    return tuple(np.hstack([r / ref, e / start]).astype(np.float32) for r, e in zip(R, E)), info
 
 
 def refine(Z: tuple[np.ndarray, np.ndarray], E: tuple[np.ndarray, np.ndarray], *, n_iter: int = 1,

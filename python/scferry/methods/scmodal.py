@@ -293,10 +293,7 @@ def _anchor_space(params: dict[str, Any], own: tuple | None, L1, L2) -> list[dic
     (c1, s1), (c2, s2) = _gw.denoised_linked(own, UV, params["n_smooth"], seed=0)
     E = (np.hstack([c1, s1]), np.hstack([s2, c2]))
     if space == "refined":  # plus one round of scferry.gw.refine over all features (MaxFuse)
-        Z = (np.hstack([own[0], c1]), np.hstack([own[1], c2]))
-        R, _ = _gw.refine(Z, E, n_iter=1, n_smooth=params["n_smooth"], seed=0)
-        r, e = _gw._rms(np.vstack(R)), _gw._rms(np.vstack(E))
-        E = tuple(np.hstack([a / r, b / e]).astype(np.float32) for a, b in zip(R, E))
+        E, _ = _gw.refined_space(own, E, (c1, c2), n_iter=1, n_smooth=params["n_smooth"], seed=0)
     return [{"linked": E[0]}, {"linked": E[1]}]
 
 
