@@ -391,12 +391,17 @@ def impute_score(mdir: Path, truth: np.ndarray, names) -> dict:
     feats = (mdir / "imputed_features.txt").read_text().split()
     idx = pd.Index([str(n) for n in names]).get_indexer(feats)
     ok = idx >= 0
-    P, T = pred[:, ok], truth[:, idx[ok]]
+    r = feature_pearson(pred[:, ok], truth[:, idx[ok]])
+    return {"impute_r": float(r.mean()), "impute_features": int(r.size)}
+
+
+def feature_pearson(P: np.ndarray, T: np.ndarray) -> np.ndarray:
+    """Per-feature Pearson r between predicted ``P`` and measured ``T`` (cells x features), over
+    the features where both vary."""
     P, T = P - P.mean(0), T - T.mean(0)
     den = np.sqrt((P ** 2).sum(0) * (T ** 2).sum(0))
     good = den > 0
-    r = (P * T).sum(0)[good] / den[good]
-    return {"impute_r": float(r.mean()), "impute_features": int(good.sum())}
+    return (P * T).sum(0)[good] / den[good]
 
 
 # ------------------------------------------------------------------ MinNet downstream on SNARE

@@ -25,7 +25,8 @@ import pandas as pd
 
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE)]
-from bench_multiome import load, measured, split, impute_score  # noqa: E402
+from bench_multiome import feature_pearson, load, measured, split, impute_score  # noqa: E402
+from datasets import shared_data_dir  # noqa: E402  (bench/common, put on the path by bench_multiome)
 
 
 def knn(Z, q, k):
@@ -34,19 +35,15 @@ def knn(Z, q, k):
 
 
 def weights(dist, kind):
+    """Uniform weights, or the package's Gaussian kernel (``scferry.tl.project.knn_weights``)."""
     if kind == "uniform":
-        w = np.ones_like(dist)
-    else:
-        dk = np.maximum(dist[:, -1:], 1e-12)
-        w = np.exp(-(dist / dk) ** 2)
-    return w / w.sum(1, keepdims=True)
+        return np.full_like(dist, 1.0 / dist.shape[1])
+    from scferry.tl.project import knn_weights
+    return knn_weights(dist)
 
 
 def pearson(P, T):
-    P, T = P - P.mean(0), T - T.mean(0)
-    den = np.sqrt((P ** 2).sum(0) * (T ** 2).sum(0))
-    good = den > 0
-    return float(((P * T).sum(0)[good] / den[good]).mean())
+    return float(feature_pearson(P, T).mean())
 
 
 def main():
@@ -56,7 +53,7 @@ def main():
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--methods", nargs="+", default=["minnet", "minnet_nolabel"])
     p.add_argument("--ks", type=int, nargs="+", default=[5, 15, 30, 50, 100])
-    p.add_argument("--data-dir", default="/work/shared/data")
+    p.add_argument("--data-dir", default=shared_data_dir())
     p.add_argument("--save", type=Path, default=None)
     a = p.parse_args()
     rows = []
