@@ -99,8 +99,9 @@ ferry_project <- function(query, reference, dataset = NULL, assay = NULL, layer 
 #' @param assay,layer Where \code{object}'s raw counts are.
 #' @param new.assay Name of the assay (Seurat) or altExp (SingleCellExperiment) to write.
 #' @param method \code{"auto"}, \code{"decoder"} or \code{"knn"} (see above).
-#' @param k Neighbours for \code{method = "knn"}; \code{NULL} (the default): Python's default
-#'   (\code{scferry.tl.project.KNN_IMPUTE_K} nearest training cells, Gaussian kernel weights).
+#' @param k Neighbours for \code{method = "knn"}; \code{NULL} (the default): the 100 nearest
+#'   training cells (all of them if there are fewer), with Gaussian kernel weights (Python's
+#'   \code{scferry.tl.project.KNN_IMPUTE_K}).
 #' @return \code{object} with the imputed values added.
 #' @seealso \code{\link{ferry_project}}
 #' @examples
