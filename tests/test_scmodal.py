@@ -210,3 +210,28 @@ def test_scmodal_anchor_options_are_validated(cite):
         sf.integrate({"rna": rna, "adt": adt}, method="scmodal", linked=GENE_PROTEIN, geometry="raw")
     with pytest.raises(ValueError, match="n_smooth"):
         sf.integrate({"rna": rna, "adt": adt}, method="scmodal", linked=GENE_PROTEIN, n_smooth=0)
+
+
+def test_scmodal_anchor_space_follows_the_fit_seed(cite, monkeypatch):
+    """The anchor space (its Seurat CCA, own-modality embeddings, neighbours and the refinement's
+    matching) is built with the fit's ``seed``, not a fixed 0: another seed gives another space,
+    the same seed the same one, and the seed is recorded in the model's params."""
+    from scferry.methods import scmodal as scm
+    rna, adt, _ = cite
+    seen = []
+    build = scm._anchor_space
+
+    def spy(params, own, L1, L2):
+        views = build(params, own, L1, L2)
+        seen.append((params.get("seed"), views[0]["linked"].copy(), views[1]["linked"].copy()))
+        return views
+
+    monkeypatch.setattr(scm, "_anchor_space", spy)
+    for seed in (0, 1, 1):
+        model = sf.integrate({"rna": rna.copy(), "adt": adt.copy()}, method="scmodal", linked=GENE_PROTEIN,
+                             seed=seed, **{**FAST, "max_iter": 2})
+        assert model.params["seed"] == seed
+    assert [s for s, _, _ in seen] == [0, 1, 1]
+    assert not (np.allclose(seen[0][1], seen[1][1], atol=1e-3) and np.allclose(seen[0][2], seen[1][2], atol=1e-3))
+    np.testing.assert_array_equal(seen[1][1], seen[2][1])
+    np.testing.assert_array_equal(seen[1][2], seen[2][2])

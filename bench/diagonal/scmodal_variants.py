@@ -54,7 +54,8 @@ def main() -> int:
     p.add_argument("--cells", type=int, default=2000)
     p.add_argument("--steps", type=int, default=None, help="max_iter (default: the package's)")
     p.add_argument("--configs", nargs="+", default=["default"])
-    p.add_argument("--baselines", nargs="*", default=["cca", "gw", "random"])
+    p.add_argument("--baselines", nargs="*", default=["cca", "gw", "random"],
+                   help="cca, gw, random, anchors (scMODAL's anchor space at the defaults, scored)")
     p.add_argument("--set", nargs="*", default=[], help="extra key=value for every config")
     p.add_argument("--out", default="bench/out/diag5/variants")
     p.add_argument("--table", nargs="*", default=None,
@@ -112,6 +113,16 @@ def main() -> int:
                                                            rng.normal(size=(oth.n_obs, 20)), lab_r, lab_o, True),
                       "cpu_s": 0.0})
             linked = "shared" if name != "cite" else table.rename(columns={"other": other})
+            if "anchors" in args.baselines:  # the anchor space itself (default settings), scored
+                from scferry.data import collect_datasets
+                from scferry.methods.scmodal import ScModal
+                hp = {**ScModal.defaults, "linked": linked, "reference": None, "seed": seed, **extra}
+                ScModal.check_params(hp)
+                t = time.process_time()
+                views = ScModal._linked_views(hp, collect_datasets({"rna": rna.copy(), other: b0.copy()}), None)
+                emit({**base, "method": f"anchor space ({hp['anchor_space']})",
+                      **score(views[0]["linked"], unshuffle(views[1]["linked"]), lab_r, lab_o, True),
+                      "cpu_s": time.process_time() - t})
             for cfg in args.configs:
                 a, b = rna.copy(), b0.copy()
                 kw = {**CONFIGS[cfg], **extra}

@@ -119,6 +119,7 @@ class ScModal(Method):
     inputs = ("specific",)  # each modality's own features: no shared names needed
     encode_inputs = ("specific",)
     uses_labels = "optional"  # only linked="cca" between datasets without shared feature names
+    seeded_inputs = True  # integrate() passes the fit's seed in params: the anchor space depends on it
     defaults = dict(
         n_latent=20, n_hidden=(256,), n_specific_genes=2000, linked="shared", n_linked_features=2000,
         cca_components=20, n_neighbors=30, ae_weight=10.0, gan_weight=1.0, anchor_weight=3.0,
@@ -211,7 +212,7 @@ class ScModal(Method):
                                      "(all features constant across the shared types?); pass a "
                                      "linked-feature table.")
                 i1, i2 = c1[[p[0] for p in pairs]], c2[[p[1] for p in pairs]]
-        own = _own_embeddings(datasets) if params["geometry"] == "embedding" or \
+        own = _own_embeddings(datasets, int(params.get("seed", 0))) if params["geometry"] == "embedding" or \
             params["anchor_space"] in ("denoised", "refined") else None
         views = _anchor_space(params, own, X1[:, i1], X2[:, i2])
         if params["geometry"] == "embedding":
@@ -287,23 +288,25 @@ def _anchor_space(params: dict[str, Any], own: tuple | None, L1, L2) -> list[dic
     space = params["anchor_space"]
     if space == "linked":
         return [{"linked": _zscore(L1)}, {"linked": _zscore(L2)}]
-    UV = _gw.linked_cca((L1, L2), seed=0, n_components=params["cca_components"], normalize=False)
+    seed = int(params.get("seed", 0))  # the fit's seed (integrate passes it)
+    UV = _gw.linked_cca((L1, L2), seed=seed, n_components=params["cca_components"], normalize=False)
     if space == "cca":
         return [{"linked": UV[0]}, {"linked": UV[1]}]
-    (c1, s1), (c2, s2) = _gw.denoised_linked(own, UV, params["n_smooth"], seed=0)
+    (c1, s1), (c2, s2) = _gw.denoised_linked(own, UV, params["n_smooth"], seed=seed)
     E = (np.hstack([c1, s1]), np.hstack([s2, c2]))
     if space == "refined":  # plus one round of scferry.gw.refine over all features (MaxFuse)
-        E, _ = _gw.refined_space(own, E, (c1, c2), n_iter=1, n_smooth=params["n_smooth"], seed=0)
+        E, _ = _gw.refined_space(own, E, (c1, c2), n_iter=1, n_smooth=params["n_smooth"], seed=seed)
     return [{"linked": E[0]}, {"linked": E[1]}]
 
 
-def _own_embeddings(datasets: list) -> tuple[np.ndarray, ...]:
+def _own_embeddings(datasets: list, seed: int = 0) -> tuple[np.ndarray, ...]:
     """Each dataset's cells in its own modality's reduced space (``scferry.gw.embed_modality``:
-    PCA of log-normalised counts, LSI of peaks, CLR + PCA of proteins), float32."""
+    PCA of log-normalised counts, LSI of peaks, CLR + PCA of proteins), float32; ``seed``: the
+    fit's (randomised SVD)."""
     Z = []
     for d in datasets:
         X = d.counts()
-        Z.append(_gw.embed_modality(X, _gw.guess_kind(X, d.adata.var, d.var_names), seed=0))
+        Z.append(_gw.embed_modality(X, _gw.guess_kind(X, d.adata.var, d.var_names), seed=seed))
     return tuple(Z)
 
 
