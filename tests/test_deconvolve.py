@@ -189,6 +189,53 @@ def test_counts_readout_options_and_bad_input(held_apart):
         dec(model, "ref", "spots", "cell_type", readout="mass")
 
 
+def test_cell_states_option(held_apart):
+    """n_states: the fit over cell states within each type (BayesPrism's reference split), summed
+    back to types: the states' proportions are recorded and add up to the types'; one state per
+    type (the default, or types too small for two states) is the type-level fit exactly."""
+    from importlib import import_module
+    ref, spots, truth = held_apart
+    ref, spots = ref.copy(), spots[:60].copy()
+    types, T = list(truth.columns), truth[:60].to_numpy()
+    model = sf.integrate({"ref": ref, "spots": spots}, seed=0, keep_plan=False, **FAST)
+    dec = sf.deconvolve
+    for kw, match in [({"n_states": 0}, "n_states must be"), ({"n_states": 2.0}, "n_states must be"),
+                      ({"n_states": True}, "n_states must be"), ({"min_state_cells": 0}, "min_state_cells must be")]:
+        with pytest.raises(ValueError, match=match):
+            dec(model, "ref", "spots", "cell_type", **kw)
+    base = dec(model, "ref", "spots", "cell_type", progress=False)
+    assert "scferry_state_proportions" not in spots.obsm
+    assert spots.uns["scferry_proportions_params"]["n_states"] == 1
+    P = dec(model, "ref", "spots", "cell_type", n_states=3, min_state_cells=10, progress=False)
+    params = spots.uns["scferry_proportions_params"]
+    n_cells = ref.obs["cell_type"].astype(str).value_counts()
+    per_type = params["states_per_type"]
+    assert params["n_states"] == 3 and set(per_type) == set(types)
+    assert all(1 <= per_type[t] <= min(3, n_cells[t] // 10) for t in types) and sum(per_type.values()) > len(types)
+    cols = spots.uns["scferry_state_proportions_columns"]
+    Q = pd.DataFrame(spots.obsm["scferry_state_proportions"], index=spots.obs_names, columns=cols)
+    assert len(cols) == sum(per_type.values())
+    summed = Q.T.groupby([c.split("#")[0] for c in cols]).sum().T[list(P.columns)]
+    np.testing.assert_allclose(summed.to_numpy(), P.to_numpy(), atol=1e-5)
+    np.testing.assert_allclose(P.sum(axis=1), 1)
+    assert not np.allclose(P, base) and scores(P[types].to_numpy(), T)[0] < 0.2
+    # no type large enough for two states: the type-level fit, and no stale states left behind
+    same = dec(model, "ref", "spots", "cell_type", n_states=3, min_state_cells=10_000, progress=False)
+    pd.testing.assert_frame_equal(same, base)
+    assert "scferry_state_proportions" not in spots.obsm
+    assert set(spots.uns["scferry_proportions_params"]["states_per_type"].values()) == {1}
+    # cell_states: two clearly distinct groups of one type are found; a small type keeps one state
+    cell_states = import_module("scferry.tl.deconvolve").cell_states
+    rng = np.random.default_rng(0)
+    X = sp.csr_matrix(np.vstack([rng.poisson([20, 20, 1, 1], (30, 4)), rng.poisson([1, 1, 20, 20], (30, 4)),
+                                 rng.poisson([5, 5, 5, 5], (12, 4))]))
+    labels = np.array(["a"] * 60 + ["b"] * 12)
+    state, owner = cell_states(X, labels, ["a", "b"], 2, 10, 0)
+    np.testing.assert_array_equal(owner, [0, 0, 1])
+    assert len(set(state[:30])) == 1 and len(set(state[30:60])) == 1 and state[0] != state[30]
+    assert set(state[60:]) == {2}
+
+
 @pytest.mark.parametrize("prior", [None, (0.5, 1.0, 2.0)])
 @pytest.mark.parametrize("fill", [0.02, 0.5])  # the sparse and the dense path of the fit
 def test_each_spot_fit_alone_as_with_others(prior, fill):

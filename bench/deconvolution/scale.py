@@ -94,7 +94,7 @@ def child(n_cells: int, n_spots: int, seed: int, max_iter: int | None) -> dict:
     t1, c1 = time.perf_counter(), time.process_time()
     start = rss_mb()
     with Sampler() as s:
-        props, params = _signature_fit(Dataset("ref", ref), Dataset("spots", spots), ref.obs["cell_type"],
+        props, params, _ = _signature_fit(Dataset("ref", ref), Dataset("spots", spots), ref.obs["cell_type"],
                                   "ref", "spots", progress=False, **defaults)
     t2, c2 = time.perf_counter(), time.process_time()
     return {"max_iter": defaults["max_iter"], "cells": n_cells, "spots": n_spots, "genes": len(genes),

@@ -81,7 +81,8 @@ def run_scferry(dirs: dict[str, Path], seed: int, name: str = "scferry", params:
     from scferry.data import Dataset
     from scferry.tl.deconvolve import _signature_fit
     defaults = {k: v.default for k, v in inspect.signature(sf.deconvolve).parameters.items()
-                if k in ("platform", "min_share", "prior_shape", "select_genes", "max_iter", "seed")}
+                if k in ("platform", "min_share", "prior_shape", "select_genes", "n_states", "min_state_cells",
+                         "max_iter", "seed")}
     defaults.update(params or {})
     d0 = next(iter(dirs.values()))
     genes = pd.Index((d0 / "genes.txt").read_text().splitlines())
@@ -94,7 +95,7 @@ def run_scferry(dirs: dict[str, Path], seed: int, name: str = "scferry", params:
         t1, c1 = time.perf_counter(), time.process_time()
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            props, params = _signature_fit(ref, spots, obs["cell_type"].astype(str), "ref", design,
+            props, params, _ = _signature_fit(ref, spots, obs["cell_type"].astype(str), "ref", design,
                                            progress=False, **defaults)
         t2, c2 = time.perf_counter(), time.process_time()
         out = d / name

@@ -59,11 +59,12 @@ from spots import DATASETS, DESIGNS, metrics  # noqa: E402
 dec = importlib.import_module("scferry.tl.deconvolve")  # the module (sf.tl.deconvolve is the function)
 
 
-def load(d: Path, select: bool = True, moments: bool = False):
+def load(d: Path, select: bool = True, moments: bool = False, cells: bool = False):
     """Signatures (types x genes), spots on those genes, truth (spots x types): the genes the
     reference expresses, of them those that mark a type (``dec.informative_genes``, sf.deconvolve's
     ``select_genes=True``) unless ``select`` is False (or fewer than 10 pass). ``moments``: also
-    the cells' per-gene overdispersion (``reference_overdispersion``) on those genes."""
+    the cells' per-gene overdispersion (``reference_overdispersion``) on those genes; ``cells``:
+    also the reference cells' counts on those genes and their labels."""
     obs = pd.read_csv(d / "ref_obs.tsv", sep="\t")
     labels = obs["cell_type"].astype(str).to_numpy()
     types = sorted(set(labels))
@@ -78,6 +79,8 @@ def load(d: Path, select: bool = True, moments: bool = False):
     truth = pd.read_csv(d / "truth.tsv", sep="\t", index_col=0)[types].to_numpy()
     if moments:
         return S[:, keep], Y, truth, reference_overdispersion(X[:, np.flatnonzero(keep)], labels, types)
+    if cells:
+        return S[:, keep], Y, truth, X[:, np.flatnonzero(keep)], labels
     return S[:, keep], Y, truth
 
 

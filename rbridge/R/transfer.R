@@ -95,7 +95,8 @@ ferry_transfer <- function(reference, query, label, source = NULL, target = NULL
 #'   (default: a Poisson fit of each spot's counts on the reference's per-type mean counts, with
 #'   gene-wise platform factors and a Gamma prior on the abundances, \code{prior_shape}; \code{NULL}
 #'   for maximum likelihood; on the genes that mark a type, \code{select_genes = TRUE}, as RCTD
-#'   selects them), \code{"type_mean"} (each type's plan mass divided by its number
+#'   selects them; \code{n_states}, cell states per type as BayesPrism splits its reference, off by
+#'   default), \code{"type_mean"} (each type's plan mass divided by its number
 #'   of reference cells, as uniPort's R tutorial) or \code{"mass"} (the plan mass as it is),
 #'   \code{k} (neighbours of the kNN vote for spots the plan never reached).
 #' @return \code{spots} with the proportions added.

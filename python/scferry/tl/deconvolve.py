@@ -15,6 +15,7 @@ from ..model import Model
 from ._common import PROPORTIONS_KEY, _check_int, _class_mass, _labelled_pair, _plan, _write_rows
 
 DECONVOLVE_READOUTS = ("counts", "type_mean", "mass")
+STATES_KEY = PROPORTIONS_KEY.replace("proportions", "state_proportions")  # obsm of the states' proportions
 TINY_TYPE = 25  # warn below this many reference cells (RCTD's minimum per type)
 CHUNK = 4096  # spots fitted at once by readout="counts" (fewer where genes are many and dense)
 DENSE_CELLS = 10_000_000  # spot x gene entries of one chunk (dense: ~80 MB a matrix)
@@ -27,6 +28,9 @@ PRIOR_SHAPE = 0.5  # readout="counts": Gamma shape of each type's abundance (pos
 DE_FOLD = 0.5  # readout="counts": informative genes, RCTD's cut-offs (Cable et al. 2022): log ratio of a
 DE_EXPR = 0.000125  # type's share of the gene to the other types' mean share, and that share itself
 MIN_INFORMATIVE = 10  # select_genes: with fewer informative genes, every shared gene is fitted (announced)
+N_STATES = 1  # readout="counts": cell states per type at most (1: one signature per type)
+MIN_STATE_CELLS = 10  # readout="counts": reference cells per state at least (smaller types keep fewer states)
+STATE_FIT_CELLS = 5000  # cells (at most, seeded subsample) of one type that k-means is fitted on
 
 
 # ---------------------------------------------------------------------------- signature fit
@@ -52,6 +56,41 @@ def informative_genes(S: np.ndarray, fold: float = DE_FOLD, min_expr: float = DE
     others = (P.sum(axis=0, keepdims=True) - P) / max(S.shape[0] - 1, 1)
     lfc = np.log(P + 1e-9) - np.log(others + 1e-9)
     return ((lfc > fold) & (P > min_expr)).any(axis=0)
+
+
+def cell_states(X, labels, types: list[str], n_states: int, min_cells: int, seed: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Cell states within each type, as BayesPrism splits its reference (Chu et al., Nat Cancer 3,
+    505 (2022)): the cells of each type (rows of ``X``, counts on the genes the fit uses) are
+    clustered by k-means (Lloyd, seeded, 10 starts) on their log-normalised counts
+    (``log1p(1e4 x / sum x)``), into at most ``n_states`` states of at least ``min_cells`` cells
+    each: a type of ``n`` cells gets ``min(n_states, n // min_cells)`` states (at least 1), fewer
+    where a cluster would fall under ``min_cells``. K-means is fitted on at most 5,000 cells of a
+    type (a seeded subsample) and every cell goes to its nearest centre. Returns the cells' state
+    codes and, per state, the index of its type in ``types`` (states of a type are consecutive)."""
+    from sklearn.cluster import KMeans
+    X = sp.csr_matrix(X, dtype=np.float64)
+    codes = pd.Categorical(pd.Series(labels).astype(str), categories=types).codes
+    state = np.zeros(len(codes), np.int64)
+    owner, rng = [], np.random.default_rng(seed)
+    for t in range(len(types)):
+        cells = np.flatnonzero(codes == t)
+        k = int(max(1, min(n_states, len(cells) // max(min_cells, 1))))
+        if k > 1:
+            lib = np.maximum(np.asarray(X[cells].sum(axis=1)).ravel(), 1e-12)
+            Z = sp.diags(1e4 / lib) @ X[cells]
+            Z.data = np.log1p(Z.data)
+            fit_on = (slice(None) if len(cells) <= STATE_FIT_CELLS
+                      else np.sort(rng.choice(len(cells), STATE_FIT_CELLS, replace=False)))
+        while k > 1:
+            km = KMeans(n_clusters=k, n_init=10, random_state=int(rng.integers(2**31))).fit(Z[fit_on])
+            sub = km.predict(Z)
+            if np.bincount(sub, minlength=k).min() >= min_cells:
+                break
+            k -= 1
+        state[cells] = len(owner) + (sub if k > 1 else 0)
+        owner += [t] * k
+    return state, np.asarray(owner, np.int64)
 
 
 def _poisson_abundance(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, n_iter: int, tol: float,
@@ -168,12 +207,12 @@ def _platform_scale(Y: sp.csr_matrix, S: np.ndarray, n_iter: int, tol: float, mi
 
 
 def _abundance_prior(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, a: np.ndarray,
-                     shape: float) -> tuple[float, float, float]:
+                     shape: float, n_types: int | None = None) -> tuple[float, float, float]:
     """(shape, rate, phi) of readout="counts"'s prior from a maximum-likelihood fit ``a`` of the
     spots ``Y``: ``phi`` the Pearson dispersion of the counts (quasi-Poisson, McCullagh & Nelder
     1989), at least 1; each type's abundance Gamma(shape, rate) with mean ``N / K``, ``N`` the
     median cells per spot of the fit (cell2location's prior on cells per location, estimated
-    instead of given)."""
+    instead of given); ``n_types``: ``K`` where the rows of ``S`` are states of fewer types."""
     K = S.shape[0]
     ST = (S * scale[None, :]).T                       # genes x types
     # sum over spots x genes of (y - mu)^2 / mu = sum_nz y^2 / mu - 2 sum y + sum mu, at the
@@ -188,7 +227,7 @@ def _abundance_prior(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, a: np.n
         pearson += float((y * y / np.maximum(mu, 1e-300)).sum())
     phi = max(pearson / max(Y.shape[0] * (Y.shape[1] - K), 1), 1.0)
     n_cells = float(np.median(a.sum(axis=1)))
-    return float(shape), float(shape * K / max(n_cells, 1e-12)), phi
+    return float(shape), float(shape * (n_types or K) / max(n_cells, 1e-12)), phi
 
 
 def per_type_mean(mass: pd.DataFrame, labels) -> pd.DataFrame:
@@ -201,7 +240,9 @@ def per_type_mean(mass: pd.DataFrame, labels) -> pd.DataFrame:
 
 def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
                readout: str = "counts", platform: bool = True, min_share: float = MIN_SHARE,
-               prior_shape: float | None = PRIOR_SHAPE, select_genes: bool = True, max_iter: int = 500, k: int = 30, seed: int = 0, progress: bool = True) -> pd.DataFrame:
+               prior_shape: float | None = PRIOR_SHAPE, select_genes: bool = True, n_states: int = N_STATES,
+               min_state_cells: int = MIN_STATE_CELLS, max_iter: int = 500, k: int = 30, seed: int = 0,
+               progress: bool = True) -> pd.DataFrame:
     """Cell-type proportions of each spot: by default a fit of each spot's counts on the
     reference's cell-type signatures (a mixture model); the OT plan's readouts stay available.
 
@@ -242,6 +283,17 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
     such a selection decides on tells the two apart no better than the posterior mean does, and
     a hard choice between them costs more, where wrong, than the shares it removes where right
     (measured: bench/deconvolution/RESULTS.md, "per-spot type selection").
+    ``n_states`` > 1 splits each type into cell states, as BayesPrism splits its reference (Chu et
+    al., Nat Cancer 3, 505 (2022)): k-means sub-clusters of the type's reference cells on their
+    log-normalised counts of the fitted genes (:func:`cell_states`; at most ``n_states`` per type,
+    at least ``min_state_cells`` cells each, so a small type keeps one), one signature per state,
+    the same fit over the states (gene factors, dispersion and prior as above; a type's states
+    share its Gamma prior, the shape split equally among them, so that a type's summed abundance
+    keeps the type-level prior), and each type's proportion the sum of its states'. A cell's
+    deviation from its type's mean can then be fitted by another state of its own type instead of
+    by a type with a similar signature. Off by default: on the study's references it did not
+    lower the mass on absent types and raised the error (bench/deconvolution/RESULTS.md, "cell
+    states").
     Proportions: ``a_s / sum_k a_sk`` (fractions of cells, since signatures are per cell). Types
     with fewer than 25 reference cells are named in a warning: their signatures are means of few
     cells, so noisy (RCTD's minimum).
@@ -286,12 +338,21 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
         ``readout="counts"``: shape of the Gamma prior of each type's abundance (posterior mean,
         above), in (0, 100]: 1 is an exponential prior, below 1 (default 0.5) its density is
         highest at 0; ``None``: maximum likelihood.
+    n_states
+        ``readout="counts"``: cell states per type at most (above; 1, the default: one signature
+        per type). The states' proportions are written to ``obsm["scferry_state_proportions"]``
+        (columns ``uns["scferry_state_proportions_columns"]``, ``"<type>#<i>"``), the states per
+        type to ``uns["scferry_proportions_params"]["states_per_type"]``.
+    min_state_cells
+        ``readout="counts"``: reference cells per state at least (default 10): a type of ``n``
+        cells gets at most ``n // min_state_cells`` states, fewer where k-means would make a
+        smaller one.
     max_iter
         ``readout="counts"``: EM iterations at most per spot (each spot stops earlier, once its
         abundances change by less than 1e-4, relative L1).
     seed
         ``readout="counts"``: the subsamples of spots that estimate ``lambda`` and the prior (more
-        than 5,000 spots).
+        than 5,000 spots), and the k-means of ``n_states``.
     progress
         ``readout="counts"``: a progress bar over chunks of spots.
 
@@ -320,6 +381,8 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
         raise ValueError(f"prior_shape must be None (maximum likelihood) or a number in (0, 100] (the Gamma "
                          f"shape of each type's abundance); got {prior_shape!r}.")
     _check_int(max_iter, "max_iter")
+    _check_int(n_states, "n_states")
+    _check_int(min_state_cells, "min_state_cells")
     _check_int(seed, "seed", minimum=0)
     if not isinstance(progress, (bool, np.bool_)):
         raise TypeError(f"progress must be True or False; got {progress!r}.")
@@ -333,17 +396,25 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
             "proportions would all be 1. Deconvolution needs a reference annotated with at least "
             "two cell types; check label_key.")
     if readout == "counts":
-        df, params = _signature_fit(ref, spt, labels, reference, spots, platform=bool(platform),
-                                    min_share=float(min_share), max_iter=int(max_iter), seed=int(seed),
-                                    progress=bool(progress), select_genes=bool(select_genes),
-                                    prior_shape=None if prior_shape is None else float(prior_shape))
+        df, params, states = _signature_fit(
+            ref, spt, labels, reference, spots, platform=bool(platform), min_share=float(min_share),
+            max_iter=int(max_iter), seed=int(seed), progress=bool(progress), select_genes=bool(select_genes),
+            prior_shape=None if prior_shape is None else float(prior_shape), n_states=int(n_states),
+            min_state_cells=int(min_state_cells))
         spt.adata.uns[PROPORTIONS_KEY + "_params"] = params
     else:
-        df = _plan_readout(model, ref, spt, labels, reference, spots, readout, k)
+        df, states = _plan_readout(model, ref, spt, labels, reference, spots, readout, k), None
     _write_rows(spt, PROPORTIONS_KEY, df.to_numpy(np.float32))
     spt.adata.uns[PROPORTIONS_KEY + "_columns"] = list(df.columns)
-    ondisk.save_results(spt, obsm=(PROPORTIONS_KEY,), uns=(PROPORTIONS_KEY + "_columns",) + (
-        (PROPORTIONS_KEY + "_params",) if readout == "counts" else ()))
+    obsm, uns = (PROPORTIONS_KEY,), (PROPORTIONS_KEY + "_columns",)
+    for key in (STATES_KEY, STATES_KEY + "_columns"):  # a previous call's states would mislead
+        for where in (spt.adata.obsm, spt.adata.uns):
+            where.pop(key, None)
+    if states is not None:
+        _write_rows(spt, STATES_KEY, states.to_numpy(np.float32))
+        spt.adata.uns[STATES_KEY + "_columns"] = list(states.columns)
+        obsm, uns = obsm + (STATES_KEY,), uns + (STATES_KEY + "_columns",)
+    ondisk.save_results(spt, obsm=obsm, uns=uns + ((PROPORTIONS_KEY + "_params",) if readout == "counts" else ()))
     return df
 
 
@@ -386,8 +457,11 @@ def _stored_matrix(d):
 
 
 def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, max_iter, seed,
-                   progress, prior_shape=None, select_genes=False) -> tuple[pd.DataFrame, dict]:
-    """readout="counts": checks, shared genes, signatures, gene factors, then the fit in chunks."""
+                   progress, prior_shape=None, select_genes=False, n_states=1,
+                   min_state_cells=MIN_STATE_CELLS) -> tuple[pd.DataFrame, dict, pd.DataFrame | None]:
+    """readout="counts": checks, shared genes, signatures (of types, or of their cell states),
+    gene factors, then the fit in chunks. Returns the proportions of the types, the choices made,
+    and the proportions of the states (None with one state per type)."""
     shared = ref.var_names[ref.var_names.isin(spt.var_names)]
     if ref.var_names.has_duplicates or spt.var_names.has_duplicates:
         raise ValueError("gene names of the reference or the spots are not unique; make them unique "
@@ -442,6 +516,15 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
     if empty.any():
         warnings.warn(f"{int(empty.sum())} spots of {spots!r} have no counts on the {len(genes)} genes "
                       "used; their proportions are NaN.", ScferryWarning, stacklevel=4)
+    owner, per_type = None, np.ones(len(types), np.int64)
+    if n_states > 1:
+        Xg = sp.csr_matrix(X[:, ref.var_names.get_indexer(genes)])  # cells x genes fitted (sparse)
+        state, owner = cell_states(Xg, labels.to_numpy(), types, n_states, min_state_cells, seed)
+        per_type = np.bincount(owner, minlength=len(types))
+        if len(owner) > len(types):
+            S = type_signatures(Xg, state.astype(str), [str(i) for i in range(len(owner))])
+        else:
+            owner = None                      # every type kept one state: the type-level fit
     tol = TOL
     scale = np.ones(len(genes))
     fit_rows = np.flatnonzero(~empty)
@@ -454,13 +537,26 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
         rng = np.random.default_rng([seed, 1])
         sub = fit_rows if len(fit_rows) <= PLATFORM_SPOTS else np.sort(rng.choice(fit_rows, PLATFORM_SPOTS, replace=False))
         a_ml = _abundance_chunks(Ys[sub], S, scale, max_iter, tol, 0.0)  # no cut: mu > 0 where y > 0
-        prior = _abundance_prior(Ys[sub], S, scale, a_ml, prior_shape)
+        prior = _abundance_prior(Ys[sub], S, scale, a_ml, prior_shape, n_types=len(types))
+        if owner is not None:  # a type's states share its Gamma(shape, rate): shape split among them
+            prior = (prior[0] / np.bincount(owner)[owner], prior[1], prior[2])
     props = np.full((Ys.shape[0], len(types)), np.nan)
     a = _abundance_chunks(Ys[fit_rows], S, scale, max_iter, tol, min_share, progress, prior=prior)
+    state_props = None
+    if owner is not None:
+        state_props = np.full((Ys.shape[0], len(owner)), np.nan)
+        state_props[fit_rows] = a / a.sum(axis=1, keepdims=True)
+        a = a @ np.eye(len(types))[owner]     # states summed to their types
     props[fit_rows] = a / a.sum(axis=1, keepdims=True)
     params = {"readout": "counts", "n_genes": int(len(genes)), "genes_not_used": int(lost),
               "select_genes": genes_selected, "genes_not_informative": int(n_shared - len(genes)),
               "platform": bool(platform), "min_share": float(min_share), "max_iter": int(max_iter),
               "prior_shape": prior_shape,
-              "prior_rate": None if prior is None else prior[1], "dispersion": None if prior is None else prior[2]}
-    return pd.DataFrame(props, index=spt.obs_names.copy(), columns=types), params
+              "prior_rate": None if prior is None else prior[1], "dispersion": None if prior is None else prior[2],
+              "n_states": int(n_states), "min_state_cells": int(min_state_cells),
+              "states_per_type": {t: int(n) for t, n in zip(types, per_type)}}
+    states = None
+    if state_props is not None:
+        cols = [f"{types[t]}#{i - np.flatnonzero(owner == t)[0]}" for i, t in enumerate(owner)]
+        states = pd.DataFrame(state_props, index=spt.obs_names.copy(), columns=cols)
+    return pd.DataFrame(props, index=spt.obs_names.copy(), columns=types), params, states

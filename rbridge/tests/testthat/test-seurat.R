@@ -187,6 +187,15 @@ test_that("ferry_deconvolve: Seurat assay of spot proportions, drawn by SpatialF
     pm <- model_obsm(st@misc$ferry, "st", "scferry_proportions")
     expect_equal(t(apply(d, 2, sort)), t(apply(pm[colnames(st), , drop = FALSE], 1, sort)),
                  tolerance = 1e-5, ignore_attr = TRUE)
+    # a Python option passes through ... (whole numbers as integers): cell states within types
+    st2 <- ferry_deconvolve(objs$rna, objs$st, "cell_type", n_states = 2)
+    d2 <- SeuratObject::GetAssayData(st2[["ferry.proportions"]], slot = "data")
+    expect_identical(dimnames(d2), dimnames(d))
+    expect_equal(unname(colSums(d2)), rep(1, ncol(st2)), tolerance = 1e-5)
+    ps <- model_obsm(st2@misc$ferry, "st", "scferry_state_proportions")
+    expect_gt(ncol(ps), nrow(d2))
+    expect_equal(unname(rowSums(ps[colnames(st2), , drop = FALSE])), rep(1, ncol(st2)), tolerance = 1e-5)
+    expect_false(isTRUE(all.equal(d2, d)))
     st[["slice"]] <- fake_visium(st)
     SeuratObject::DefaultAssay(st) <- "ferry.proportions"
     p <- Seurat::SpatialFeaturePlot(st, features = c("Ductal", "Cancer clone A"))
