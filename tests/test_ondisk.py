@@ -178,6 +178,15 @@ def test_transfer_and_deconvolve_write_into_the_store(tmp_path):
     np.testing.assert_array_equal(stored.obsm["scferry_proportions"], d2.to_numpy(np.float32))
     assert list(stored.uns["scferry_proportions_columns"]) == list(d2.columns)
     assert "scferry_label" not in ad.read_h5ad(paths["ref"]).obs  # only the target is written
+    # cell states within types (n_states): the reference's cells on the fitted genes read in chunks
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        s1 = sf.deconvolve(m1, "ref", "st", "cell_type", n_states=2, progress=False)
+        s2 = sf.deconvolve(m2, "ref", "st", "cell_type", n_states=2, progress=False)
+    np.testing.assert_allclose(s2.to_numpy(), s1.to_numpy(), atol=1e-6)
+    stored = ad.read_h5ad(paths["st"])
+    assert list(stored.uns["scferry_state_proportions_columns"]) == list(m1.adatas["st"].uns["scferry_state_proportions_columns"])
+    assert stored.obsm["scferry_state_proportions"].shape[1] > s2.shape[1]
 
 
 def test_bad_paths_and_formats(symphony, tmp_path):
