@@ -138,24 +138,21 @@ class _Encoder(nn.Module):
     """One dataset's encoder (diagonal and vertical modes): Linear-BatchNorm-ReLU layers, then
     the latent Gaussian's mean and log-variance."""
 
-    def __init__(self, n_in: int, n_hidden: tuple[int, ...], n_latent: int, front: nn.Module | None = None,
-                 n_front: int = 0):
+    def __init__(self, n_in: int, n_hidden: tuple[int, ...], n_latent: int):
         super().__init__()
-        self.front = front  # e.g. scferry.lsi.LSI (``encoder_input="lsi"``): features -> n_front inputs
-        sizes = [n_front if front is not None else n_in, *n_hidden]
+        sizes = [n_in, *n_hidden]
         self.hidden = nn.Sequential(*[m for a, b in zip(sizes[:-1], sizes[1:])
                                       for m in (nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU())])
         self.mu = nn.Linear(sizes[-1], n_latent)
         self.logvar = nn.Linear(sizes[-1], n_latent)
 
     def forward(self, x: torch.Tensor):
-        h = self.hidden(x if self.front is None else self.front(x))
+        h = self.hidden(x)
         return self.mu(h), self.logvar(h).clamp(-10.0, 10.0)
 
 
 MODES = ("horizontal", "vertical", "diagonal")
 LIKELIHOODS = ("scaled", "bernoulli")
-ENCODER_INPUTS = ("features", "lsi")
 CELL_FACTOR_HIDDEN = 32
 
 
@@ -176,7 +173,7 @@ class UniPort(Method):
         ot_iter=100, keep_plan=True, plan_k=50, plan_eps=None,
         mode=None, cross_weight=1.0, ot_marginals=None, prior_alpha=2.0, prior_pairs=None,
         gw_prior=True, gw_weight=1.0, gw_params=None, pair_reduction="mean", feature_selection=None,
-        peak_likelihood=None, contrastive_weight=0.0, temperature=0.1, encoder_input=None, n_lsi=50,
+        peak_likelihood=None, contrastive_weight=0.0, temperature=0.1,
     )
     train_defaults = dict(max_iter=2000, lr=2e-4, weight_decay=5e-4, batch_size=256, patience=10)
 
@@ -197,9 +194,8 @@ class UniPort(Method):
         else:  # one encoder per dataset on its own features
             self.inputs = self.encode_inputs = ("specific",)
             self.paired = self.mode == "vertical"
-            enc_in = params.get("encoder_input") or {}
-            self.encoders = nn.ModuleList(self._encoder(n, c, enc_in.get(name), params)
-                                          for n, c, name in zip(dims["n_specific"], dims["n_cells"], dataset_names))
+            self.encoders = nn.ModuleList(_Encoder(n, tuple(params["n_hidden"]), n_lat)
+                                          for n in dims["n_specific"])
             # MultiVI's accessibility likelihood (Ashuach et al. 2023) for the datasets that use it:
             # a learned factor per region and a per-cell factor from the cell's own input
             lik = params.get("peak_likelihood") or {}
@@ -222,16 +218,6 @@ class UniPort(Method):
             for p, q in self.pairs:  # one accumulator per direction: targets are the rows
                 self.plans[(p, q)] = TopKPlan(dims["n_cells"][p], dims["n_cells"][q], k=params["plan_k"])
                 self.plans[(q, p)] = TopKPlan(dims["n_cells"][q], dims["n_cells"][p], k=params["plan_k"])
-
-    @staticmethod
-    def _encoder(n_in: int, n_cells: int, kind: str | None, params: dict[str, Any]) -> _Encoder:
-        """One dataset's encoder; ``encoder_input="lsi"``: behind a TF-IDF + LSI front-end."""
-        hidden, n_lat = tuple(params["n_hidden"]), params["n_latent"]
-        if kind != "lsi":
-            return _Encoder(n_in, hidden, n_lat)
-        from ..lsi import LSI, n_components
-        k = n_components(n_in, n_cells, params["n_lsi"])
-        return _Encoder(n_in, hidden, n_lat, front=LSI(n_in, k), n_front=k)
 
     def _init_guidance(self, dims: dict[str, Any], params: dict[str, Any]) -> None:
         """Per-cell marginal weights as buffers (saved with the model; ``params`` keeps only
@@ -282,12 +268,6 @@ class UniPort(Method):
                              f"scaled values, the default), 'bernoulli' (binarised input, MultiVI's region and cell "
                              f"factors) or a dict dataset name -> one of them; got {lik!r}.")
         check_number(params, "contrastive_weight")
-        enc = params.get("encoder_input")
-        if enc is not None and not all(v in ENCODER_INPUTS for v in (enc.values() if isinstance(enc, dict) else [enc])):
-            raise ValueError(f"encoder_input must be None (each encoder reads its dataset's features), "
-                             f"'features', 'lsi' (a TF-IDF + LSI front-end fitted on the training cells, "
-                             f"for ATAC peaks) or a dict dataset name -> one of them; got {enc!r}.")
-        check_int(params, "n_lsi")
         check_number(params, "temperature", strict=True)
         check_hidden(params)
         for key in ("kl_weight", "specific_weight", "ot_weight"):
@@ -354,7 +334,6 @@ class UniPort(Method):
         params["feature_selection"] = resolve_feature_selection(
             "variable" if given is None else given, datasets, params.get("_choices", {}), "uniPort")
         params["peak_likelihood"] = _resolve_likelihood(params.get("peak_likelihood"), datasets, mode)
-        params["encoder_input"] = _resolve_encoder_input(params.get("encoder_input"), datasets, mode)
         params["ot_marginals"] = _check_marginals(params.get("ot_marginals"), datasets)
         if mode == "vertical" and (params["ot_marginals"] or labels is not None):
             raise ValueError(
@@ -429,8 +408,6 @@ class UniPort(Method):
         for d, v in enumerate(views):
             if self.mode == "horizontal":
                 self.dec_common_bn.bns[d].bias.copy_(_logit_mean(v["common"]))
-            elif self.encoders[d].front is not None:  # the LSI of this dataset's training cells
-                self.encoders[d].front.fit(v["specific"], seed=int(self.params.get("seed", 0)))
             if d in getattr(self, "bernoulli", ()):  # start p = sigmoid(.) * region * cell at the open rate
                 X = v["specific"]
                 rate = np.asarray((X > 0).mean(axis=0), dtype=np.float64).ravel()
@@ -660,22 +637,6 @@ def _resolve_likelihood(given, datasets, mode: str) -> dict[str, str]:
     if mode == "horizontal" and "bernoulli" in out.values():
         raise ValueError("peak_likelihood='bernoulli' applies to the per-dataset decoders of the vertical "
                          "and diagonal modes; horizontal mode decodes shared genes. Drop it or pass mode=.")
-    return out
-
-
-def _resolve_encoder_input(given, datasets, mode: str) -> dict[str, str]:
-    """Per dataset, what its encoder reads (``encoder_input``): its features, or their LSI."""
-    names = [d.name for d in datasets]
-    if isinstance(given, dict):
-        if set(given) != set(names):
-            raise ValueError(f"encoder_input as a dict needs one entry per dataset {names}; got "
-                             f"{sorted(map(str, given))}.")
-        out = {n: given[n] for n in names}
-    else:
-        out = {n: given or "features" for n in names}
-    if mode == "horizontal" and "lsi" in out.values():
-        raise ValueError("encoder_input='lsi' applies to the per-dataset encoders of the vertical and "
-                         "diagonal modes; horizontal mode encodes shared genes. Drop it or pass mode=.")
     return out
 
 
