@@ -81,6 +81,12 @@ class Method(nn.Module):
         """Latent coordinates (cells x latent) of cells of dataset index ``dataset`` (eval mode)."""
         raise NotImplementedError
 
+    def embed(self, z: torch.Tensor) -> torch.Tensor:
+        """The embedding (what integrate writes and ``sf.project`` returns) of latent codes ``z``
+        from :meth:`encode`: the codes themselves unless a method maps them (uniPort's
+        ``embedding="unit"``); decoders read the codes, not this."""
+        return z
+
     # Non-parameter state a method keeps across training (e.g. uniPort's global OT plan).
     def extra_state(self) -> dict[str, Any]:
         return {}

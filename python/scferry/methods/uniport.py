@@ -46,6 +46,18 @@ Deliberate choices (documented for users and benchmarks):
   InfoNCE term on the unit-normalised latent means of each cell's measurements (each cell's other
   measurement the positive among every cell of the minibatch, ``temperature``; MinNet's
   objective without labels, ``scferry.methods.base.info_nce``) to the paired OT loss.
+- ``embedding`` (vertical mode; not in uniPort): what integrate writes and ``sf.project`` returns.
+  "mean" is the latent posterior means (the paper's); "unit" their direction (each mean scaled
+  to length 1: cosine geometry, as contrastive models such as CLIP and MinNet's InfoNCE embed).
+  None (the default): "unit" when a modality looks like ATAC peaks (``scferry.gw.guess_kind``;
+  announced and recorded in ``model.choices``), "mean" otherwise. Why: an amortised encoder maps
+  an input unlike its training inputs toward the prior's centre (with little evidence a
+  variational posterior's mean stays near the prior's, 0). A peaks encoder reads a
+  few reads per nucleus among thousands of peaks and fits its training nuclei exactly, so the codes
+  of nuclei it did not train on sit nearer the centre than their RNA partners' while pointing the
+  same way: held-apart nuclei align in direction, not in length. Training and decoding are
+  unchanged (the decoders read the means; ``sf.impute`` too). Measurements:
+  bench/multiome/RESULTS.md, "uniPort vertical: the held-apart modality gap".
 - Guidance (paper, Supplementary Notes 5-6): per-cell OT marginal weights (``ot_marginals``,
   the vectors a and b of the minibatch UOT instead of uniform ones) and, with
   ``integrate(label_key=...)``, a prior cell-type correspondence: the cost between labelled cells
@@ -106,7 +118,7 @@ from torch import nn
 
 from ..data import check_paired, has_shared_features, shared_features
 from ..errors import ScferryWarning, record_choice
-from ..pp import check_feature_selection, resolve_feature_selection, specific_feature_counts
+from ..pp import check_feature_selection, head_rows, resolve_feature_selection, specific_feature_counts
 from ..ot import TopKPlan, unbalanced_sinkhorn
 from ..train import LossRecord
 from .base import Method, check_hidden, check_int, check_number, info_nce
@@ -153,6 +165,7 @@ class _Encoder(nn.Module):
 
 MODES = ("horizontal", "vertical", "diagonal")
 LIKELIHOODS = ("scaled", "bernoulli")
+EMBEDDINGS = ("mean", "unit")
 CELL_FACTOR_HIDDEN = 32
 
 
@@ -173,7 +186,7 @@ class UniPort(Method):
         ot_iter=100, keep_plan=True, plan_k=50, plan_eps=None,
         mode=None, cross_weight=1.0, ot_marginals=None, prior_alpha=2.0, prior_pairs=None,
         gw_prior=True, gw_weight=1.0, gw_params=None, pair_reduction="mean", feature_selection=None,
-        peak_likelihood=None, contrastive_weight=0.0, temperature=0.1,
+        peak_likelihood=None, contrastive_weight=0.0, temperature=0.1, embedding=None,
     )
     train_defaults = dict(max_iter=2000, lr=2e-4, weight_decay=5e-4, batch_size=256, patience=10)
 
@@ -268,6 +281,10 @@ class UniPort(Method):
                              f"scaled values, the default), 'bernoulli' (binarised input, MultiVI's region and cell "
                              f"factors) or a dict dataset name -> one of them; got {lik!r}.")
         check_number(params, "contrastive_weight")
+        if params.get("embedding") not in (None, *EMBEDDINGS):
+            raise ValueError(f"embedding must be None (vertical mode: 'unit' when a modality is ATAC peaks, "
+                             f"else 'mean'), 'mean' (the latent posterior means, the paper's) or 'unit' "
+                             f"(their direction: the means scaled to length 1); got {params.get('embedding')!r}.")
         check_number(params, "temperature", strict=True)
         check_hidden(params)
         for key in ("kl_weight", "specific_weight", "ot_weight"):
@@ -328,12 +345,15 @@ class UniPort(Method):
         params["mode"] = mode
         names = [d.name for d in datasets]
         # by sparsity in vertical mode (scferry.pp.specific_feature_counts), else 2,000
+        heads = head_rows(datasets) if mode == "vertical" else None  # read once (density, kind)
         params["n_specific_genes"] = specific_feature_counts(params.get("n_specific_genes"), datasets,
-                                                             by_sparsity=mode == "vertical")
+                                                             by_sparsity=mode == "vertical", heads=heads)
         given = params.get("feature_selection")  # None: the paper's highly variable (docstring)
         params["feature_selection"] = resolve_feature_selection(
             "variable" if given is None else given, datasets, params.get("_choices", {}), "uniPort")
         params["peak_likelihood"] = _resolve_likelihood(params.get("peak_likelihood"), datasets, mode)
+        params["embedding"] = _resolve_embedding(params.get("embedding"), datasets, mode,
+                                                 params.get("_choices", {}), heads)
         params["ot_marginals"] = _check_marginals(params.get("ot_marginals"), datasets)
         if mode == "vertical" and (params["ot_marginals"] or labels is not None):
             raise ValueError(
@@ -392,6 +412,10 @@ class UniPort(Method):
             return self.encoders[dataset](inputs["specific"])[0]
         x = inputs["common"]
         return self._encode(x, [x.shape[0]], [dataset])[0]
+
+    def embed(self, z: torch.Tensor) -> torch.Tensor:
+        """``embedding="unit"``: the latent means' direction (see the module docstring)."""
+        return F.normalize(z, dim=1) if self.params.get("embedding") == "unit" else z
 
     def decode_common(self, z: torch.Tensor, sizes: list[int], datasets: list[int]) -> torch.Tensor:
         """Logits of the common genes (the decoder's sigmoid output is ``sigmoid`` of these)."""
@@ -638,6 +662,30 @@ def _resolve_likelihood(given, datasets, mode: str) -> dict[str, str]:
         raise ValueError("peak_likelihood='bernoulli' applies to the per-dataset decoders of the vertical "
                          "and diagonal modes; horizontal mode decodes shared genes. Drop it or pass mode=.")
     return out
+
+
+def _resolve_embedding(given, datasets, mode: str, choices: dict, heads: dict | None) -> str:
+    """``embedding``: the user's, else in vertical mode "unit" when a dataset looks like ATAC peaks
+    (``scferry.gw.guess_kind``; announced and recorded), else "mean"."""
+    if given is not None:
+        if given == "unit" and mode != "vertical":
+            raise ValueError("embedding='unit' applies to vertical mode (the same cells in every dataset, "
+                             "each modality embedded alone); drop it or pass mode='vertical'.")
+        return given
+    if mode != "vertical":
+        return "mean"
+    from ..gw import guess_kind
+    peaks = [d.name for d in datasets if guess_kind(heads[d.name], d.adata.var, d.var_names) == "peaks"]
+    if not peaks:
+        return "mean"
+    record_choice(choices, "embedding", "unit",
+                  f"{', '.join(map(repr, peaks))} look like ATAC peaks: the embedding is the direction of "
+                  "the latent means (length 1), not the means",
+                  f"uniPort vertical: {', '.join(map(repr, peaks))} look like ATAC peaks, so the embedding is "
+                  "the direction of each cell's latent mean (scaled to length 1): the peaks encoder shrinks "
+                  "the codes of nuclei it did not train on toward the prior's centre. Pass embedding='mean' "
+                  "for the means (the paper's).", stacklevel=4)
+    return "unit"
 
 
 def _default_names(names) -> bool:

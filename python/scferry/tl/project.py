@@ -140,7 +140,7 @@ def impute(model: Model, adata: AnnData, target: str, *, dataset: str | None = N
 
     tgt = model.dataset(target, "target") if method == "knn" else None  # attached: checked first
     views = model.transform(adata, dataset, layer=layer, what="adata")
-    z = model.encode(views, dataset)
+    z = model.encode(views, dataset, latent=method != "knn")  # the decoders read the latent means
     if method == "knn":
         return _impute_knn(model, adata, z, tgt, genes, dataset, k)
     t, dev = model.index(target), model.device
@@ -153,7 +153,7 @@ def impute(model: Model, adata: AnnData, target: str, *, dataset: str | None = N
         out[start:start + chunk] = torch.sigmoid(decode(zc, t)).cpu().numpy() * inv
     units = "log1p(counts per %g)" % prep.target_sum if prep.normalize else "as given to integrate"
     result = AnnData(out, obs=adata.obs.copy(), var=pd.DataFrame(index=pd.Index(genes, name=None)))
-    result.obsm[EMBEDDING_KEY] = z
+    result.obsm[EMBEDDING_KEY] = model.embed(z)
     model.record_embedding(result)
     result.uns[IMPUTE_KEY] = {"target": target, "dataset": dataset, "method": "decoder", "units": units}
     return result

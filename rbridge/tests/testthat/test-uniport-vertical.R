@@ -28,3 +28,33 @@ test_that("vertical uniPort's per-modality feature numbers pass through ferry_in
                                  n_specific_genes = list(rna = 300), verbose = FALSE),
                  "one entry per dataset")
 })
+
+test_that("vertical uniPort's embedding (unit direction for ATAC peaks) passes through and projects", {
+    skip_if_no_python()
+    skip_if_no_sce()
+    rna <- scferry::ferry_read_h5ad(fixture_file("snare_cortex_rna.h5ad"), as = "SingleCellExperiment")
+    atac <- scferry::ferry_read_h5ad(fixture_file("snare_cortex_atac.h5ad"), as = "SingleCellExperiment")
+    keep <- seq(1L, ncol(rna), length.out = 200L)
+    objs <- list(rna = rna[, keep], atac = atac[, keep])
+    model_of <- function(fit) scferry:::.ferry_model_any(S4Vectors::metadata(fit$rna)$ferry)
+    # the default for peaks: the direction of the latent means, announced and recorded
+    expect_warning(fit <- ferry_integrate(objs, method = "uniport", max_iter = 3, progress = FALSE,
+                                          model_dir = tempfile("models"), verbose = FALSE),
+                   "embedding is the direction")
+    model <- model_of(fit)
+    expect_identical(reticulate::py_to_r(model$params$embedding), "unit")
+    z <- SingleCellExperiment::reducedDim(fit$atac, "FERRY")
+    expect_equal(unname(sqrt(rowSums(z^2))), rep(1, nrow(z)), tolerance = 1e-5)
+    # a held-apart query embedded with the R projection function: the same geometry
+    q <- ferry_project(atac[, setdiff(seq_len(ncol(atac)), keep)[1:20]], fit$atac)
+    zq <- SingleCellExperiment::reducedDim(q, "FERRY")
+    expect_equal(unname(sqrt(rowSums(zq^2))), rep(1, 20), tolerance = 1e-5)
+    # the means on request
+    fit <- suppressWarnings(ferry_integrate(objs, method = "uniport", max_iter = 3, progress = FALSE,
+                                            embedding = "mean", model_dir = tempfile("models"),
+                                            verbose = FALSE))
+    expect_identical(reticulate::py_to_r(model_of(fit)$params$embedding), "mean")
+    expect_error(ferry_integrate(objs, method = "uniport", max_iter = 3, progress = FALSE,
+                                 embedding = "norm", verbose = FALSE),
+                 "embedding must be")
+})
