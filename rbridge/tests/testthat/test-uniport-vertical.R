@@ -38,8 +38,8 @@ test_that("vertical uniPort's embedding (unit direction for ATAC peaks) passes t
     objs <- list(rna = rna[, keep], atac = atac[, keep])
     model_of <- function(fit) scferry:::.ferry_model_any(S4Vectors::metadata(fit$rna)$ferry)
     # the default for peaks: the direction of the latent means, announced and recorded
-    expect_warning(fit <- ferry_integrate(objs, method = "uniport", max_iter = 3, progress = FALSE,
-                                          model_dir = tempfile("models"), verbose = FALSE),
+    expect_warning(fit <- ferry_integrate(objs, method = "uniport", mode = "vertical", max_iter = 3,
+                                          progress = FALSE, model_dir = tempfile("models"), verbose = FALSE),
                    "embedding is the direction")
     model <- model_of(fit)
     expect_identical(reticulate::py_to_r(model$params$embedding), "unit")
