@@ -56,7 +56,8 @@ def score(d: Path, method: str) -> dict | None:
 def state_fits(d: Path, which) -> dict:
     """``--estimates``: the type-level default (posterior mean) and, on the state signatures
     (``dec.cell_states`` at ``n_states`` x ``min_state_cells``, written ``mean<n>m<c>`` /
-    ``map<n>m<c>``), the posterior mean or the posterior MODE (MAP-EM, ``variants.fit``'s
+    ``map<n>m<c>``; ``...k<kappa>``: each state's signature shrunk to its type's mean,
+    ``(n_s mean_s + kappa mean_t) / (n_s + kappa)``), the posterior mean or the posterior MODE (MAP-EM, ``variants.fit``'s
     ``estimate="map"``: a state the spot's counts support with fewer than ``(1 - shape) phi``
     counts gets exactly 0), states summed to types. ``map1m10`` is the type-level mode."""
     _, Y, truth, Xg, labels = load(d, cells=True)
@@ -64,9 +65,13 @@ def state_fits(d: Path, which) -> dict:
     out = {}
     for v in which:
         kind = "map" if v.startswith("map") else "mean"
-        n, m = (int(x) for x in v[len(kind):].split("m"))
+        rest, _, kappa = v[len(kind):].partition("k")
+        n, m = (int(x) for x in rest.split("m"))
         state, owner = dec.cell_states(Xg, labels, types, n, m, 0)
         St = dec.type_signatures(Xg, state.astype(str), [str(i) for i in range(len(owner))])
+        if kappa:  # each state's signature shrunk to its type's: (n_s mean_s + kappa mean_t) / (n_s + kappa)
+            n_s = np.bincount(state, minlength=len(owner)).astype(float)[:, None]
+            St = (n_s * St + float(kappa) * dec.type_signatures(Xg, labels, types)[owner]) / (n_s + float(kappa))
         scale = dec._platform_scale(Y, St, 100, dec.TOL, 0.0, dec.PRIOR_COUNTS)
         a_ml = dec._abundance_chunks(Y, St, scale, 500, dec.TOL, 0.0)
         shape, rate, phi = dec._abundance_prior(Y, St, scale, a_ml, dec.PRIOR_SHAPE, n_types=len(types))

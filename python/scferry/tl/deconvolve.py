@@ -29,8 +29,9 @@ DE_FOLD = 0.5  # readout="counts": informative genes, RCTD's cut-offs (Cable et 
 DE_EXPR = 0.000125  # type's share of the gene to the other types' mean share, and that share itself
 MIN_INFORMATIVE = 10  # select_genes: with fewer informative genes, every shared gene is fitted (announced)
 N_STATES = 1  # readout="counts": cell states per type at most (1: one signature per type)
-MIN_STATE_CELLS = 10  # readout="counts": reference cells per state at least (smaller types keep fewer states)
+MIN_STATE_CELLS = 5  # readout="counts": reference cells per state at least (smaller types keep fewer states)
 STATE_FIT_CELLS = 5000  # cells (at most, seeded subsample) of one type that k-means is fitted on
+STATE_SHRINK = 20.0  # pseudo-cells of its type's mean in each state's signature (bench/deconvolution/RESULTS.md)
 
 
 # ---------------------------------------------------------------------------- signature fit
@@ -286,13 +287,16 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
     ``n_states`` > 1 splits each type into cell states, as BayesPrism splits its reference (Chu et
     al., Nat Cancer 3, 505 (2022)): k-means sub-clusters of the type's reference cells on their
     log-normalised counts of the fitted genes (:func:`cell_states`; at most ``n_states`` per type,
-    at least ``min_state_cells`` cells each, so a small type keeps one), one signature per state,
-    the same fit over the states (gene factors, dispersion and prior as above; a type's states
-    share its Gamma prior, the shape split equally among them, so that a type's summed abundance
-    keeps the type-level prior), and each type's proportion the sum of its states'. A cell's
-    deviation from its type's mean can then be fitted by another state of its own type instead of
-    by a type with a similar signature. Off by default: on the study's references it did not
-    lower the mass on absent types and raised the error (bench/deconvolution/RESULTS.md, "cell
+    at least ``min_state_cells`` cells each, so a small type keeps one); one signature per state,
+    its cells' mean counts shrunk towards its type's mean as if 20 cells at the type's mean were
+    added (``(n_s m_s + 20 m_t) / (n_s + 20)``: a state's mean is the mean of fewer cells, so
+    noisier); the same fit over the states (gene factors, dispersion and prior as above; a type's
+    states share its Gamma prior, the shape split equally among them, so that a type's summed
+    abundance keeps the type-level prior); and each type's proportion the sum of its states'. A
+    cell's deviation from its type's mean can then be fitted by another state of its own type
+    instead of by a type with a similar signature. Off by default: on the study's references it
+    lowered the mass on absent types a little and raised the error a little on the mean, helping
+    only on the reference with the most cells per type (bench/deconvolution/RESULTS.md, "cell
     states").
     Proportions: ``a_s / sum_k a_sk`` (fractions of cells, since signatures are per cell). Types
     with fewer than 25 reference cells are named in a warning: their signatures are means of few
@@ -344,7 +348,7 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
         (columns ``uns["scferry_state_proportions_columns"]``, ``"<type>#<i>"``), the states per
         type to ``uns["scferry_proportions_params"]["states_per_type"]``.
     min_state_cells
-        ``readout="counts"``: reference cells per state at least (default 10): a type of ``n``
+        ``readout="counts"``: reference cells per state at least (default 5): a type of ``n``
         cells gets at most ``n // min_state_cells`` states, fewer where k-means would make a
         smaller one.
     max_iter
@@ -521,8 +525,10 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
         Xg = sp.csr_matrix(X[:, ref.var_names.get_indexer(genes)])  # cells x genes fitted (sparse)
         state, owner = cell_states(Xg, labels.to_numpy(), types, n_states, min_state_cells, seed)
         per_type = np.bincount(owner, minlength=len(types))
-        if len(owner) > len(types):
-            S = type_signatures(Xg, state.astype(str), [str(i) for i in range(len(owner))])
+        if len(owner) > len(types):  # each state's mean shrunk to its type's (a few cells are noisy)
+            n_s = np.bincount(state, minlength=len(owner)).astype(np.float64)[:, None]
+            S = (n_s * type_signatures(Xg, state.astype(str), [str(i) for i in range(len(owner))])
+                 + STATE_SHRINK * S[owner]) / (n_s + STATE_SHRINK)
         else:
             owner = None                      # every type kept one state: the type-level fit
     tol = TOL
@@ -553,7 +559,7 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
               "platform": bool(platform), "min_share": float(min_share), "max_iter": int(max_iter),
               "prior_shape": prior_shape,
               "prior_rate": None if prior is None else prior[1], "dispersion": None if prior is None else prior[2],
-              "n_states": int(n_states), "min_state_cells": int(min_state_cells),
+              "n_states": int(n_states), "min_state_cells": int(min_state_cells), "state_shrinkage": STATE_SHRINK,
               "states_per_type": {t: int(n) for t, n in zip(types, per_type)}}
     states = None
     if state_props is not None:
