@@ -9,6 +9,7 @@ Every kNN search of scferry goes through here (metrics, ``sf.refine``, MinNet's 
 - :func:`knn_torch`: :func:`knn` for a torch tensor on its device (blocked exact search on CUDA);
 - :func:`nearest_torch`: the ``k`` nearest of a few centres (prototypes) of every row (torch);
 - :func:`mutual_knn_mask`: mutual nearest neighbours by cosine similarity of two small sets;
+- :func:`mutual_pairs`: mutual nearest neighbour pairs (euclidean) of two sets of any size;
 - :func:`umap_connectivities`: UMAP's fuzzy neighbour graph (as scanpy builds it) from :func:`knn`.
 
 Exact versus approximate: on the CPU the search is exact (scikit-learn ``NearestNeighbors``,
@@ -26,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["EXACT_MAX", "knn", "knn_between", "knn_torch", "nearest_torch", "mutual_knn_mask",
-           "umap_connectivities", "drop_self"]
+           "mutual_pairs", "umap_connectivities", "drop_self"]
 
 #: Above this many indexed cells, CPU searches switch from exact (scikit-learn) to approximate
 #: (pynndescent). The one default of the package; callers may pass ``exact_max=`` instead.
@@ -134,6 +135,20 @@ def mutual_knn_mask(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
     ab = torch.zeros_like(sim, dtype=torch.bool).scatter_(1, sim.topk(ka, dim=1).indices, True)
     ba = torch.zeros_like(sim, dtype=torch.bool).scatter_(0, sim.topk(kb, dim=0).indices, True)
     return ab & ba
+
+
+def mutual_pairs(A: np.ndarray, B: np.ndarray, k: int, *, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Mutual nearest neighbours (Haghverdi et al., Nat Biotechnol 2018) of two sets: the pairs
+    (i, j) where B[j] is among the ``k`` euclidean nearest rows of B to A[i] and A[i] among the
+    ``k`` nearest rows of A to B[j] (``k`` capped at each set's size). Returns (rows of A, rows
+    of B), sorted by the row of A."""
+    ka, kb = min(k, B.shape[0]), min(k, A.shape[0])
+    _, ab = knn_between(B, A, ka, seed=seed)  # for each row of A, its nearest rows of B
+    _, ba = knn_between(A, B, kb, seed=seed)
+    i = np.repeat(np.arange(A.shape[0]), ka)
+    j = ab.ravel()
+    keep = (ba[j] == i[:, None]).any(axis=1)
+    return i[keep].astype(np.int64), j[keep].astype(np.int64)
 
 
 def umap_connectivities(X: np.ndarray, n_neighbors: int, seed: int = 0) -> sp.csr_matrix:

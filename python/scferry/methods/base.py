@@ -113,6 +113,37 @@ def info_nce(zx: torch.Tensor, zy: torch.Tensor, temperature: float) -> torch.Te
                   + torch.nn.functional.cross_entropy(logits.T, target))
 
 
+def neighbour_nce(anchor: torch.Tensor, positive: torch.Tensor, temperature: float,
+                  groups: torch.Tensor | None = None) -> torch.Tensor:
+    """InfoNCE (van den Oord et al. 2018) with each anchor's neighbour ``positive[i]`` as its
+    positive and the other rows of ``positive`` as negatives (only those of the same ``groups``
+    entry, e.g. the same dataset, when given), on squared euclidean distances divided by their
+    minibatch mean (scale-free: the loss cannot be lowered by inflating the space), over
+    ``temperature``; cross-entropy in both directions, as :func:`info_nce`. The neighbour-positive
+    contrastive form of scDML (Yu et al., Nat Commun 2023) and SMILE (Xu et al., Brief Bioinform
+    2022) on a VAE's latent means."""
+    d2 = torch.cdist(anchor, positive).pow(2)
+    logits = -d2 / (temperature * d2.mean().clamp_min(1e-8))
+    if groups is not None:
+        logits = logits.masked_fill(groups[:, None] != groups[None, :], float("-inf"))
+    target = torch.arange(anchor.shape[0], device=anchor.device)
+    return 0.5 * (torch.nn.functional.cross_entropy(logits, target)
+                  + torch.nn.functional.cross_entropy(logits.T, target))
+
+
+def neighbour_pull(anchor: torch.Tensor, positive: torch.Tensor,
+                   groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean squared euclidean distance of each anchor to its neighbour ``positive[i]`` over the mean
+    squared distance of anchors to all rows of ``positive`` (only those of the same ``groups``
+    entry when given): neighbours close relative to the space's spread, scale-free (inflating or
+    shrinking the space does not change it). Unlike :func:`neighbour_nce` it has no term that
+    spreads the other cells apart (the "uniformity" of contrastive losses, Wang and Isola, ICML
+    2020), so it keeps neighbourhoods without evening out cell densities."""
+    d2 = torch.cdist(anchor, positive).pow(2)
+    same = torch.ones_like(d2, dtype=torch.bool) if groups is None else groups[:, None] == groups[None, :]
+    return d2.diagonal().mean() / d2[same].mean().clamp_min(1e-8)
+
+
 def is_int(v) -> bool:
     return isinstance(v, Integral) and not isinstance(v, bool)
 

@@ -32,6 +32,20 @@ figures in bench/batch_integration/RESULTS.md, "DAVAE's defaults"):
   negative binomial on the counts behind the log-normalised input, gene-wise dispersion, mean =
   decoded proportions x the cell's count over the model's genes, as scVI; about twice the time
   per step). ``likelihood="nb"`` needs raw counts and ``preprocess=True``.
+- Two label-free neighbour terms, options left off by default (measured on every dataset of
+  the study; neither helped on most): ``structure_weight`` keeps each cell's own-dataset
+  neighbours (its 10 nearest cells in its dataset's own 30-component PCA of the model inputs,
+  found once) close in the latent: one neighbour per minibatch cell, drawn at random, is
+  encoded, and the term is its mean squared distance to the cell over the mean squared distance
+  of the dataset's minibatch cells to those neighbours (scale-free; :func:`neighbour_pull`), as
+  the within-batch neighbour positives of scDML (Yu et al., Nat Commun 2023) and SMILE (Xu et
+  al., Brief Bioinform 2022) but without the contrastive negatives, whose uniformity pressure
+  evened out each dataset's density and merged cell types. ``mnn_weight`` pulls together the
+  mutual nearest neighbours of every two datasets (10 neighbours; found once in the PCA of all
+  cells with unit-normalised rows, then again in the latent means every 500 steps, as iMAP's
+  second stage, Wang et al., Genome Biol 2021, and scDML use MNN pairs), as InfoNCE with one
+  partner per minibatch cell as its positive and the other cells' partners as negatives
+  (:func:`neighbour_nce`). Both are multiplied by the number of genes, as the domain term.
 - A ceiling on the adversary, ``domain_grad_cap=3`` (``None`` = the paper's plain reversal): the
   reversed domain gradient reaching the latent means is scaled down wherever its norm exceeds 3
   times the norm of the ELBO's gradient there, so that the adversary can never push the encoder
@@ -83,7 +97,7 @@ from torch import nn
 
 from ..pp import TARGET_SUM
 from ..train import LossRecord
-from .base import Method, check_hidden, check_int
+from .base import Method, check_hidden, check_int, check_number, neighbour_nce, neighbour_pull
 
 
 class _ReverseGradient(torch.autograd.Function):
@@ -110,6 +124,7 @@ class DAVAE(Method):
     defaults = dict(
         n_latent=10, n_hidden=(128, 64, 32), n_common_genes=2000, domain_weight=3.0,
         domain_hidden=16, dropout=0.1, kl_warmup=0, likelihood="gaussian", domain_grad_cap=3.0,
+        structure_weight=0.0, mnn_weight=0.0,
     )
     # Adam at the paper's lr; a fixed budget in steps (like scbean's fixed epochs), set from the
     # number of cells (auto_max_iter): the ELBO levels off before the adversarial alignment
@@ -117,6 +132,10 @@ class DAVAE(Method):
     # (bench/batch_integration/RESULTS.md).
     train_defaults = dict(max_iter="auto", lr=1e-2, weight_decay=0.0, batch_size=128, patience=None)
     STEPS_PER_CELL, MIN_STEPS, MAX_STEPS = 2.5, 500, 8000
+    # structure_weight / mnn_weight (module docstring): principal components of the inputs the
+    # neighbours are found in, neighbours per cell, the contrastive temperature (of the minibatch's
+    # mean squared distance) and how often (steps) the mutual pairs are found again in the latent
+    NCE_PCS, NCE_NEIGHBOURS, NCE_TEMPERATURE, MNN_REFRESH = 30, 10, 0.2, 500
 
     @classmethod
     def auto_max_iter(cls, n_cells: list[int]) -> int:
@@ -141,6 +160,8 @@ class DAVAE(Method):
             raise ValueError(f"domain_grad_cap must be a number > 0 (the largest ratio of the domain "
                              f"term's gradient at the latent means to the ELBO's) or None (no cap); "
                              f"got {cap!r}.")
+        check_number(params, "structure_weight")
+        check_number(params, "mnn_weight")
         if not (isinstance(params["domain_weight"], (int, float)) and params["domain_weight"] >= 0):
             raise ValueError(f"domain_weight must be a number >= 0; got {params['domain_weight']!r}.")
         if not (isinstance(params["dropout"], (int, float)) and 0 <= params["dropout"] < 1):
@@ -148,6 +169,10 @@ class DAVAE(Method):
 
     @classmethod
     def resolve(cls, params: dict[str, Any], datasets: list, labels) -> tuple[tuple[str, ...], bool]:
+        from ..ondisk import is_on_disk
+        if (params["structure_weight"] > 0 or params["mnn_weight"] > 0) and any(map(is_on_disk, datasets)):
+            raise ValueError("structure_weight and mnn_weight find neighbours in the whole data held in "
+                             "memory: pass the datasets as AnnData objects in memory, or leave both at 0.")
         if params["likelihood"] == "nb":  # each cell's total count, to give the model back its counts
             from ..ondisk import row_chunks
             params["_library"] = [np.concatenate([np.asarray(X.sum(axis=1)).ravel() for X in row_chunks(d)])
@@ -176,6 +201,12 @@ class DAVAE(Method):
                                         nn.Linear(params["domain_hidden"], k))
         self._steps = 0  # training losses computed so far (KL warm-up); a host int: no device sync
         self._last_ratio = torch.zeros(())  # domain_grad_cap: the last step's gradient-norm ratio
+        # structure_weight / mnn_weight: the model inputs of every cell (to encode a minibatch
+        # cell's neighbour), each cell's own-dataset neighbours and its mutual-pair partners;
+        # set by init_from_data, used in training only, never saved
+        self._pool: list | None = None
+        self._nbr: list[np.ndarray] | None = None
+        self._mnn: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
 
     @staticmethod
     def dims_from_views(views: list[dict]) -> dict[str, Any]:
@@ -183,7 +214,11 @@ class DAVAE(Method):
 
     def init_from_data(self, views: list[dict]) -> None:
         """nb: each view gets ``size`` (cells x 1: total count / 10,000), with which ``loss`` turns
-        the log-normalised input back into counts."""
+        the log-normalised input back into counts. structure_weight / mnn_weight: each cell's
+        neighbours within its own dataset and its mutual nearest neighbours in the others, in
+        principal components of the inputs."""
+        if self.params.get("structure_weight", 0) > 0 or self.params.get("mnn_weight", 0) > 0:
+            self._init_neighbours(views)
         if self._library is None:
             return
         for v, lib in zip(views, self._library):
@@ -195,6 +230,93 @@ class DAVAE(Method):
                                  "(the inputs given are not counts normalised by scferry).")
             v["size"] = (lib / TARGET_SUM).astype(np.float32)[:, None]
         self._library = None
+    def _init_neighbours(self, views: list[dict]) -> None:
+        from ..gw import _pca
+        from ..neighbors import knn
+        self._pool = [v["common"] for v in views]
+        dense = [X.toarray() if hasattr(X, "toarray") else np.asarray(X) for X in self._pool]
+        if self.params.get("structure_weight", 0) > 0:  # in each dataset's own PCA
+            self._nbr = [knn(_pca(X, self.NCE_PCS, 0), min(self.NCE_NEIGHBOURS, X.shape[0] - 1))[1]
+                         for X in dense]
+        if self.params.get("mnn_weight", 0) > 0:  # in the PCA of all cells, rows unit-normalised
+            Z = _pca(np.vstack(dense), self.NCE_PCS, 0)
+            Z /= np.linalg.norm(Z, axis=1, keepdims=True).clip(1e-12)
+            self._set_mnn(np.split(Z, np.cumsum([X.shape[0] for X in dense])[:-1]))
+
+    def _set_mnn(self, Z: list[np.ndarray]) -> None:
+        """Mutual nearest neighbour pairs between every two datasets of the coordinates ``Z``, kept
+        per dataset as (offsets per cell, partner dataset, partner row)."""
+        from ..neighbors import mutual_pairs
+        pairs: list[list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = [[] for _ in Z]
+        for a in range(len(Z)):
+            for b in range(a + 1, len(Z)):
+                i, j = mutual_pairs(Z[a], Z[b], self.NCE_NEIGHBOURS)
+                pairs[a].append((i, np.full_like(j, b), j))
+                pairs[b].append((j, np.full_like(i, a), i))
+        self._mnn = []
+        for d, parts in enumerate(pairs):
+            row = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, np.int64)
+            ds = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64)
+            other = np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64)
+            order = np.argsort(row, kind="stable")
+            offsets = np.concatenate([[0], np.cumsum(np.bincount(row, minlength=Z[d].shape[0]))])
+            self._mnn.append((offsets, ds[order], other[order]))
+
+    @torch.no_grad()
+    def _refresh_mnn(self, device: torch.device) -> None:
+        """The mutual pairs found again in the current latent means (iMAP's second stage finds them in
+        its trained embedding; Wang et al., Genome Biol 2021)."""
+        self.eval()
+        Z = []
+        for X in self._pool:
+            Z.append(np.vstack([self._encode(self._rows(X, np.arange(s, min(s + 4096, X.shape[0])), device))[0]
+                                .cpu().numpy() for s in range(0, X.shape[0], 4096)]))
+        self.train()
+        self._set_mnn(Z)
+
+    @staticmethod
+    def _rows(X, rows: np.ndarray, device: torch.device) -> torch.Tensor:
+        part = X[rows]
+        part = part.toarray() if hasattr(part, "toarray") else np.asarray(part)
+        return torch.from_numpy(np.asarray(part, dtype=np.float32)).to(device)
+
+    def _gather(self, picks: list[tuple[int, np.ndarray]], device: torch.device) -> torch.Tensor:
+        """Model inputs of the cells ``picks`` = [(dataset, rows), ...], in that order."""
+        return torch.cat([self._rows(self._pool[d], rows, device) for d, rows in picks])
+
+    def _structure_loss(self, batch: list[dict], mu: torch.Tensor, datasets: torch.Tensor) -> torch.Tensor:
+        """Each minibatch cell's latent mean near that of one of its own-dataset input neighbours
+        (drawn at random), relative to its distances to the other cells of its dataset in the
+        minibatch (:func:`neighbour_pull`)."""
+        picks = []
+        for d, b in enumerate(batch):
+            rows = b["idx"].cpu().numpy()
+            col = torch.randint(self._nbr[d].shape[1], (len(rows),)).numpy()
+            picks.append((d, self._nbr[d][rows, col]))
+        mu_pos = self._encode(self._gather(picks, mu.device))[0]
+        return neighbour_pull(mu, mu_pos, groups=datasets)
+
+    def _mnn_loss(self, batch: list[dict], mu: torch.Tensor) -> torch.Tensor | None:
+        """Minibatch cells with a mutual nearest neighbour in another dataset: latent mean near that
+        of one partner (drawn at random), the other cells' partners as negatives."""
+        anchors, picks, start = [], [], 0
+        for d, b in enumerate(batch):
+            rows = b["idx"].cpu().numpy()
+            offsets, ds, other = self._mnn[d]
+            count = offsets[rows + 1] - offsets[rows]
+            has = np.flatnonzero(count > 0)
+            if len(has):  # one partner per anchor, gathered by the partner's dataset
+                draw = torch.rand(len(has)).numpy()
+                at = offsets[rows[has]] + np.minimum((draw * count[has]).astype(np.int64), count[has] - 1)
+                for e in np.unique(ds[at]):
+                    anchors.append(start + has[ds[at] == e])
+                    picks.append((int(e), other[at][ds[at] == e]))
+            start += len(rows)
+        if not anchors or sum(len(a) for a in anchors) < 2:
+            return None
+        anchor = mu[torch.from_numpy(np.concatenate(anchors)).to(mu.device)]
+        return neighbour_nce(anchor, self._encode(self._gather(picks, mu.device))[0], self.NCE_TEMPERATURE)
+
     def _encode(self, x: torch.Tensor):
         h = self.encoder(x)
         return self.mu(h), self.logvar(h).clamp(-10.0, 10.0)
@@ -252,12 +374,24 @@ class DAVAE(Method):
             g_adv = torch.autograd.grad(weight * domain, mu_d, retain_graph=True)[0]
             mu.register_hook(lambda g: self._capped_reversal(g, g_adv, cap))
             parts["domain_grad_ratio"] = self._last_ratio.to(x.device)
+        extra = torch.zeros((), device=x.device)
+        if self._pool is not None and self.training and torch.is_grad_enabled():
+            if self._mnn is not None and self._steps and self._steps % self.MNN_REFRESH == 0:
+                self._refresh_mnn(x.device)
+            if self._nbr is not None:
+                parts["structure"] = self._structure_loss(batch, mu, datasets)
+                extra = extra + self.params["structure_weight"] * p * parts["structure"]
+            if self._mnn is not None:
+                mnn = self._mnn_loss(batch, mu)
+                if mnn is not None:
+                    parts["mnn"] = mnn
+                    extra = extra + self.params["mnn_weight"] * p * mnn
         warm = self.params.get("kl_warmup", 0)
         beta = min(1.0, self._steps / warm) if warm and self.training else 1.0
         if self.training:
             self._steps += 1
         elbo = recon + kl
-        total = recon + beta * kl + weight * domain
+        total = recon + beta * kl + weight * domain + extra
         return LossRecord(total, {"recon": recon, "kl": kl, "domain": domain, "noise_var": var, **parts},
                           monitor=elbo)
 

@@ -1,4 +1,4 @@
-# Issue 16 options of DAVAE (kl_warmup, likelihood, domain_grad_cap) and uniPort (pair_reduction) reach
+# Issue 16 options of DAVAE (kl_warmup, likelihood, domain_grad_cap, structure_weight, mnn_weight) and uniPort (pair_reduction) reach
 # scferry.integrate() unchanged in shape (an integer, strings), and DAVAE's default budget is set
 # from the number of cells and recorded.
 
@@ -37,4 +37,21 @@ test_that("ferry_integrate passes davae's kl_warmup / likelihood / domain_grad_c
                                  verbose = FALSE), "likelihood must be")
     expect_error(ferry_integrate(objs0, method = "davae", domain_grad_cap = -1, progress = FALSE,
                                  verbose = FALSE), "domain_grad_cap must be a number > 0")
+})
+
+test_that("ferry_integrate passes davae's structure_weight and mnn_weight (neighbour terms)", {
+    skip_if_no_python()
+    skip_if_no_seurat()
+    objs0 <- pbmc_pair()
+    objs <- ferry_integrate(objs0, method = "davae", structure_weight = 0.5, mnn_weight = 0.25, max_iter = 4,
+                            progress = FALSE, verbose = FALSE, model_dir = tempfile("models"))
+    model <- scferry:::.ferry$models[[objs$g1@misc$ferry$model_id]]$model
+    params <- reticulate::py_to_r(model$params)
+    expect_identical(params$structure_weight, 0.5)
+    expect_identical(params$mnn_weight, 0.25)
+    logged <- names(reticulate::py_to_r(model$history)[[1]])
+    expect_true(all(c("structure", "mnn") %in% logged))
+    expect_true(all(is.finite(SeuratObject::Embeddings(objs$g2, "ferry"))))
+    expect_error(ferry_integrate(objs0, method = "davae", structure_weight = -1, progress = FALSE,
+                                 verbose = FALSE), "structure_weight must be a finite number >= 0")
 })
