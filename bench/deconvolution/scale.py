@@ -3,6 +3,7 @@
 
     OMP_NUM_THREADS=1 nice -n 5 ~/.virtualenvs/r-scferry/bin/python bench/deconvolution/scale.py
     ... scale.py --cells 100000 --spots 100000
+    ... scale.py --cells 100000 --spots 10000 --n-states 5      # cell states within types
 
 Reference: ``--cells`` cells drawn with replacement from the Symphony PBMC cells (1,200 real
 cells, 9 types, 1,767 genes, ~205 non-zeros per cell; the gene panel keeps the inputs of 2 x 10^5
@@ -60,7 +61,7 @@ class Sampler:
         self._t.join()
 
 
-def child(n_cells: int, n_spots: int, seed: int, max_iter: int | None) -> dict:
+def child(n_cells: int, n_spots: int, seed: int, max_iter: int | None, n_states: int = 1) -> dict:
     import anndata as ad
     import pandas as pd
     import torch
@@ -91,6 +92,7 @@ def child(n_cells: int, n_spots: int, seed: int, max_iter: int | None) -> dict:
                 if k in ("platform", "min_share", "prior_shape", "select_genes", "max_iter", "seed")}
     if max_iter:
         defaults["max_iter"] = max_iter
+    defaults["n_states"] = n_states
     t1, c1 = time.perf_counter(), time.process_time()
     start = rss_mb()
     with Sampler() as s:
@@ -98,7 +100,8 @@ def child(n_cells: int, n_spots: int, seed: int, max_iter: int | None) -> dict:
                                   "ref", "spots", progress=False, **defaults)
     t2, c2 = time.perf_counter(), time.process_time()
     return {"max_iter": defaults["max_iter"], "cells": n_cells, "spots": n_spots, "genes": len(genes),
-            "genes_fitted": params["n_genes"], "types": len(types),
+            "genes_fitted": params["n_genes"], "types": len(types), "n_states": n_states,
+            "states": int(sum(params["states_per_type"].values())),
             "spot_nnz_median": float(np.median(np.diff(Y.indptr))), "input_rss_mb": before,
             "deconvolve_s": t2 - t1,
             "deconvolve_cpu_s": c2 - c1, "deconvolve_growth_mb": s.peak - start,
@@ -112,14 +115,16 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-iter", type=int, default=None,
                    help="EM iterations at most (default: sf.deconvolve's); a few give memory and time per iteration")
+    p.add_argument("--n-states", type=int, default=1, help="sf.deconvolve's n_states (cell states per type)")
     p.add_argument("--_child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args._child:
-        print(json.dumps(child(args.cells[0], args.spots[0], args.seed, args.max_iter)))
+        print(json.dumps(child(args.cells[0], args.spots[0], args.seed, args.max_iter, args.n_states)))
         return 0
     for n, m in zip(args.cells, args.spots):
         out = subprocess.run([sys.executable, __file__, "--_child", "--cells", str(n), "--spots", str(m),
-                              "--seed", str(args.seed)] + (["--max-iter", str(args.max_iter)] if args.max_iter else []),
+                              "--seed", str(args.seed), "--n-states", str(args.n_states)]
+                             + (["--max-iter", str(args.max_iter)] if args.max_iter else []),
                              capture_output=True, text=True)
         if out.returncode:
             print(out.stderr[-3000:])
