@@ -187,6 +187,14 @@ def test_transfer_and_deconvolve_write_into_the_store(tmp_path):
     stored = ad.read_h5ad(paths["st"])
     assert list(stored.uns["scferry_state_proportions_columns"]) == list(m1.adatas["st"].uns["scferry_state_proportions_columns"])
     assert stored.obsm["scferry_state_proportions"].shape[1] > s2.shape[1]
+    # a later call without states leaves no stale states in the store
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sf.deconvolve(m2, "ref", "st", "cell_type", progress=False)
+    stored = ad.read_h5ad(paths["st"])
+    assert "scferry_state_proportions" not in stored.obsm
+    assert "scferry_state_proportions_columns" not in stored.uns
+    assert "scferry_proportions" in stored.obsm
 
 
 def test_bad_paths_and_formats(symphony, tmp_path):

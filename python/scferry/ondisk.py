@@ -659,7 +659,8 @@ def save_results(d: Dataset, obs: tuple[str, ...] = (), obsm: tuple[str, ...] = 
                  uns: tuple[str, ...] = ()) -> None:
     """Copy results a tool wrote on an on-disk dataset's in-memory AnnData (``d.adata``) into
     its store: ``obs`` columns, ``obsm`` arrays and ``uns`` entries of these names (replaced when
-    present). Nothing happens for an in-memory dataset."""
+    present; a name the in-memory AnnData no longer holds is removed from the store, so that a
+    previous call's result does not outlive it there). Nothing happens for an in-memory dataset."""
     if not isinstance(d, DiskDataset):
         return
     import anndata.io as aio
@@ -681,6 +682,8 @@ def save_results(d: Dataset, obs: tuple[str, ...] = (), obsm: tuple[str, ...] = 
             for key in keys:
                 if key in g[group]:
                     del g[group][key]
+                if key not in {"obs": a.obs.columns, "obsm": a.obsm, "uns": a.uns}[group]:
+                    continue
                 if group == "obs":
                     aio.write_elem(g["obs"], key, a.obs[key].values)
                     order = [c for c in np.asarray(g["obs"].attrs.get("column-order", []), dtype=str) if c != key]

@@ -410,14 +410,14 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
         df, states = _plan_readout(model, ref, spt, labels, reference, spots, readout, k), None
     _write_rows(spt, PROPORTIONS_KEY, df.to_numpy(np.float32))
     spt.adata.uns[PROPORTIONS_KEY + "_columns"] = list(df.columns)
-    obsm, uns = (PROPORTIONS_KEY,), (PROPORTIONS_KEY + "_columns",)
     for key in (STATES_KEY, STATES_KEY + "_columns"):  # a previous call's states would mislead
         for where in (spt.adata.obsm, spt.adata.uns):
             where.pop(key, None)
     if states is not None:
         _write_rows(spt, STATES_KEY, states.to_numpy(np.float32))
         spt.adata.uns[STATES_KEY + "_columns"] = list(states.columns)
-        obsm, uns = obsm + (STATES_KEY,), uns + (STATES_KEY + "_columns",)
+    # the states' keys always: save_results removes them from a store when this call made none
+    obsm, uns = (PROPORTIONS_KEY, STATES_KEY), (PROPORTIONS_KEY + "_columns", STATES_KEY + "_columns")
     ondisk.save_results(spt, obsm=obsm, uns=uns + ((PROPORTIONS_KEY + "_params",) if readout == "counts" else ()))
     return df
 
