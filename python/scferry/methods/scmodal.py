@@ -32,7 +32,8 @@ measured in ``bench/diagonal/RESULTS.md``, section scMODAL):
   ``"refined"`` adds one round of MaxFuse's refinement (Chen et al., Nat Biotech 2023;
   ``scferry.gw.refine``): cells matched one-to-one in that space, a CCA over each modality's whole
   own embedding plus ``c`` fitted on the best matches, every cell projected and smoothed; anchors
-  are searched in ``[refined, denoised]``. ``"cca"``: the CCA coordinates alone.
+  are searched in ``[refined, denoised]``. ``"cca"``: the CCA coordinates alone. The anchor
+  space is built with the fit's ``seed`` (randomised SVDs, neighbour search, matching).
 - Anchor weight 3 instead of the paper's 1: with the anchor space, geometry and latent batch norm
   of this list, weight 1 left the alignment behind the CCA of the linked features on CITE-seq
   (14 linked proteins); weight 3 passed it there and on SNARE-seq.
