@@ -70,8 +70,12 @@ def test_neighbour_terms_are_logged_and_off_by_default(pbmc):
                          **{**FAST, "max_iter": 1}).history[0]
     rest = again["loss"] - again["recon"] - again["kl"] - 3.0 * 500 * again["domain"]
     np.testing.assert_allclose(rest, 0.2 * 500 * (again["structure"] + again["mnn"]), rtol=1e-3)
-    # mutual pairs exist between every two chemistries and are refound in the latent
+    # the fitted model keeps no reference to its training inputs
+    assert on.module._pool is None and on.module._nbr is None and on.module._mnn is None
+    # mutual pairs exist between every two chemistries and are refound in the latent (the
+    # training inputs set up again from the model's own transform of the data)
     module = on.module
+    module._init_neighbours([{"common": on.transform(a, k)["common"]} for k, a in data.items()])
     assert all(len(other) > 0 for _, _, other in module._mnn)
     before = [o.copy() for _, _, o in module._mnn]
     module.train()

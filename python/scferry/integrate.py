@@ -242,6 +242,7 @@ def integrate(
             module.to(dev)
             sampler = MinibatchSampler(views, sizes, rng, dev, paired=paired)
             history = fit(module, sampler, **fit_kwargs)
+        module.release_training_data()
     tp["iterations_run"] = history[-1]["iteration"] if history else 0
     _report_ot(module, tp)
     model = Model(module, prep, data, tp, history, batch_key=batch_key, choices=choices)

@@ -74,6 +74,11 @@ class Method(nn.Module):
     def init_from_data(self, views: list[dict]) -> None:
         """Optional data-informed initialisation, called once before training."""
 
+    def release_training_data(self) -> None:
+        """Called by integrate() once training is over: drop any reference to the training inputs
+        that :meth:`init_from_data` kept for training-time terms, so the fitted model does not hold
+        the data in memory (or in a saved file)."""
+
     def loss(self, batch: list[dict[str, torch.Tensor]]) -> LossRecord:
         raise NotImplementedError
 

@@ -203,7 +203,7 @@ class DAVAE(Method):
         self._last_ratio = torch.zeros(())  # domain_grad_cap: the last step's gradient-norm ratio
         # structure_weight / mnn_weight: the model inputs of every cell (to encode a minibatch
         # cell's neighbour), each cell's own-dataset neighbours and its mutual-pair partners;
-        # set by init_from_data, used in training only, never saved
+        # set by init_from_data, used in training only, dropped after it (release_training_data)
         self._pool: list | None = None
         self._nbr: list[np.ndarray] | None = None
         self._mnn: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = None
@@ -230,6 +230,9 @@ class DAVAE(Method):
                                  "(the inputs given are not counts normalised by scferry).")
             v["size"] = (lib / TARGET_SUM).astype(np.float32)[:, None]
         self._library = None
+    def release_training_data(self) -> None:
+        self._pool = self._nbr = self._mnn = None
+
     def _init_neighbours(self, views: list[dict]) -> None:
         from ..gw import _pca
         from ..neighbors import knn
