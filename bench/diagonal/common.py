@@ -5,6 +5,7 @@ treated as unpaired: their row order is never given to a method, only used to sc
 """
 from __future__ import annotations
 
+import argparse
 import os
 
 import anndata as ad
@@ -92,3 +93,18 @@ def user_inputs(name: str, rna: ad.AnnData, oth: ad.AnnData, other: str) -> dict
     if name == "snare_peaks":
         return {"tss": pd.read_csv(TSS_FILE, sep="\t")}
     return {}
+
+
+def screen_args(datasets: list[str], option: str, choices: list[str], out: Path) -> argparse.Namespace:
+    """Command line of the seed-0 screens (refine_screen, maxfuse_screen, linked_screen): the
+    datasets, seeds, cells per modality, the screen's variants (``--<option>``) and the output
+    folder (created)."""
+    p = argparse.ArgumentParser()
+    p.add_argument("--datasets", nargs="+", default=datasets)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--max-cells", type=int, default=2000)
+    p.add_argument(f"--{option}", nargs="+", default=list(choices))
+    p.add_argument("--out", type=Path, default=out)
+    args = p.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args

@@ -15,7 +15,6 @@ alone, the joint embedding and the refined embedding.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import warnings
@@ -25,7 +24,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import linked_table, load, score, user_inputs, TSS_FILE  # noqa: E402
+from common import linked_table, load, score, screen_args, TSS_FILE, user_inputs  # noqa: E402
 
 VARIANTS = {"all_c20": (None, 20), "all_c30": (None, 30), "all_c40": (None, 40),
             "hvg2000_c20": (2000, 20), "hvg1000_c20": (1000, 20), "hvg500_c20": (500, 20),
@@ -65,14 +64,8 @@ def linked_mats(name, rna, oth):
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--datasets", nargs="+", default=["snare_gene", "cite", "snare_peaks"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--max-cells", type=int, default=2000)
-    p.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    p.add_argument("--out", type=Path, default=HERE.parent / "out" / "diag7" / "linked")
-    args = p.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = screen_args(["snare_gene", "cite", "snare_peaks"], "variants", VARIANTS,
+                       HERE.parent / "out" / "diag7" / "linked")
     import scferry as sf
     from scferry import gw
     from scferry.pp import highly_variable, normalize_log1p

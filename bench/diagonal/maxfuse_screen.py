@@ -24,7 +24,6 @@ package's ``refine=1`` embedding (checked and printed).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -35,7 +34,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import load, score, user_inputs  # noqa: E402
+from common import load, score, screen_args, user_inputs  # noqa: E402
 
 BASE = dict(n_iter=1, keep=0.8, wt=None, match="cs", fit="raw", final="last", weight=True, out="cs",
             joint_w=1.0, n_smooth=40, n_components=20, final_keep=None)
@@ -128,14 +127,8 @@ def variant(al, seed: int, cfg: dict) -> tuple[np.ndarray, np.ndarray, dict]:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--datasets", nargs="+", default=["snare_gene", "snare_peaks", "cite", "pamona"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--max-cells", type=int, default=2000)
-    p.add_argument("--configs", nargs="+", default=list(CONFIGS))
-    p.add_argument("--out", type=Path, default=HERE.parent / "out" / "diag7" / "maxfuse")
-    args = p.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = screen_args(["snare_gene", "snare_peaks", "cite", "pamona"], "configs", CONFIGS,
+                       HERE.parent / "out" / "diag7" / "maxfuse")
     import scferry as sf
     for name in args.datasets:
         for seed in args.seeds:

@@ -12,7 +12,6 @@ transfer RNA -> other; and the RNA types without an ATAC counterpart (Pamona's t
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -23,7 +22,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import load, score, user_inputs  # noqa: E402
+from common import load, score, screen_args, user_inputs  # noqa: E402
 
 # name -> (start space, refine kwargs, final space)
 CONFIGS = {
@@ -53,14 +52,8 @@ CONFIGS = {
 
 
 def main() -> int:
-    p = argparse.ArgumentParser()
-    p.add_argument("--datasets", nargs="+", default=["snare_gene", "snare_peaks", "cite", "pamona", "scicar"])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--max-cells", type=int, default=2000)
-    p.add_argument("--configs", nargs="+", default=list(CONFIGS))
-    p.add_argument("--out", type=Path, default=HERE.parent / "out" / "diag6" / "screen")
-    args = p.parse_args()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args = screen_args(["snare_gene", "snare_peaks", "cite", "pamona", "scicar"], "configs", CONFIGS,
+                       HERE.parent / "out" / "diag6" / "screen")
     import scferry as sf
     from scferry import gw
     for name in args.datasets:
