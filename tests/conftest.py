@@ -68,6 +68,18 @@ def pdac_small(pdac_full):
             st[np.sort(rng.choice(st.n_obs, 150, replace=False)), genes].copy())
 
 
+@pytest.fixture(scope="module")
+def snare_peaks():
+    """SNARE-seq cortex fixture (RNA + ATAC peaks of the same nuclei, nuclei with counts in both),
+    split 80 / 20 with a fixed draw: (rna, atac) of the training nuclei, then of the held-apart ones."""
+    rna, atac = read_fixture("snare_cortex_rna.h5ad"), read_fixture("snare_cortex_atac.h5ad")
+    ok = (np.asarray(rna.X.sum(1)).ravel() > 0) & (np.asarray(atac.X.sum(1)).ravel() > 0)
+    rna, atac = rna[ok].copy(), atac[ok].copy()
+    test = np.zeros(rna.n_obs, bool)
+    test[np.random.default_rng(0).choice(rna.n_obs, rna.n_obs // 5, replace=False)] = True
+    return rna[~test].copy(), atac[~test].copy(), rna[test].copy(), atac[test].copy()
+
+
 @pytest.fixture(scope="session")
 def pbmc_full():
     """Symphony PBMC, all 1,200 cells (the fixture holds the whole file)."""

@@ -57,6 +57,10 @@ def test_nb_refuses_values_that_are_not_counts(pbmc):
     (dict(domain_grad_cap=0), "domain_grad_cap must be a number > 0"),
     (dict(domain_grad_cap=float("inf")), "domain_grad_cap must be a number > 0"),
     (dict(domain_grad_cap="1"), "domain_grad_cap must be a number > 0"),
+    (dict(structure_weight=-0.1), "structure_weight must be a finite number >= 0"),
+    (dict(structure_weight="1"), "structure_weight must be a finite number >= 0"),
+    (dict(mnn_weight=float("nan")), "mnn_weight must be a finite number >= 0"),
+    (dict(mnn_weight=True), "mnn_weight must be a finite number >= 0"),
 ])
 def test_davae_bad_options(pbmc, kw, words):
     data = split(pbmc)

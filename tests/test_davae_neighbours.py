@@ -93,21 +93,6 @@ def test_same_seed_same_embedding_with_neighbour_terms(pbmc):
     np.testing.assert_array_equal(out[0], out[1])
 
 
-@pytest.mark.parametrize("kw, words", [
-    (dict(structure_weight=-0.1), "structure_weight must be a finite number >= 0"),
-    (dict(structure_weight="1"), "structure_weight must be a finite number >= 0"),
-    (dict(mnn_weight=float("nan")), "mnn_weight must be a finite number >= 0"),
-    (dict(mnn_weight=True), "mnn_weight must be a finite number >= 0"),
-])
-def test_neighbour_terms_bad_values(pbmc, kw, words):
-    data = split(pbmc)
-    snaps = {k: snapshot(a) for k, a in data.items()}
-    with pytest.raises(ValueError, match=words):
-        sf.integrate(data, method="davae", **{**FAST, **kw})
-    for k, a in data.items():
-        assert_unchanged(a, snaps[k])
-
-
 def test_neighbour_terms_refuse_datasets_on_disk(pbmc, tmp_path):
     paths = {}
     for name, a in split(pbmc).items():

@@ -17,7 +17,6 @@ from scferry.neighbors import knn_between
 from scferry.pp import normalize_log1p
 from scferry.tl.project import KNN_IMPUTE_K, knn_weights
 from helpers import assert_unchanged, snapshot
-from test_peak_features import snare_peaks  # noqa: F401  (the same split: 80 % train, 20 % held apart)
 
 
 def _mean_r(P, T):

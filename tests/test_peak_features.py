@@ -17,16 +17,6 @@ from conftest import read_fixture
 from helpers import assert_unchanged, paired_cca, snapshot
 
 
-@pytest.fixture(scope="module")
-def snare_peaks():
-    rna, atac = read_fixture("snare_cortex_rna.h5ad"), read_fixture("snare_cortex_atac.h5ad")
-    ok = (np.asarray(rna.X.sum(1)).ravel() > 0) & (np.asarray(atac.X.sum(1)).ravel() > 0)
-    rna, atac = rna[ok].copy(), atac[ok].copy()
-    test = np.zeros(rna.n_obs, bool)
-    test[np.random.default_rng(0).choice(rna.n_obs, rna.n_obs // 5, replace=False)] = True
-    return rna[~test].copy(), atac[~test].copy(), rna[test].copy(), atac[test].copy()
-
-
 def test_top_open_and_reads_per_nucleus(snare_peaks):
     """The most often open peaks hold far more of a nucleus's reads than as many highly variable
     peaks (the seurat flavour's pick on these data)."""

@@ -16,16 +16,6 @@ from conftest import read_fixture
 from helpers import assert_unchanged, snapshot
 
 
-@pytest.fixture(scope="module")
-def snare_peaks():
-    rna, atac = read_fixture("snare_cortex_rna.h5ad"), read_fixture("snare_cortex_atac.h5ad")
-    ok = (np.asarray(rna.X.sum(1)).ravel() > 0) & (np.asarray(atac.X.sum(1)).ravel() > 0)
-    rna, atac = rna[ok].copy(), atac[ok].copy()
-    test = np.zeros(rna.n_obs, bool)
-    test[np.random.default_rng(0).choice(rna.n_obs, rna.n_obs // 5, replace=False)] = True
-    return rna[~test].copy(), atac[~test].copy(), rna[test].copy(), atac[test].copy()
-
-
 def test_unit_embedding_aligns_held_apart_nuclei_better(snare_peaks):
     """One fit at the defaults: the default embedding of peaks is announced, recorded, of length 1
     and the direction of the latent means; on the held-apart nuclei it aligns the two modalities
