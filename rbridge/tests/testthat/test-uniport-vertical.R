@@ -1,21 +1,28 @@
 # uniPort's vertical mode from R: the same SNARE-seq nuclei as RNA and ATAC peaks (the repository's
 # fixture, tests/data), cell names repeating across the two objects by design.
 
-test_that("vertical uniPort's per-modality feature numbers pass through ferry_integrate", {
-    skip_if_no_python()
-    skip_if_no_sce()
+# 200 nuclei of the fixture as SingleCellExperiment objects, the same cells in each (objs), and
+# the ATAC of the other nuclei (held_apart)
+snare_pair <- function() {
     rna <- scferry::ferry_read_h5ad(fixture_file("snare_cortex_rna.h5ad"), as = "SingleCellExperiment")
     atac <- scferry::ferry_read_h5ad(fixture_file("snare_cortex_atac.h5ad"), as = "SingleCellExperiment")
     keep <- seq(1L, ncol(rna), length.out = 200L)
-    objs <- list(rna = rna[, keep], atac = atac[, keep])
-    model_of <- function(fit) scferry:::.ferry_model_any(S4Vectors::metadata(fit$rna)$ferry)
+    list(objs = list(rna = rna[, keep], atac = atac[, keep]),
+         held_apart = atac[, setdiff(seq_len(ncol(atac)), keep)])
+}
+model_of <- function(fit) scferry:::.ferry_model_any(S4Vectors::metadata(fit$rna)$ferry)
+
+test_that("vertical uniPort's per-modality feature numbers pass through ferry_integrate", {
+    skip_if_no_python()
+    skip_if_no_sce()
+    objs <- snare_pair()$objs
     # the default: by each modality's sparsity (ATAC peaks sparse: 10,000, at most all of them)
     fit <- suppressWarnings(ferry_integrate(objs, method = "uniport", max_iter = 3, progress = FALSE,
                                             model_dir = tempfile("models"), verbose = FALSE))
     model <- model_of(fit)
     expect_identical(reticulate::py_to_r(model$params$mode), "vertical")
     expect_identical(reticulate::py_to_r(model$params$n_specific_genes), list(rna = 2000L, atac = 10000L))
-    expect_identical(length(reticulate::py_to_r(model$features("atac", "specific"))), nrow(atac))
+    expect_identical(length(reticulate::py_to_r(model$features("atac", "specific"))), nrow(objs$atac))
     # a named list sets each modality's number
     fit <- suppressWarnings(ferry_integrate(objs, method = "uniport", max_iter = 3, progress = FALSE,
                                             n_specific_genes = list(rna = 300, atac = 700),
@@ -32,11 +39,8 @@ test_that("vertical uniPort's per-modality feature numbers pass through ferry_in
 test_that("vertical uniPort's embedding (unit direction for ATAC peaks) passes through and projects", {
     skip_if_no_python()
     skip_if_no_sce()
-    rna <- scferry::ferry_read_h5ad(fixture_file("snare_cortex_rna.h5ad"), as = "SingleCellExperiment")
-    atac <- scferry::ferry_read_h5ad(fixture_file("snare_cortex_atac.h5ad"), as = "SingleCellExperiment")
-    keep <- seq(1L, ncol(rna), length.out = 200L)
-    objs <- list(rna = rna[, keep], atac = atac[, keep])
-    model_of <- function(fit) scferry:::.ferry_model_any(S4Vectors::metadata(fit$rna)$ferry)
+    snare <- snare_pair()
+    objs <- snare$objs
     # the default for peaks: the direction of the latent means, announced and recorded
     expect_warning(fit <- ferry_integrate(objs, method = "uniport", mode = "vertical", max_iter = 3,
                                           progress = FALSE, model_dir = tempfile("models"), verbose = FALSE),
@@ -46,7 +50,7 @@ test_that("vertical uniPort's embedding (unit direction for ATAC peaks) passes t
     z <- SingleCellExperiment::reducedDim(fit$atac, "FERRY")
     expect_equal(unname(sqrt(rowSums(z^2))), rep(1, nrow(z)), tolerance = 1e-5)
     # a held-apart query embedded with the R projection function: the same geometry
-    q <- ferry_project(atac[, setdiff(seq_len(ncol(atac)), keep)[1:20]], fit$atac)
+    q <- ferry_project(snare$held_apart[, 1:20], fit$atac)
     zq <- SingleCellExperiment::reducedDim(q, "FERRY")
     expect_equal(unname(sqrt(rowSums(zq^2))), rep(1, 20), tolerance = 1e-5)
     # the means on request
