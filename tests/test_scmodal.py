@@ -1,7 +1,6 @@
 """scMODAL (GAN + MNN anchors on linked features) through the shared spine, on real CITE-seq and
 SNARE-seq data. The pairs are known but the method is told nothing about them: the second
 modality's cells are shuffled and renamed before integrating."""
-import anndata as ad
 import numpy as np
 import pandas as pd
 import pytest
