@@ -171,7 +171,7 @@ class Model:
     def encode(self, views: Mapping[str, sp.csr_matrix], dataset: str, chunk: int = 4096,
                latent: bool = False) -> np.ndarray:
         """Embedding of cells given as model input views (already preprocessed), in chunks: the
-        module's ``embed`` of its latent means, or with ``latent=True`` the means themselves (what
+        module's ``codes_to_embedding`` of its latent means, or with ``latent=True`` the means themselves (what
         its decoders read)."""
         self.module.eval()
         d, dev = self.index(dataset), self.device
@@ -180,13 +180,13 @@ class Model:
         for start in range(0, n, chunk):
             inputs = {k: torch.from_numpy(X[start:start + chunk].toarray()).to(dev) for k, X in views.items()}
             z = self.module.encode(inputs, d)
-            out.append((z if latent else self.module.embed(z)).cpu().numpy())
+            out.append((z if latent else self.module.codes_to_embedding(z)).cpu().numpy())
         return np.concatenate(out).astype(np.float32)
 
     @torch.no_grad()
     def embed(self, z: np.ndarray) -> np.ndarray:
         """The embedding of latent means ``z`` (``encode(..., latent=True)``), as ``encode`` gives it."""
-        return self.module.embed(torch.from_numpy(np.asarray(z, np.float32)).to(self.device)).cpu().numpy()
+        return self.module.codes_to_embedding(torch.from_numpy(np.asarray(z, np.float32)).to(self.device)).cpu().numpy()
 
     def write_embedding(self, embeddings: dict[str, np.ndarray], key: str = EMBEDDING_KEY) -> None:
         """Write each dataset's latent means to ``obsm[key]`` of its AnnData (one array per object;

@@ -86,10 +86,12 @@ class Method(nn.Module):
         """Latent coordinates (cells x latent) of cells of dataset index ``dataset`` (eval mode)."""
         raise NotImplementedError
 
-    def embed(self, z: torch.Tensor) -> torch.Tensor:
+    def codes_to_embedding(self, z: torch.Tensor) -> torch.Tensor:
         """The embedding (what integrate writes and ``sf.project`` returns) of latent codes ``z``
         from :meth:`encode`: the codes themselves unless a method maps them (uniPort's
-        ``embedding="unit"``); decoders read the codes, not this."""
+        ``embedding="unit"``); decoders read the codes, not this. (Not named ``embed``: a method's
+        submodule of that name, e.g. MinNet's last layer, would be shadowed by it, because
+        ``nn.Module`` keeps submodules out of the instance ``__dict__``.)"""
         return z
 
     # Non-parameter state a method keeps across training (e.g. uniPort's global OT plan).

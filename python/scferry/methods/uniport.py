@@ -413,7 +413,7 @@ class UniPort(Method):
         x = inputs["common"]
         return self._encode(x, [x.shape[0]], [dataset])[0]
 
-    def embed(self, z: torch.Tensor) -> torch.Tensor:
+    def codes_to_embedding(self, z: torch.Tensor) -> torch.Tensor:
         """``embedding="unit"``: the latent means' direction (see the module docstring)."""
         return F.normalize(z, dim=1) if self.params.get("embedding") == "unit" else z
 
