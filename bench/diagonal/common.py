@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
+import warnings
 
 import anndata as ad
 import numpy as np
@@ -108,3 +110,18 @@ def screen_args(datasets: list[str], option: str, choices: list[str], out: Path)
     args = p.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     return args
+
+
+def gw_fit(name: str, max_cells: int, seed: int, refine: int):
+    """The screens' starting point: ``name``'s cells (:func:`load`) aligned by ``method="gw"`` at
+    the package's defaults with ``refine`` rounds of refinement, warnings silenced. Returns rna,
+    the other modality, its name, whether the cells are paired, the model and the fit's CPU s."""
+    import scferry as sf
+    rna, oth, other, paired = load(name, max_cells, seed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t = time.process_time()
+        model = sf.integrate({"rna": rna, other: oth}, method="gw", seed=seed, progress=False,
+                             refine=refine, **user_inputs(name, rna, oth, other))
+        cpu = time.process_time() - t
+    return rna, oth, other, paired, model, cpu

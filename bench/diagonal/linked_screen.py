@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import linked_table, load, score, screen_args, TSS_FILE, user_inputs  # noqa: E402
+from common import gw_fit, linked_table, score, screen_args, TSS_FILE  # noqa: E402
 
 VARIANTS = {"all_c20": (None, 20), "all_c30": (None, 30), "all_c40": (None, 40),
             "hvg2000_c20": (2000, 20), "hvg1000_c20": (1000, 20), "hvg500_c20": (500, 20),
@@ -66,17 +65,12 @@ def linked_mats(name, rna, oth):
 def main() -> int:
     args = screen_args(["snare_gene", "cite", "snare_peaks"], "variants", VARIANTS,
                        HERE.parent / "out" / "diag7" / "linked")
-    import scferry as sf
     from scferry import gw
     from scferry.pp import highly_variable, normalize_log1p
     for name in args.datasets:
         for seed in args.seeds:
-            rna, oth, other, paired = load(name, args.max_cells, seed)
+            rna, oth, other, paired, model, _ = gw_fit(name, args.max_cells, seed, refine=0)
             lr, lo = rna.obs["cell_type"], oth.obs["cell_type"]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                model = sf.integrate({"rna": rna, other: oth}, method="gw", seed=seed, progress=False,
-                                     refine=0, **user_inputs(name, rna, oth, other))
             al = model.alignment
             L = linked_mats(name, rna, oth)
             rows = {}

@@ -27,14 +27,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import load, score, screen_args, user_inputs  # noqa: E402
+from common import gw_fit, score, screen_args  # noqa: E402
 
 BASE = dict(n_iter=1, keep=0.8, wt=None, match="cs", fit="raw", final="last", weight=True, out="cs",
             joint_w=1.0, n_smooth=40, n_components=20, final_keep=None)
@@ -129,17 +128,10 @@ def variant(al, seed: int, cfg: dict) -> tuple[np.ndarray, np.ndarray, dict]:
 def main() -> int:
     args = screen_args(["snare_gene", "snare_peaks", "cite", "pamona"], "configs", CONFIGS,
                        HERE.parent / "out" / "diag7" / "maxfuse")
-    import scferry as sf
     for name in args.datasets:
         for seed in args.seeds:
-            rna, oth, other, paired = load(name, args.max_cells, seed)
+            rna, oth, other, paired, model, t_gw = gw_fit(name, args.max_cells, seed, refine=1)
             lr, lo = rna.obs["cell_type"], oth.obs["cell_type"]
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                t = time.process_time()
-                model = sf.integrate({"rna": rna, other: oth}, method="gw", seed=seed, progress=False,
-                                     refine=1, **user_inputs(name, rna, oth, other))
-                t_gw = time.process_time() - t
             al = model.alignment
             pkg = rna.obsm["X_scferry"], oth.obsm["X_scferry"]
             rows = {"package refine=1": {**score(*pkg, lr, lo, paired), "cpu_s": t_gw}}

@@ -15,14 +15,13 @@ from __future__ import annotations
 import json
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import load, score, screen_args, user_inputs  # noqa: E402
+from common import gw_fit, score, screen_args  # noqa: E402
 
 # name -> (start space, refine kwargs, final space)
 CONFIGS = {
@@ -54,19 +53,12 @@ CONFIGS = {
 def main() -> int:
     args = screen_args(["snare_gene", "snare_peaks", "cite", "pamona", "scicar"], "configs", CONFIGS,
                        HERE.parent / "out" / "diag6" / "screen")
-    import scferry as sf
     from scferry import gw
     for name in args.datasets:
         for seed in args.seeds:
-            rna, oth, other, paired = load(name, args.max_cells, seed)
+            rna, oth, other, paired, model, t_gw = gw_fit(name, args.max_cells, seed, refine=0)
             lr, lo = rna.obs["cell_type"], oth.obs["cell_type"]
             rows = {}
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                t = time.process_time()
-                model = sf.integrate({"rna": rna, other: oth}, method="gw", seed=seed, progress=False,
-                                     refine=0, **user_inputs(name, rna, oth, other))
-                t_gw = time.process_time() - t
             al = model.alignment
             jx, jy = al.joint()
             rows["gw (current default)"] = {**score(jx, jy, lr, lo, paired), "cpu_s": t_gw}
