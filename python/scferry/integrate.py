@@ -150,8 +150,8 @@ def integrate(
         raise TypeError(f"unknown parameter(s) {unknown} for method {cls.name!r}; its parameters: "
                         f"{sorted(cls.defaults)}.")
     hp = {**cls.defaults, **params, "reference": reference}
-    if "gw_prior" in cls.defaults or getattr(cls, "seeded_inputs", False):
-        hp["seed"] = seed  # uniPort's GW guidance, scMODAL's anchor space: built with the fit's seed
+    if cls.seeded_inputs:  # uniPort's GW guidance, scMODAL's anchor space: built with the fit's seed
+        hp["seed"] = seed
     cls.check_params(hp)
     tp = dict(cls.train_defaults)
     for key, value in dict(max_iter=max_iter, lr=lr, batch_size=batch_size).items():

@@ -31,6 +31,10 @@ class Method(nn.Module):
     uses_labels: ClassVar[str | None] = None
     # Per-dataset MaxAbs scaling of the inputs to [0, 1] (False: log-normalised values as is).
     scale_inputs: ClassVar[bool] = True
+    # integrate() passes the fit's ``seed`` in ``params["seed"]``: for methods whose inputs or
+    # training-time structures are built from the data with randomness of their own (uniPort's GW
+    # guidance, scMODAL's anchor space), so that they follow the fit's seed.
+    seeded_inputs: ClassVar[bool] = False
 
     # Parameters or buffers a method updates from its own minibatch outside the optimiser (e.g.
     # an EMA of prototypes): in distributed training they are averaged over the processes after

@@ -230,6 +230,7 @@ class DAVAE(Method):
                                  "(the inputs given are not counts normalised by scferry).")
             v["size"] = (lib / TARGET_SUM).astype(np.float32)[:, None]
         self._library = None
+
     def release_training_data(self) -> None:
         self._pool = self._nbr = self._mnn = None
 

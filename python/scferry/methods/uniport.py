@@ -172,6 +172,7 @@ CELL_FACTOR_HIDDEN = 32
 class UniPort(Method):
     name = "uniport"
     uses_labels = "optional"  # labels only feed the prior cell-type correspondence
+    seeded_inputs = True  # integrate() passes the fit's seed: the GW guidance's metacells use it
     # Deviations from the paper's defaults, each measured on the PDAC pair
     # (bench/uniport_reference/RESULTS.md, "How scferry's uniPort defaults were chosen"):
     # - one 256-unit hidden layer, not 1024-128: less time per step and better kept cell types;

@@ -545,7 +545,7 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
         a_ml = _abundance_chunks(Ys[sub], S, scale, max_iter, tol, 0.0)  # no cut: mu > 0 where y > 0
         prior = _abundance_prior(Ys[sub], S, scale, a_ml, prior_shape, n_types=len(types))
         if owner is not None:  # a type's states share its Gamma(shape, rate): shape split among them
-            prior = (prior[0] / np.bincount(owner)[owner], prior[1], prior[2])
+            prior = (prior[0] / per_type[owner], prior[1], prior[2])
     props = np.full((Ys.shape[0], len(types)), np.nan)
     a = _abundance_chunks(Ys[fit_rows], S, scale, max_iter, tol, min_share, progress, prior=prior)
     state_props = None
