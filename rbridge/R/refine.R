@@ -29,7 +29,7 @@
 #'   algorithm's hyper-parameters by name (e.g. \code{reference = "largest"}, \code{reg = 0.028},
 #'   \code{prealign = "none"}, \code{keep_input = FALSE}; the paper's
 #'   field: \code{assign = "nearest", mass_weight = FALSE, sharpen_within = FALSE,
-#'   prealign_linear = 1}). Whole numbers are sent as Python
+#'   prealign_linear = 1, union_size = "prototypes"}). Whole numbers are sent as Python
 #'   \code{int}; wrap a value in \code{I()} to send it unchanged.
 #' @param seed Random seed for Python (the R random stream is not used or changed).
 #' @param progress Show Python's progress bar.

@@ -29,6 +29,8 @@ DEFAULTS: dict[str, Any] = dict(
     prealign="auto",            # Gaussian OT pre-alignment: "auto", "none" or a strength in [0, 1]
     prealign_linear=0.25,       # share of that map's linear part (1 = scbiot 1.2; 0 = translation)
     assign="soft",              # cells take prototype displacements: "soft" or "nearest" (paper)
+    soft_bandwidth=1.0,         # "soft": kernel sigma^2 over the median cell-prototype distance^2
+    union_size="cells",         # union reference: 2 sqrt(n) prototypes of n cells or n prototypes
     mass_weight=True,           # scale displacements by the transported fraction (False: paper)
     sharpen_within=True,        # sharpening centres per batch (False: over all cells, the paper)
     keep_input="auto",          # the start competes as iterate 0: "auto", True, False (the paper)
@@ -60,7 +62,8 @@ def _check_params(params: dict, max_iter, seed) -> dict:
         p[name] = int(v)
     for name, v in p.items():
         if name in _INT_PARAMS or name in ("reference", "postscale", "prealign", "keep_input",
-                                           "assign", "mass_weight", "sharpen_within"):
+                                           "assign", "mass_weight", "sharpen_within",
+                                           "union_size"):
             continue
         if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0; got {v!r}.")
@@ -68,7 +71,7 @@ def _check_params(params: dict, max_iter, seed) -> dict:
     for name in _UNIT_PARAMS:
         if p[name] > 1:
             raise ValueError(f"{name} must lie in [0, 1]; got {p[name]}.")
-    for name in ("reg", "reg_m", "max_step_local", "smin_bulk", "smin_bridge"):
+    for name in ("reg", "reg_m", "max_step_local", "smin_bulk", "smin_bridge", "soft_bandwidth"):
         if p[name] <= 0:
             raise ValueError(f"{name} must be > 0; got {p[name]}.")
     if p["smax_bulk"] < p["smin_bulk"] or p["smax_bridge"] < p["smin_bridge"]:
@@ -80,6 +83,8 @@ def _check_params(params: dict, max_iter, seed) -> dict:
             raise ValueError(f"{name} must be True or False; got {p[name]!r}.")
     if p["assign"] not in ("soft", "nearest"):
         raise ValueError(f"assign must be 'soft' or 'nearest'; got {p['assign']!r}.")
+    if p["union_size"] not in ("cells", "prototypes"):
+        raise ValueError(f"union_size must be 'cells' or 'prototypes'; got {p['union_size']!r}.")
     if not (isinstance(p["keep_input"], bool) or p["keep_input"] == "auto"):
         raise ValueError(f"keep_input must be 'auto', True or False; got {p['keep_input']!r}.")
     pre = p["prealign"]

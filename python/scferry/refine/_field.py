@@ -56,7 +56,11 @@ def _prototypes(X: torch.Tensor, members: list[torch.Tensor], ref_idx: int, p: d
         R = _fit_centres(X[rows], n_protos(len(rows), p["k_ref"], 16), p, seed)
     else:
         stack = torch.cat([B for _, B, _ in packs])
-        R = _fit_centres(stack, n_protos(len(stack), p["k_ref"], _MIN_REF_PROTOTYPES), p, seed)
+        # "cells": the batches' rule on the union of their cells; "prototypes" (the authors'):
+        # on the number of stacked prototypes, never more than there are
+        n_union = sum(len(rows) for rows in members) if p["union_size"] == "cells" else len(stack)
+        R = _fit_centres(stack, min(len(stack), n_protos(n_union, p["k_ref"],
+                                                         _MIN_REF_PROTOTYPES)), p, seed)
     return R, packs
 
 
@@ -82,14 +86,15 @@ def _cell_shift(Xb: torch.Tensor, B: torch.Tensor, nearest: torch.Tensor, disp: 
                 s: torch.Tensor, frac: torch.Tensor, p: dict) -> torch.Tensor:
     """Each cell's share of its batch's prototype displacements ``disp`` (weights ``s``, Eq. 6).
     ``assign="nearest"`` (the paper): the nearest prototype's. ``"soft"``: a Gaussian-kernel
-    average over the prototypes, bandwidth the median squared distance of the batch's cells to
-    their nearest prototype (the kernel extension of a barycentric map to new points, Perrot
-    et al. 2016), so a batch deforms smoothly instead of piecewise. ``mass_weight``: each
+    average over the prototypes, ``exp(-d^2 / (2 sigma^2))`` with ``sigma^2`` = ``soft_bandwidth``
+    times the median squared distance of the batch's cells to their nearest prototype (the
+    median heuristic; the kernel extension of a barycentric map to new points, Perrot et al.
+    2016), so a batch deforms smoothly instead of piecewise. ``mass_weight``: each
     displacement is scaled by its prototype's transported fraction ``frac``."""
     w = s * frac if p["mass_weight"] else s
     if p["assign"] == "nearest":
         return w[nearest, None] * disp[nearest]
-    h2 = (Xb - B[nearest]).pow(2).sum(1).median().clamp_min(1e-12)
+    h2 = 2.0 * p["soft_bandwidth"] * (Xb - B[nearest]).pow(2).sum(1).median().clamp_min(1e-12)
     wd = w[:, None] * disp
     out = torch.empty_like(Xb)
     for rows in _chunks(Xb.shape[0], B.shape[0] * 2):
