@@ -196,8 +196,11 @@ def test_refine_after_integrate_on_shipped_demo():
     rna_labels = rna.obs["cell_type"].astype(str).to_numpy()
     both = ad.concat({"rna": rna, "spatial": st}, label="modality_batch", join="inner")
     both.obs_names_make_unique()
+    # DAVAE without its adversary ceiling (the default when this test was set): from the capped
+    # default's 300-step latent refine barely mixes (0.028 -> 0.030; RESULTS.md, sf.refine
+    # second pass), which this test of refine on an integrated input does not cover
     sf.integrate(both, method="davae", batch_key="modality_batch", max_iter=300, seed=0,
-                 progress=False)
+                 domain_grad_cap=None, progress=False)
     rec = sf.refine(both, basis="X_scferry", batch_key="modality_batch", max_iter=5, seed=0,
                     progress=False)
     X0, X = both.obsm["X_scferry"], both.obsm["X_scferry_refined"]
@@ -213,7 +216,8 @@ def test_refine_after_integrate_on_shipped_demo():
     mix0, mix1 = metrics.batch_entropy(X0, b), metrics.batch_entropy(X, b)
     print(f"\nPDAC demo, refine after DAVAE: batch entropy {mix0:.3f} -> {mix1:.3f}; scRNA "
           f"cell-type silhouette {sil0:.3f} -> {sil1:.3f} (random {sil_rand:.3f})")
-    # measured: batch entropy 0.030 -> 0.098 (iLISI, perplexity 30, stays at 1.01-1.02 of 2)
+    # measured: batch entropy 0.026 -> 0.108 (0.030 -> 0.098 before sf.refine's second pass;
+    # iLISI, perplexity 30, stays at 1.01-1.02 of 2)
     assert mix1 > 2 * mix0, rec
     assert sil1 > sil0 - 0.03 and sil1 > sil_rand + 0.05, (sil0, sil1, sil_rand)
 
