@@ -15,7 +15,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import load, score  # noqa: E402
-from scferry import gw  # noqa: E402
+from scferry import gw, pp  # noqa: E402
 
 
 def gw_cost(D1, D2, T):
@@ -27,7 +27,7 @@ def gw_cost(D1, D2, T):
 def variants(X):
     X = np.asarray(X, np.float64)
     std = (X - X.mean(0)) / X.std(0)
-    yield "zscore+pca30 (ours)", gw._pca(std, 30, 0), "euclidean"
+    yield "zscore+pca30 (ours)", pp.pca(std, 30, 0), "euclidean"
     yield "zscore (Pamona)", std, "euclidean"
     yield "raw", X - X.mean(0), "euclidean"
     l2 = X / np.linalg.norm(X, axis=1, keepdims=True)

@@ -37,8 +37,7 @@ VARIANTS = {"all_c20": (None, 20), "all_c30": (None, 30), "all_c40": (None, 40),
 def scaled_embedding(X, n_components: int, seed: int) -> np.ndarray:
     """``scferry.gw.embed_modality``'s "counts" embedding with each selected gene z-scored (clipped
     at 10) before the PCA, as Seurat's ScaleData / scanpy's scale do."""
-    from scferry import gw
-    from scferry.pp import normalize_log1p
+    from scferry.pp import normalize_log1p, pca
     X = normalize_log1p(X).astype(np.float64)
     mean = np.asarray(X.mean(axis=0)).ravel()
     var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
@@ -46,7 +45,7 @@ def scaled_embedding(X, n_components: int, seed: int) -> np.ndarray:
     keep = keep[var[keep] > 0]
     D = X[:, keep].toarray()
     D = np.clip((D - D.mean(0)) / D.std(0), -10, 10)
-    Z = gw._pca(D, n_components, seed).astype(np.float64)
+    Z = pca(D, n_components, seed).astype(np.float64)
     return (Z / np.sqrt((Z ** 2).sum(1).mean())).astype(np.float32)
 
 

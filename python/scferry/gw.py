@@ -62,7 +62,7 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from .pp import normalize_log1p
+from .pp import normalize_log1p, pca
 
 KINDS = ("counts", "peaks", "adt", "other")
 # Defaults chosen by measurement across datasets (bench/diagonal/RESULTS.md).
@@ -94,17 +94,6 @@ def guess_kind(X, var: Any = None, var_names: Sequence[str] | None = None) -> st
     return "counts"
 
 
-def _pca(X, n: int, seed: int) -> np.ndarray:
-    """Centred PCA (dense input) to ``n`` components, as float32."""
-    from sklearn.decomposition import PCA
-    X = np.asarray(X, dtype=np.float32)
-    n = max(1, min(n, X.shape[1], X.shape[0] - 1))
-    if n >= X.shape[1]:  # no reduction: centre only (rotation does not change distances)
-        return (X - X.mean(0)).astype(np.float32)
-    solver = "randomized" if min(X.shape) > 4 * n else "full"
-    return PCA(n, svd_solver=solver, random_state=seed).fit_transform(X).astype(np.float32)
-
-
 def embed_modality(X, kind: str, *, n_components: int = 30, n_features: int = 2000,
                    seed: int = 0) -> np.ndarray:
     """Cells x ``n_components`` embedding of one modality, preprocessed for its ``kind`` (see the
@@ -129,18 +118,18 @@ def embed_modality(X, kind: str, *, n_components: int = 30, n_features: int = 20
         var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
         keep = np.argsort(-var)[:min(n_features, X.shape[1])]
         keep = np.sort(keep[var[keep] > 0])
-        Z = _pca(X[:, keep].toarray(), n_components, seed)
+        Z = pca(X[:, keep].toarray(), n_components, seed)
     elif kind == "adt":
         X = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
         L = np.log1p(np.clip(X, 0, None))
         X = L - L.mean(axis=1, keepdims=True)  # per-cell CLR
         sd = X.std(0)
         X = (X[:, sd > 0] - X[:, sd > 0].mean(0)) / sd[sd > 0]
-        Z = _pca(X, n_components, seed)
+        Z = pca(X, n_components, seed)
     else:  # already processed: its scale is information (PC variances), keep it
         X = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
         X = X - X.mean(0)
-        Z = X if X.shape[1] <= MAX_OTHER_KEPT else _pca(X, n_components, seed)
+        Z = X if X.shape[1] <= MAX_OTHER_KEPT else pca(X, n_components, seed)
     Z = np.asarray(Z, dtype=np.float32)
     rms = float(np.sqrt((Z.astype(np.float64) ** 2).sum(1).mean()))
     return Z / max(rms, 1e-12)

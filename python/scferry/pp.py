@@ -30,6 +30,20 @@ def normalize_log1p(X: sp.csr_matrix, target_sum: float = TARGET_SUM) -> sp.csr_
     return X
 
 
+def pca(X, n: int, seed: int) -> np.ndarray:
+    """Centred PCA of a dense cells x features matrix to ``n`` components (capped by the shape),
+    as float32; ``seed`` seeds the randomized solver (used when ``n`` is small against the shape).
+    With ``n`` >= the number of features the data are centred only (a rotation would not change
+    distances)."""
+    from sklearn.decomposition import PCA
+    X = np.asarray(X, dtype=np.float32)
+    n = max(1, min(n, X.shape[1], X.shape[0] - 1))
+    if n >= X.shape[1]:
+        return (X - X.mean(0)).astype(np.float32)
+    solver = "randomized" if min(X.shape) > 4 * n else "full"
+    return PCA(n, svd_solver=solver, random_state=seed).fit_transform(X).astype(np.float32)
+
+
 def highly_variable(X: sp.csr_matrix, genes: pd.Index, n_top: int, batches=None) -> pd.Index:
     """Top ``n_top`` highly variable genes (scanpy's 'seurat' flavour on log data), in input order."""
     if n_top >= len(genes):

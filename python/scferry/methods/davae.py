@@ -235,15 +235,15 @@ class DAVAE(Method):
         self._pool = self._nbr = self._mnn = None
 
     def _init_neighbours(self, views: list[dict]) -> None:
-        from ..gw import _pca
+        from ..pp import pca
         from ..neighbors import knn
         self._pool = [v["common"] for v in views]
         dense = [X.toarray() if hasattr(X, "toarray") else np.asarray(X) for X in self._pool]
         if self.params.get("structure_weight", 0) > 0:  # in each dataset's own PCA
-            self._nbr = [knn(_pca(X, self.NCE_PCS, 0), min(self.NCE_NEIGHBOURS, X.shape[0] - 1))[1]
+            self._nbr = [knn(pca(X, self.NCE_PCS, 0), min(self.NCE_NEIGHBOURS, X.shape[0] - 1))[1]
                          for X in dense]
         if self.params.get("mnn_weight", 0) > 0:  # in the PCA of all cells, rows unit-normalised
-            Z = _pca(np.vstack(dense), self.NCE_PCS, 0)
+            Z = pca(np.vstack(dense), self.NCE_PCS, 0)
             Z /= np.linalg.norm(Z, axis=1, keepdims=True).clip(1e-12)
             self._set_mnn(np.split(Z, np.cumsum([X.shape[0] for X in dense])[:-1]))
 
