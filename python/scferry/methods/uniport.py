@@ -58,6 +58,15 @@ Deliberate choices (documented for users and benchmarks):
   same way: held-apart nuclei align in direction, not in length. Training and decoding are
   unchanged (the decoders read the means; ``sf.impute`` too). Measurements:
   bench/multiome/RESULTS.md, "uniPort vertical: the held-apart modality gap".
+- ``input_dropout`` (vertical and diagonal modes; not in uniPort; default 0: off): each per-dataset
+  encoder reads its cells' features with this fraction zeroed at random during training (inverted
+  dropout, Srivastava et al., JMLR 2014, on the input layer as in denoising autoencoders, Vincent
+  et al., ICML 2008; MinNet's input dropout); not at inference, and the reconstruction targets
+  are the full inputs; a dict ``{dataset: rate}`` sets each encoder's. Why: in vertical mode the two modalities' codes of a training cell coincide
+  while a held-apart cell, embedded by one encoder alone, lands further from its partner: the
+  encoders memorise their training cells. Not the default: 0.3 aligned held-apart SNARE-seq
+  nuclei better (gene activity and peaks) but cost sci-CAR a little and broke the CITE-seq sets
+  (RNA + protein). Measurements: bench/multiome/RESULTS.md, "Vertical uniPort: input dropout".
 - Guidance (paper, Supplementary Notes 5-6): per-cell OT marginal weights (``ot_marginals``,
   the vectors a and b of the minibatch UOT instead of uniform ones) and, with
   ``integrate(label_key=...)``, a prior cell-type correspondence: the cost between labelled cells
@@ -121,7 +130,7 @@ from ..errors import ScferryWarning, record_choice
 from ..pp import check_feature_selection, head_rows, resolve_feature_selection, specific_feature_counts
 from ..ot import TopKPlan, unbalanced_sinkhorn
 from ..train import LossRecord
-from .base import Method, check_hidden, check_int, check_number, info_nce
+from .base import Method, check_hidden, check_int, check_number, info_nce, is_number
 
 
 def _logit_mean(X) -> torch.Tensor:
@@ -150,8 +159,10 @@ class _Encoder(nn.Module):
     """One dataset's encoder (diagonal and vertical modes): Linear-BatchNorm-ReLU layers, then
     the latent Gaussian's mean and log-variance."""
 
-    def __init__(self, n_in: int, n_hidden: tuple[int, ...], n_latent: int):
+    def __init__(self, n_in: int, n_hidden: tuple[int, ...], n_latent: int, input_dropout: float = 0.0):
         super().__init__()
+        # input_dropout (see the module docstring): no parameters, so saved models load unchanged
+        self.drop = nn.Dropout(input_dropout)
         sizes = [n_in, *n_hidden]
         self.hidden = nn.Sequential(*[m for a, b in zip(sizes[:-1], sizes[1:])
                                       for m in (nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU())])
@@ -159,7 +170,7 @@ class _Encoder(nn.Module):
         self.logvar = nn.Linear(sizes[-1], n_latent)
 
     def forward(self, x: torch.Tensor):
-        h = self.hidden(x)
+        h = self.hidden(self.drop(x))
         return self.mu(h), self.logvar(h).clamp(-10.0, 10.0)
 
 
@@ -188,6 +199,7 @@ class UniPort(Method):
         mode=None, cross_weight=1.0, ot_marginals=None, prior_alpha=2.0, prior_pairs=None,
         gw_prior=True, gw_weight=1.0, gw_params=None, pair_reduction="mean", feature_selection=None,
         peak_likelihood=None, contrastive_weight=0.0, temperature=0.1, embedding=None,
+        input_dropout=0.0,
     )
     train_defaults = dict(max_iter=2000, lr=2e-4, weight_decay=5e-4, batch_size=256, patience=10)
 
@@ -208,8 +220,10 @@ class UniPort(Method):
         else:  # one encoder per dataset on its own features
             self.inputs = self.encode_inputs = ("specific",)
             self.paired = self.mode == "vertical"
-            self.encoders = nn.ModuleList(_Encoder(n, tuple(params["n_hidden"]), n_lat)
-                                          for n in dims["n_specific"])
+            drop = params.get("input_dropout") or 0.0  # models saved before the option: none
+            drop = [drop[name] if isinstance(drop, dict) else drop for name in dataset_names]
+            self.encoders = nn.ModuleList(_Encoder(n, tuple(params["n_hidden"]), n_lat, r)
+                                          for n, r in zip(dims["n_specific"], drop))
             # MultiVI's accessibility likelihood (Ashuach et al. 2023) for the datasets that use it:
             # a learned factor per region and a per-cell factor from the cell's own input
             lik = params.get("peak_likelihood") or {}
@@ -287,6 +301,11 @@ class UniPort(Method):
                              f"else 'mean'), 'mean' (the latent posterior means, the paper's) or 'unit' "
                              f"(their direction: the means scaled to length 1); got {params.get('embedding')!r}.")
         check_number(params, "temperature", strict=True)
+        drop = params.get("input_dropout")
+        if not all(is_number(v) and 0 <= v < 1 for v in (drop.values() if isinstance(drop, dict) else [drop])):
+            raise ValueError(f"input_dropout must be a number in [0, 1) (the fraction of each cell's input "
+                             f"features zeroed at random in training; 0: off) or a dict dataset name -> "
+                             f"such a number; got {drop!r}.")
         check_hidden(params)
         for key in ("kl_weight", "specific_weight", "ot_weight"):
             check_number(params, key)
@@ -345,6 +364,13 @@ class UniPort(Method):
             shared_features(datasets)  # none shared: the error that says what to do
         params["mode"] = mode
         names = [d.name for d in datasets]
+        drop = params.get("input_dropout")
+        if isinstance(drop, dict) and set(drop) != set(names):
+            raise ValueError(f"input_dropout as a dict needs one entry per dataset {names}; got "
+                             f"{sorted(map(str, drop))}.")
+        if mode == "horizontal" and any(drop.values() if isinstance(drop, dict) else [drop]):
+            raise ValueError("input_dropout applies to the per-dataset encoders of the vertical and diagonal "
+                             "modes; horizontal mode encodes shared genes. Drop it or pass mode=.")
         # by sparsity in vertical mode (scferry.pp.specific_feature_counts), else 2,000
         heads = head_rows(datasets) if mode == "vertical" else None  # read once (density, kind)
         params["n_specific_genes"] = specific_feature_counts(params.get("n_specific_genes"), datasets,
