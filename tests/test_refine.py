@@ -9,7 +9,8 @@ import torch
 
 import scferry as sf
 from scferry import metrics
-from scferry.refine import DEFAULTS, _knn, _trustworthiness
+from scferry.refine import DEFAULTS
+from scferry.refine._geometry import _knn, _trustworthiness
 
 from conftest import DEMO, read_fixture
 from helpers import random_embedding

@@ -103,7 +103,6 @@ from anndata import AnnData
 
 from ..train import resolve_device
 from ._checks import DEFAULTS, _check_inputs, _check_params
-from ._geometry import _knn, _trustworthiness  # noqa: F401  (tests reach them here)
 from ._loop import _run
 
 __all__ = ["refine", "DEFAULTS"]
