@@ -220,10 +220,10 @@ class UniPort(Method):
         else:  # one encoder per dataset on its own features
             self.inputs = self.encode_inputs = ("specific",)
             self.paired = self.mode == "vertical"
-            drop = params.get("input_dropout") or 0.0  # models saved before the option: none
-            drop = [drop[name] if isinstance(drop, dict) else drop for name in dataset_names]
-            self.encoders = nn.ModuleList(_Encoder(n, tuple(params["n_hidden"]), n_lat, r)
-                                          for n, r in zip(dims["n_specific"], drop))
+            # models saved before the option have no key: no dropout
+            drop = _per_dataset("input_dropout", params.get("input_dropout"), dataset_names, 0.0)
+            self.encoders = nn.ModuleList(_Encoder(n, tuple(params["n_hidden"]), n_lat, drop[name])
+                                          for n, name in zip(dims["n_specific"], dataset_names))
             # MultiVI's accessibility likelihood (Ashuach et al. 2023) for the datasets that use it:
             # a learned factor per region and a per-cell factor from the cell's own input
             lik = params.get("peak_likelihood") or {}
@@ -364,11 +364,8 @@ class UniPort(Method):
             shared_features(datasets)  # none shared: the error that says what to do
         params["mode"] = mode
         names = [d.name for d in datasets]
-        drop = params.get("input_dropout")
-        if isinstance(drop, dict) and set(drop) != set(names):
-            raise ValueError(f"input_dropout as a dict needs one entry per dataset {names}; got "
-                             f"{sorted(map(str, drop))}.")
-        if mode == "horizontal" and any(drop.values() if isinstance(drop, dict) else [drop]):
+        drop = _per_dataset("input_dropout", params.get("input_dropout"), names, 0.0)  # checks a dict
+        if mode == "horizontal" and any(drop.values()):
             raise ValueError("input_dropout applies to the per-dataset encoders of the vertical and diagonal "
                              "modes; horizontal mode encodes shared genes. Drop it or pass mode=.")
         # by sparsity in vertical mode (scferry.pp.specific_feature_counts), else 2,000
@@ -675,16 +672,20 @@ def _gw_guidance(params: dict[str, Any], datasets) -> dict[str, np.ndarray] | bo
     return dict(zip([d.name for d in datasets], z))
 
 
-def _resolve_likelihood(given, datasets, mode: str) -> dict[str, str]:
-    """Per dataset, the reconstruction likelihood of its own features (``peak_likelihood``)."""
-    names = [d.name for d in datasets]
+def _per_dataset(key: str, given, names: list[str], default) -> dict[str, Any]:
+    """A setting given once for every dataset (None: ``default``) or as a dict with one entry per
+    dataset, as ``{dataset name: value}``."""
     if isinstance(given, dict):
         if set(given) != set(names):
-            raise ValueError(f"peak_likelihood as a dict needs one entry per dataset {names}; got "
+            raise ValueError(f"{key} as a dict needs one entry per dataset {names}; got "
                              f"{sorted(map(str, given))}.")
-        out = {n: given[n] for n in names}
-    else:
-        out = {n: given or "scaled" for n in names}
+        return {n: given[n] for n in names}
+    return {n: default if given is None else given for n in names}
+
+
+def _resolve_likelihood(given, datasets, mode: str) -> dict[str, str]:
+    """Per dataset, the reconstruction likelihood of its own features (``peak_likelihood``)."""
+    out = _per_dataset("peak_likelihood", given, [d.name for d in datasets], "scaled")
     if mode == "horizontal" and "bernoulli" in out.values():
         raise ValueError("peak_likelihood='bernoulli' applies to the per-dataset decoders of the vertical "
                          "and diagonal modes; horizontal mode decodes shared genes. Drop it or pass mode=.")
