@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from numbers import Integral
+from numbers import Integral, Real
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -34,6 +34,7 @@ def integrate(
     specific_genes: Mapping[str, Sequence[str]] | None = None,
     max_iter: int | None = None,
     lr: float | None = None,
+    weight_decay: float | None = None,
     batch_size: int | None = None,
     patience: int | None | str = "default",
     seed: int = 0,
@@ -74,13 +75,16 @@ def integrate(
         Genes to add to a dataset's specific genes, beyond its highly variable ones, e.g.
         ``{"rna": ["Gad1", "Trh"]}`` to impute them later (:func:`scferry.impute`); methods with
         dataset-specific decoders only (uniPort).
-    max_iter, lr, batch_size, patience
-        Training budget (optimiser steps), Adam learning rate, cells per step (split evenly over
-        datasets; a dataset with fewer cells than its share gives all its cells to every step),
-        early-stopping patience in epochs (``None`` disables early stopping). Defaults are the
-        method's (``get_method(name).train_defaults``); a default ``max_iter="auto"`` is set from
-        the number of cells by the method's ``auto_max_iter`` (DAVAE) and recorded in
-        ``model.train_params["max_iter"]`` and ``model.choices``.
+    max_iter, lr, weight_decay, batch_size, patience
+        Training budget (optimiser steps), Adam learning rate, Adam's L2 weight decay (a number
+        >= 0), cells per step (split evenly over datasets; a dataset with fewer cells than its
+        share gives all its cells to every step), early-stopping patience in epochs (``None``
+        disables early stopping). Defaults are the method's (``get_method(name).train_defaults``;
+        uniPort's vertical mode has its own, weight decay 0.05 and 3,000 steps, recorded in
+        ``model.choices``);
+        a default ``max_iter="auto"`` is set from the number of cells by the method's
+        ``auto_max_iter`` (DAVAE) and recorded in ``model.train_params["max_iter"]`` and
+        ``model.choices``.
     seed
         An integer >= 0. The same seed gives the same embedding on CPU with the same number of
         torch threads (``torch.set_num_threads``; results with another thread count differ in
@@ -141,6 +145,10 @@ def integrate(
         if label_key is not None or reference is not None or specific_genes is not None:
             raise ValueError("method='gw' uses no labels, reference or specific genes: drop label_key, "
                              "reference and specific_genes.")
+        training = [k for k, v in dict(max_iter=max_iter, lr=lr, weight_decay=weight_decay,
+                                       batch_size=batch_size).items() if v is not None]
+        if training or patience != "default":
+            raise ValueError(f"method='gw' trains no network: drop {', '.join(training or ['patience'])}.")
         from .methods.gw import integrate_gw
         return integrate_gw(datasets, batch_key=batch_key, layer=layer, seed=seed, progress=progress,
                             **params)
@@ -153,12 +161,11 @@ def integrate(
     if cls.seeded_inputs:  # uniPort's GW guidance, scMODAL's anchor space: built with the fit's seed
         hp["seed"] = seed
     cls.check_params(hp)
-    tp = dict(cls.train_defaults)
-    for key, value in dict(max_iter=max_iter, lr=lr, batch_size=batch_size).items():
-        if value is not None:
-            tp[key] = value
+    given = {key: value for key, value in dict(max_iter=max_iter, lr=lr, weight_decay=weight_decay,
+                                               batch_size=batch_size).items() if value is not None}
     if patience != "default":
-        tp["patience"] = patience
+        given["patience"] = patience
+    tp = {**cls.train_defaults, **given}
     _check_positive(tp)
     if tp["max_iter"] == "auto" and cls.auto_max_iter is None:
         raise ValueError(f"method {cls.name!r} has no automatic budget: pass max_iter as a positive integer.")
@@ -183,6 +190,7 @@ def integrate(
     hp["_choices"] = {}  # Method.resolve records what it chose here (errors.record_choice)
     inputs, paired = cls.resolve(hp, data, labels)  # e.g. uniPort's mode, from params and data
     choices = hp.pop("_choices")
+    tp = _mode_train_settings(cls, hp, given, choices)
     specific_genes = _check_specific_genes(specific_genes, data, cls, inputs)
     if paired:
         check_paired(data)
@@ -330,6 +338,18 @@ def _check_specific_genes(specific_genes, data, cls, inputs) -> dict[str, list[s
     return out
 
 
+def _mode_train_settings(cls, hp: dict, given: dict, choices: dict) -> dict:
+    """The training settings once the method has resolved its mode: the mode's defaults
+    (``Method.resolved_train_defaults``) under the user's values; a default that differs from
+    the method's ``train_defaults`` because of the mode is recorded in ``choices``."""
+    tp = {**cls.resolved_train_defaults(hp), **given}
+    for key, value in tp.items():
+        if key not in given and value != cls.train_defaults.get(key):
+            record_choice(choices, key, value, f"{cls.name} {hp.get('mode')} mode's default "
+                          f"(pass {key}= to set it)")
+    return tp
+
+
 def _check_positive(tp: dict) -> None:
     for key in ("max_iter", "batch_size"):
         if key == "max_iter" and tp[key] == "auto":  # a method default: set from the data later
@@ -338,5 +358,8 @@ def _check_positive(tp: dict) -> None:
             raise ValueError(f"{key} must be a positive integer; got {tp[key]!r}.")
     if not tp["lr"] > 0:
         raise ValueError(f"lr must be positive; got {tp['lr']!r}.")
+    wd = tp["weight_decay"]
+    if isinstance(wd, bool) or not isinstance(wd, Real) or not 0 <= wd < math.inf:
+        raise ValueError(f"weight_decay must be a number >= 0 (Adam's L2 penalty; 0 turns it off); got {wd!r}.")
     if tp["patience"] is not None and (not isinstance(tp["patience"], int) or tp["patience"] < 1):
         raise ValueError(f"patience must be a positive integer or None; got {tp['patience']!r}.")

@@ -39,7 +39,7 @@
 #' @param layer Seurat: the layer (slot) holding raw counts (\code{"counts"}). SingleCellExperiment:
 #'   the assay holding raw counts (\code{"counts"}).
 #' @param ... Parameters passed to \code{scferry.integrate()} in Python: training settings
-#'   (\code{max_iter}, \code{lr}, \code{batch_size}, \code{device}, \code{reference} (a dataset name),
+#'   (\code{max_iter}, \code{lr}, \code{weight_decay}, \code{batch_size}, \code{device}, \code{reference} (a dataset name),
 #'   \code{preprocess}), distributed training (\code{devices = 2} training processes,
 #'   \code{accelerator = "cpu"} or \code{"gpu"}, \code{strategy = "ddp"}; the processes are started
 #'   from inside the call) and method hyper-parameters (e.g. \code{n_latent = 16}). Whole numbers are

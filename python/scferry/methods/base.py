@@ -71,6 +71,13 @@ class Method(nn.Module):
         (integrate moves it to ``Model.choices``). Errors here touch nothing."""
         return cls.inputs, cls.paired
 
+    @classmethod
+    def resolved_train_defaults(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """The training settings for ``params`` as :meth:`resolve` left them: ``train_defaults``,
+        unless a mode has settings of its own (uniPort's vertical mode: its weight decay). The
+        user's ``max_iter``, ``lr``, ... override them."""
+        return dict(cls.train_defaults)
+
     @staticmethod
     def dims_from_views(views: list[dict]) -> dict[str, Any]:
         raise NotImplementedError
@@ -174,6 +181,20 @@ def check_number(params: dict[str, Any], key: str, minimum: float = 0.0, strict:
     v = params[key]
     if not is_number(v) or v < minimum or (strict and v == minimum):
         raise ValueError(f"{key} must be a finite number {'>' if strict else '>='} {minimum:g}; got {v!r}.")
+
+
+#: What an input dropout rate is, for the error of a bad one (MinNet's ``dropout``, uniPort's
+#: ``input_dropout``).
+INPUT_DROPOUT_MEANING = "the fraction of each cell's input features zeroed at random in training; 0: off"
+
+
+def check_rate(params: dict[str, Any], key: str, meaning: str, per_dataset: bool = False) -> None:
+    """A fraction in [0, 1), e.g. a dropout rate; ``per_dataset``: also a dict dataset name -> one."""
+    v = params[key]
+    values = v.values() if per_dataset and isinstance(v, dict) else [v]
+    if not all(is_number(x) and 0 <= x < 1 for x in values):
+        alt = " or a dict dataset name -> such a number" if per_dataset else ""
+        raise ValueError(f"{key} must be in [0, 1) ({meaning}){alt}; got {v!r}.")
 
 
 def check_hidden(params: dict[str, Any], key: str = "n_hidden") -> None:

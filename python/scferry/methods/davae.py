@@ -97,7 +97,7 @@ from torch import nn
 
 from ..pp import TARGET_SUM
 from ..train import LossRecord
-from .base import Method, check_hidden, check_int, check_number, neighbour_nce, neighbour_pull
+from .base import Method, check_hidden, check_int, check_number, check_rate, neighbour_nce, neighbour_pull
 
 
 class _ReverseGradient(torch.autograd.Function):
@@ -164,8 +164,7 @@ class DAVAE(Method):
         check_number(params, "mnn_weight")
         if not (isinstance(params["domain_weight"], (int, float)) and params["domain_weight"] >= 0):
             raise ValueError(f"domain_weight must be a number >= 0; got {params['domain_weight']!r}.")
-        if not (isinstance(params["dropout"], (int, float)) and 0 <= params["dropout"] < 1):
-            raise ValueError(f"dropout must be in [0, 1); got {params['dropout']!r}.")
+        check_rate(params, "dropout", "the fraction of hidden units zeroed at random in training; 0: off")
 
     @classmethod
     def resolve(cls, params: dict[str, Any], datasets: list, labels) -> tuple[tuple[str, ...], bool]:

@@ -98,7 +98,7 @@ from torch import nn
 from ..train import LossRecord
 from ..errors import record_choice
 from ..pp import check_feature_selection, head_rows, resolve_feature_selection, specific_feature_counts
-from .base import Method, check_hidden, check_int, info_nce
+from .base import INPUT_DROPOUT_MEANING, Method, check_hidden, check_int, check_rate, info_nce
 
 OBJECTIVES = ("margin", "infonce")
 
@@ -186,9 +186,7 @@ class MinNet(Method):
             v = params[key]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not np.isfinite(v) or v < 0:
                 raise ValueError(f"{key} must be a finite number >= 0; got {v!r}.")
-        if isinstance(params["dropout"], bool) or not isinstance(params["dropout"], (int, float)) \
-                or not 0 <= params["dropout"] < 1:
-            raise ValueError(f"dropout must be in [0, 1); got {params['dropout']!r}.")
+        check_rate(params, "dropout", INPUT_DROPOUT_MEANING)
         if params["negatives"] not in ("between", "within"):
             raise ValueError(f"negatives must be 'between' (different cells of different modalities, "
                              f"for RNA + ATAC) or 'within' (same modality, for RNA + protein); got "
