@@ -36,6 +36,24 @@ test_that("vertical uniPort's per-modality feature numbers pass through ferry_in
                  "one entry per dataset")
 })
 
+test_that("vertical uniPort's weight decay (its own default, 0.05) passes through ferry_integrate", {
+    skip_if_no_python()
+    skip_if_no_sce()
+    objs <- snare_pair()$objs
+    fit <- suppressWarnings(ferry_integrate(objs, method = "uniport", max_iter = 3, progress = FALSE,
+                                            model_dir = tempfile("models"), verbose = FALSE))
+    model <- model_of(fit)
+    expect_equal(reticulate::py_to_r(model$train_params$weight_decay), 0.05)
+    expect_equal(reticulate::py_to_r(model$choices$weight_decay$value), 0.05)
+    fit <- suppressWarnings(ferry_integrate(objs, method = "uniport", max_iter = 3, progress = FALSE,
+                                            weight_decay = 0.01, model_dir = tempfile("models"),
+                                            verbose = FALSE))
+    expect_equal(reticulate::py_to_r(model_of(fit)$train_params$weight_decay), 0.01)
+    expect_error(ferry_integrate(objs, method = "uniport", max_iter = 3, progress = FALSE,
+                                 weight_decay = -1, verbose = FALSE),
+                 "weight_decay must be a number >= 0")
+})
+
 test_that("vertical uniPort's embedding (unit direction for ATAC peaks) passes through and projects", {
     skip_if_no_python()
     skip_if_no_sce()
