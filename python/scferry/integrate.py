@@ -81,10 +81,9 @@ def integrate(
         share gives all its cells to every step), early-stopping patience in epochs (``None``
         disables early stopping). Defaults are the method's (``get_method(name).train_defaults``;
         uniPort's vertical mode has its own, weight decay 0.05 and 3,000 steps, recorded in
-        ``model.choices``);
-        a default ``max_iter="auto"`` is set from the number of cells by the method's
-        ``auto_max_iter`` (DAVAE) and recorded in ``model.train_params["max_iter"]`` and
-        ``model.choices``.
+        ``model.choices``); a default ``max_iter="auto"`` is set from the number of cells by the
+        method's ``auto_max_iter`` (DAVAE) and recorded in ``model.train_params["max_iter"]``
+        and ``model.choices``.
     seed
         An integer >= 0. The same seed gives the same embedding on CPU with the same number of
         torch threads (``torch.set_num_threads``; results with another thread count differ in

@@ -74,7 +74,7 @@ class Method(nn.Module):
     @classmethod
     def resolved_train_defaults(cls, params: dict[str, Any]) -> dict[str, Any]:
         """The training settings for ``params`` as :meth:`resolve` left them: ``train_defaults``,
-        unless a mode has settings of its own (uniPort's vertical mode: its weight decay). The
+        unless a mode has settings of its own (uniPort's vertical mode: weight decay, budget). The
         user's ``max_iter``, ``lr``, ... override them."""
         return dict(cls.train_defaults)
 
