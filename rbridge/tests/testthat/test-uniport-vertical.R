@@ -23,6 +23,9 @@ test_that("vertical uniPort's per-modality feature numbers pass through ferry_in
     expect_identical(reticulate::py_to_r(model$params$mode), "vertical")
     expect_identical(reticulate::py_to_r(model$params$n_specific_genes), list(rna = 2000L, atac = 10000L))
     expect_identical(length(reticulate::py_to_r(model$features("atac", "specific"))), nrow(objs$atac))
+    # vertical mode's own weight decay, recorded as a choice
+    expect_equal(reticulate::py_to_r(model$train_params$weight_decay), 0.05)
+    expect_equal(reticulate::py_to_r(model$choices$weight_decay$value), 0.05)
     # a named list sets each modality's number
     fit <- suppressWarnings(ferry_integrate(objs, method = "uniport", max_iter = 3, progress = FALSE,
                                             n_specific_genes = list(rna = 300, atac = 700),
@@ -36,15 +39,10 @@ test_that("vertical uniPort's per-modality feature numbers pass through ferry_in
                  "one entry per dataset")
 })
 
-test_that("vertical uniPort's weight decay (its own default, 0.05) passes through ferry_integrate", {
+test_that("vertical uniPort's weight decay passes through ferry_integrate (its default: the block above)", {
     skip_if_no_python()
     skip_if_no_sce()
     objs <- snare_pair()$objs
-    fit <- suppressWarnings(ferry_integrate(objs, method = "uniport", max_iter = 3, progress = FALSE,
-                                            model_dir = tempfile("models"), verbose = FALSE))
-    model <- model_of(fit)
-    expect_equal(reticulate::py_to_r(model$train_params$weight_decay), 0.05)
-    expect_equal(reticulate::py_to_r(model$choices$weight_decay$value), 0.05)
     fit <- suppressWarnings(ferry_integrate(objs, method = "uniport", max_iter = 3, progress = FALSE,
                                             weight_decay = 0.01, model_dir = tempfile("models"),
                                             verbose = FALSE))
