@@ -50,23 +50,27 @@ def test_nb_refuses_values_that_are_not_counts(pbmc):
         sf.integrate(data, method="davae", seed=0, likelihood="nb", preprocess=False, **FAST)
 
 
-@pytest.mark.parametrize("kw, words", [
-    (dict(kl_warmup=-1), "kl_warmup must be an integer >= 0"),
-    (dict(kl_warmup=2.5), "kl_warmup must be an integer >= 0"),
-    (dict(likelihood="poisson"), "likelihood must be 'gaussian'"),
-    (dict(domain_grad_cap=0), "domain_grad_cap must be a number > 0"),
-    (dict(domain_grad_cap=float("inf")), "domain_grad_cap must be a number > 0"),
-    (dict(domain_grad_cap="1"), "domain_grad_cap must be a number > 0"),
-    (dict(structure_weight=-0.1), "structure_weight must be a finite number >= 0"),
-    (dict(structure_weight="1"), "structure_weight must be a finite number >= 0"),
-    (dict(mnn_weight=float("nan")), "mnn_weight must be a finite number >= 0"),
-    (dict(mnn_weight=True), "mnn_weight must be a finite number >= 0"),
+@pytest.mark.parametrize("method, kw, words", [
+    ("davae", dict(kl_warmup=-1), "kl_warmup must be an integer >= 0"),
+    ("davae", dict(kl_warmup=2.5), "kl_warmup must be an integer >= 0"),
+    ("davae", dict(likelihood="poisson"), "likelihood must be 'gaussian'"),
+    ("davae", dict(domain_grad_cap=0), "domain_grad_cap must be a number > 0"),
+    ("davae", dict(domain_grad_cap=float("inf")), "domain_grad_cap must be a number > 0"),
+    ("davae", dict(domain_grad_cap="1"), "domain_grad_cap must be a number > 0"),
+    ("davae", dict(structure_weight=-0.1), "structure_weight must be a finite number >= 0"),
+    ("davae", dict(structure_weight="1"), "structure_weight must be a finite number >= 0"),
+    ("davae", dict(mnn_weight=float("nan")), "mnn_weight must be a finite number >= 0"),
+    ("davae", dict(mnn_weight=True), "mnn_weight must be a finite number >= 0"),
+    ("uniport", dict(pca_prior=1), "pca_prior must be True"),
+    ("uniport", dict(pca_weight=-1.0), "pca_weight must be a finite number >= 0"),
+    ("uniport", dict(pca_weight="4"), "pca_weight must be a finite number >= 0"),
+    ("uniport", dict(pca_prior=True, mode="diagonal"), "pca_prior guides horizontal integration"),
 ])
-def test_davae_bad_options(pbmc, kw, words):
+def test_bad_options(pbmc, method, kw, words):
     data = split(pbmc)
     snaps = {k: snapshot(a) for k, a in data.items()}
     with pytest.raises(ValueError, match=words):
-        sf.integrate(data, method="davae", **{**FAST, **kw})
+        sf.integrate(data, method=method, **{**FAST, **kw})
     for k, a in data.items():
         assert_unchanged(a, snaps[k])
 
@@ -180,3 +184,26 @@ def test_davae_default_caps_the_adversary_where_it_dominates(pbmc):
     assert model.params["domain_grad_cap"] == 3.0
     ratios = [e["domain_grad_ratio"] for e in model.history]
     assert ratios[0] > 3.0, ratios
+
+
+def test_uniport_pca_prior_keeps_cell_types_across_chemistries(pbmc):
+    """pca_prior=True (horizontal mode): the minibatch OT's cost adds the sampled cells' squared
+    distance in one PCA of the shared genes, so cells are transported to cells of similar
+    expression; three real chemistries then transfer labels between each other better than with
+    the unguided OT, same seeds and budget (bench/batch_integration/RESULTS.md, "uniPort's OT
+    guided by a PCA of the shared genes")."""
+    kw = dict(max_iter=400, progress=False, n_common_genes=800, device="cpu")
+    gain = []
+    for seed in (0, 1):
+        scores = {}
+        for prior in (False, True):
+            data = split(pbmc)
+            snaps = {k: snapshot(a) for k, a in data.items()}
+            model = sf.integrate(data, method="uniport", seed=seed, pca_prior=prior, **kw)
+            for k, a in data.items():
+                assert_unchanged(a, snaps[k], allowed_obsm={"X_scferry"})
+            assert model.params["pca_prior"] is prior and "pca_guidance" not in model.params
+            scores[prior] = _lobo_transfer(data)
+        gain.append(scores[True] - scores[False])
+    assert min(gain) > 0 and np.mean(gain) > 0.02, gain
+

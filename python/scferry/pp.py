@@ -44,6 +44,33 @@ def pca(X, n: int, seed: int) -> np.ndarray:
     return PCA(n, svd_solver=solver, random_state=seed).fit_transform(X).astype(np.float32)
 
 
+def zscore(X, clip: float = 10.0) -> np.ndarray:
+    """Each column centred and scaled to unit variance (``ddof=1``; constant columns 0), clipped
+    to +-``clip`` (scanpy's ``scale(max_value=10)``), as dense float32."""
+    X = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
+    sd = X.std(axis=0, ddof=1) if len(X) > 1 else np.zeros(X.shape[1])
+    Z = np.divide(X - X.mean(axis=0), sd, out=np.zeros_like(X), where=sd > 0)
+    return np.clip(Z, -clip, clip).astype(np.float32)
+
+
+def joint_pca(datasets: list[Dataset], genes: pd.Index, *, n_features: int = 2000,
+              n_components: int = 30, seed: int = 0) -> list[np.ndarray]:
+    """All datasets' cells in one PCA of their shared ``genes``: counts per 1e4, log1p, the
+    ``n_features`` genes of highest variance over all cells, each scaled to unit variance (clipped
+    at 10), ``n_components`` components (the Seurat / scanpy recipe). Returns one cells x
+    components array per dataset (float32)."""
+    mats = []
+    for d in datasets:
+        X = d.counts()
+        mats.append(X[:, pd.Index(d.var_names).get_indexer(genes)])
+    X = normalize_log1p(sp.vstack(mats).tocsr()).astype(np.float64)
+    mean = np.asarray(X.mean(axis=0)).ravel()
+    var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
+    keep = np.sort(np.argsort(-var)[:min(n_features, X.shape[1])])
+    Z = pca(zscore(X[:, keep]), n_components, seed)
+    return np.split(Z, np.cumsum([m.shape[0] for m in mats])[:-1])
+
+
 def highly_variable(X: sp.csr_matrix, genes: pd.Index, n_top: int, batches=None) -> pd.Index:
     """Top ``n_top`` highly variable genes (scanpy's 'seurat' flavour on log data), in input order."""
     if n_top >= len(genes):

@@ -85,7 +85,7 @@ from torch import nn
 
 from .. import gw as _gw
 from .scmodal_cca import cca_feature_links
-from ..pp import highly_variable, normalize_log1p
+from ..pp import highly_variable, normalize_log1p, zscore as _zscore
 from ..neighbors import mutual_knn_mask as mnn_mask
 from ..train import LossRecord
 from .base import Method, check_hidden, check_int
@@ -309,13 +309,6 @@ def _own_embeddings(datasets: list, seed: int = 0) -> tuple[np.ndarray, ...]:
         X = d.counts()
         Z.append(_gw.embed_modality(X, _gw.guess_kind(X, d.adata.var, d.var_names), seed=seed))
     return tuple(Z)
-
-
-def _zscore(X) -> np.ndarray:
-    X = np.asarray(X.toarray() if hasattr(X, "toarray") else X, dtype=np.float64)
-    sd = X.std(axis=0, ddof=1) if len(X) > 1 else np.zeros(X.shape[1])
-    Z = np.divide(X - X.mean(axis=0), sd, out=np.zeros_like(X), where=sd > 0)
-    return np.clip(Z, -10, 10).astype(np.float32)
 
 
 def _normalise_linked(linked) -> str | dict:

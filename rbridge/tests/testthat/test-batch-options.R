@@ -1,4 +1,4 @@
-# Issue 16 options of DAVAE (kl_warmup, likelihood, domain_grad_cap, structure_weight, mnn_weight) and uniPort (pair_reduction) reach
+# Issue 16 options of DAVAE (kl_warmup, likelihood, domain_grad_cap, structure_weight, mnn_weight) and uniPort (pair_reduction, pca_prior, pca_weight) reach
 # scferry.integrate() unchanged in shape (an integer, strings), and DAVAE's default budget is set
 # from the number of cells and recorded.
 
@@ -54,4 +54,20 @@ test_that("ferry_integrate passes davae's structure_weight and mnn_weight (neigh
     expect_true(all(is.finite(SeuratObject::Embeddings(objs$g2, "ferry"))))
     expect_error(ferry_integrate(objs0, method = "davae", structure_weight = -1, progress = FALSE,
                                  verbose = FALSE), "structure_weight must be a finite number >= 0")
+})
+
+test_that("ferry_integrate passes uniport's pca_prior and pca_weight (a logical, a number)", {
+    skip_if_no_python()
+    skip_if_no_seurat()
+    objs0 <- pbmc_pair()
+    objs <- suppressWarnings(ferry_integrate(objs0, method = "uniport", pca_prior = TRUE, pca_weight = 2,
+                                             max_iter = 5, progress = FALSE, verbose = FALSE,
+                                             model_dir = tempfile("models")))
+    params <- reticulate::py_to_r(scferry:::.ferry$models[[objs$g1@misc$ferry$model_id]]$model$params)
+    expect_identical(params$pca_prior, TRUE)
+    expect_identical(params$pca_weight, 2L)
+    expect_false("pca_guidance" %in% names(params))
+    expect_true(all(is.finite(SeuratObject::Embeddings(objs$g2, "ferry"))))
+    expect_error(ferry_integrate(objs0, method = "uniport", pca_prior = "yes", progress = FALSE,
+                                 verbose = FALSE), "pca_prior must be True")
 })
