@@ -62,7 +62,7 @@ from typing import Any, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from .pp import normalize_log1p, pca
+from .pp import normalize_log1p, pca, variable_columns
 
 KINDS = ("counts", "peaks", "adt", "other")
 # Defaults chosen by measurement across datasets (bench/diagonal/RESULTS.md).
@@ -114,11 +114,7 @@ def embed_modality(X, kind: str, *, n_components: int = 30, n_features: int = 20
         Z = (Z - Z.mean(0)) / np.maximum(Z.std(0), 1e-12)  # LSI components on one scale
     elif kind == "counts":
         X = normalize_log1p(X).astype(np.float64)
-        mean = np.asarray(X.mean(axis=0)).ravel()
-        var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
-        keep = np.argsort(-var)[:min(n_features, X.shape[1])]
-        keep = np.sort(keep[var[keep] > 0])
-        Z = pca(X[:, keep].toarray(), n_components, seed)
+        Z = pca(X[:, variable_columns(X, n_features)].toarray(), n_components, seed)
     elif kind == "adt":
         X = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
         L = np.log1p(np.clip(X, 0, None))

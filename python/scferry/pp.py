@@ -53,6 +53,14 @@ def zscore(X, clip: float = 10.0) -> np.ndarray:
     return np.clip(Z, -clip, clip).astype(np.float32)
 
 
+def variable_columns(X: sp.csr_matrix, n: int) -> np.ndarray:
+    """Indices (ascending) of the ``n`` columns of highest variance, those of zero variance left out."""
+    mean = np.asarray(X.mean(axis=0)).ravel()
+    var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
+    keep = np.argsort(-var)[:min(n, X.shape[1])]
+    return np.sort(keep[var[keep] > 0])
+
+
 def joint_pca(datasets: list[Dataset], genes: pd.Index, *, n_features: int = 2000,
               n_components: int = 30, seed: int = 0) -> list[np.ndarray]:
     """All datasets' cells in one PCA of their shared ``genes``: counts per 1e4, log1p, the
@@ -64,10 +72,7 @@ def joint_pca(datasets: list[Dataset], genes: pd.Index, *, n_features: int = 200
         X = d.counts()
         mats.append(X[:, pd.Index(d.var_names).get_indexer(genes)])
     X = normalize_log1p(sp.vstack(mats).tocsr()).astype(np.float64)
-    mean = np.asarray(X.mean(axis=0)).ravel()
-    var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
-    keep = np.sort(np.argsort(-var)[:min(n_features, X.shape[1])])
-    Z = pca(zscore(X[:, keep]), n_components, seed)
+    Z = pca(zscore(X[:, variable_columns(X, n_features)]), n_components, seed)
     return np.split(Z, np.cumsum([m.shape[0] for m in mats])[:-1])
 
 

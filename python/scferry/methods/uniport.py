@@ -305,28 +305,27 @@ class UniPort(Method):
             for a, b in params.get("prior_pairs") or []:
                 corr[index[a], index[b]] = corr[index[b], index[a]] = True
             self.register_buffer("prior_corr", corr, persistent=False)
-        # GW guidance (diagonal mode without labels): each dataset's cells in the GW joint space.
-        # Training-only (not saved): a loaded model keeps params["gw_prior"] as the record.
-        gw = params.get("gw_prior")
-        self.gw_coords: dict[int, str] = {}
-        if isinstance(gw, dict):
-            for name, coords in gw.items():
-                d = self.dataset_names.index(name)
-                self.register_buffer(f"gw_{d}", torch.as_tensor(np.asarray(coords, np.float32)),
-                                     persistent=False)
-                self.gw_coords[d] = f"gw_{d}"
-            params["gw_prior"] = True
-        # PCA guidance (horizontal mode, pca_prior): each dataset's cells in one PCA of the shared
-        # genes; training-only, like the GW coordinates.
+        # OT guidance, training-only (not saved): each dataset's cells in the GW joint space
+        # (diagonal mode without labels; a loaded model keeps params["gw_prior"] as the record) or
+        # in one PCA of the shared genes (horizontal mode, pca_prior), with the weight of its kind.
+        self.guide_coords: dict[int, str] = {}
         self.guide_weight = float(params["gw_weight"])
+        gw = params.get("gw_prior")
+        if isinstance(gw, dict):
+            self._register_guide(gw, "gw")
+            params["gw_prior"] = True
         pca_coords = params.pop("pca_guidance", None)
         if pca_coords is not None:
-            for name, coords in pca_coords.items():
-                d = self.dataset_names.index(name)
-                self.register_buffer(f"pca_{d}", torch.as_tensor(np.asarray(coords, np.float32)),
-                                     persistent=False)
-                self.gw_coords[d] = f"pca_{d}"
+            self._register_guide(pca_coords, "pca")
             self.guide_weight = float(params["pca_weight"])
+
+    def _register_guide(self, coords: dict[str, Any], prefix: str) -> None:
+        """Each dataset's guidance coordinates as a non-persistent buffer ``<prefix>_<d>``."""
+        for name, values in coords.items():
+            d = self.dataset_names.index(name)
+            self.register_buffer(f"{prefix}_{d}", torch.as_tensor(np.asarray(values, np.float32)),
+                                 persistent=False)
+            self.guide_coords[d] = f"{prefix}_{d}"
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
@@ -616,9 +615,9 @@ class UniPort(Method):
             if (a is not None and not a.sum() > 0) or (b is not None and not b.sum() > 0):
                 continue  # every sampled cell of one side has weight 0: nothing to transport
             c = c / c.max().clamp_min(1e-12)
-            if p in self.gw_coords and q in self.gw_coords:  # GW or PCA guidance: see the docstring
-                g = sqdist(getattr(self, self.gw_coords[p])[batch[p]["idx"]],
-                           getattr(self, self.gw_coords[q])[batch[q]["idx"]])
+            if p in self.guide_coords and q in self.guide_coords:  # GW or PCA guidance: see the docstring
+                g = sqdist(getattr(self, self.guide_coords[p])[batch[p]["idx"]],
+                           getattr(self, self.guide_coords[q])[batch[q]["idx"]])
                 c = c + self.guide_weight * g / g.max().clamp_min(1e-12)
             problems.append((p, q, cost, c, a, b))
         eps = self.params["ot_eps"]
