@@ -444,3 +444,47 @@ def test_topk_update_without_validation_is_the_same():
     assert torch.equal(a.indices, b.indices) and torch.equal(a.values, b.values)
     with pytest.raises(ValueError, match="negative"):
         a.update(torch.arange(2), torch.arange(2), -torch.ones(2, 2))
+
+
+def _full_lse_sinkhorn(C, a, b, eps, rho, reg_type, n_iter):
+    """The generalized Sinkhorn of the docstring with a full log-sum-exp every iteration (KL:
+    the reference measure a b^T enters through the potentials, so zero masses stay -inf)."""
+    tau = rho / (rho + eps)
+    logK = -C / eps
+    log_a, log_b = a.log(), b.log()
+    kl = reg_type == "kl"
+    w_a, w_b = (log_a, log_b) if kl else (0, 0)
+    lu, lv = torch.zeros_like(log_a), torch.zeros_like(log_b)
+    for _ in range(n_iter):
+        lu = tau * ((0 if kl else log_a) - torch.logsumexp(logK + (lv + w_b)[..., None, :], -1))
+        lv = tau * ((0 if kl else log_b) - torch.logsumexp(logK + (lu + w_a)[..., :, None], -2))
+    return torch.exp(logK + (lu + w_a)[..., :, None] + (lv + w_b)[..., None, :])
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("reg_type", ["entropy", "kl"])
+def test_wide_cost_range_keeps_the_matrix_vector_path(monkeypatch, dtype, reg_type):
+    """Costs spanning 0..11 at eps 0.01 (uniPort's guided minibatch OT): the fast products
+    underflow against the initial kernels; the solver rebuilds them around the current potentials
+    instead of falling back to a full log-sum-exp, and returns the full-log-sum-exp plan (zero
+    masses included)."""
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(2, 60, 4, generator=g), torch.randn(2, 50, 4, generator=g)
+    C = (torch.cdist(x, y) ** 2).double()
+    C = 11 * C / C.amax((-1, -2), keepdim=True)
+    a = torch.rand(2, 60, generator=g, dtype=torch.float64)
+    b = torch.rand(2, 50, generator=g, dtype=torch.float64)
+    a[0, :5] = 0
+    b[1, -3:] = 0
+    a, b = a / a.sum(-1, keepdim=True), b / b.sum(-1, keepdim=True)
+    ref = _full_lse_sinkhorn(C, a, b, 0.01, 1.0, reg_type, 200)
+
+    def no_full_lse(*args, **kw):
+        raise AssertionError("full log-sum-exp used")
+    monkeypatch.setattr(torch, "logsumexp", no_full_lse)
+    res = unbalanced_sinkhorn(C.to(dtype), a.to(dtype), b.to(dtype), eps=0.01, rho=1.0,
+                              reg_type=reg_type, max_iter=200, tol=0)
+    assert res.n_iter == 200 and res.plan.dtype == dtype
+    tol = dict(rtol=1e-8, atol=1e-14) if dtype == torch.float64 else dict(rtol=1e-3, atol=1e-6)
+    torch.testing.assert_close(res.plan.double(), ref, **tol)
+    assert (res.plan[0, :5] == 0).all() and (res.plan[1, :, -3:] == 0).all()

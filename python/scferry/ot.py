@@ -303,31 +303,46 @@ def unbalanced_sinkhorn(
         num_a = num_b = None
         w_a, w_b = log_a, log_b
 
-    # Exact log-sum-exp as a matrix-vector product with kernels shifted by their row / column
-    # maxima (computed once): LSE_j(logK_ij + x_j) = r_i + M + log sum_j exp(logK_ij - r_i) exp(x_j - M).
-    # Many times faster than a full logsumexp per iteration; where the product underflows (very
-    # spread potentials, tiny eps) that iteration falls back to the full logsumexp.
-    r_max = logK.amax(dim=-1, keepdim=True)
-    c_max = logK.amax(dim=-2, keepdim=True)
-    K_rows = torch.exp(logK - r_max)
-    K_cols = torch.exp(logK - c_max)
-    r_max, c_max = r_max.squeeze(-1), c_max.squeeze(-2)
+    # Exact log-sum-exp as a matrix-vector product: with a kernel that has absorbed potentials
+    # (Schmitzer 2019, "stabilized sparse scaling"), LSE_j(logK_ij + x_j) =
+    # r_i + s + log sum_j exp(logK_ij + y_j - r_i) exp(x_j - y_j - s), r_i = max_j(logK_ij + y_j),
+    # s = max_j(x_j - y_j). Many times faster than a full logsumexp per iteration. The product
+    # can only underflow when x has drifted far from the absorbed y (spread potentials against a
+    # small eps: a wide cost range); then y is set to the current x and the kernel rebuilt (one
+    # exp of the cost matrix, as one full logsumexp), which makes the product >= 1. As potentials
+    # converge, x stays near y and rebuilds stop. The first kernels absorb y = 0.
+    kern = {}
+
+    def _absorb(dim, y):
+        """Rebuild the kernel used for LSE along ``dim`` around potentials ``y`` (None: zero)."""
+        if dim == -1:
+            g = logK if y is None else logK + y.unsqueeze(-2)
+            r = g.amax(dim=-1, keepdim=True)
+            kern[dim] = (torch.exp(g - r), r.squeeze(-1), y)
+        else:
+            g = logK if y is None else logK + y.unsqueeze(-1)
+            r = g.amax(dim=-2, keepdim=True)
+            kern[dim] = (torch.exp(g - r).transpose(-1, -2), r.squeeze(-2), y)
+
+    def _product(x, dim):
+        K, r, y = kern[dim]
+        d = x if y is None else torch.where(torch.isinf(y), 0.0, x - y)  # y_j = -inf: zero column
+        shift = d.amax(dim=-1, keepdim=True).clamp_min(-1e30)  # all -inf -> finite shift
+        prod = (K @ torch.exp(d - shift).unsqueeze(-1)).squeeze(-1)
+        return prod, torch.log(prod) + r + shift
+
+    _absorb(-1, None)
+    _absorb(-2, None)
 
     def _lse(x, dim):
-        shift = x.amax(dim=-1, keepdim=True).clamp_min(-1e30)  # all -inf -> finite shift
-        e = torch.exp(x - shift).unsqueeze(-1)
-        if dim == -1:
-            prod = (K_rows @ e).squeeze(-1)
-            out = torch.log(prod) + r_max + shift
-        else:
-            prod = (K_cols.transpose(-1, -2) @ e).squeeze(-1)
-            out = torch.log(prod) + c_max + shift
+        prod, out = _product(x, dim)
         if deferred:  # checked with the convergence test, never waiting for the device here
             underflow[0] = underflow[0] | (prod <= 1e-30).any()
             return out
         if bool((prod > 1e-30).all()):
             return out
-        return _full_lse(x, dim)
+        _absorb(dim, x)
+        return _product(x, dim)[1]
 
     def _full_lse(x, dim):
         return torch.logsumexp(logK + (x.unsqueeze(-2) if dim == -1 else x.unsqueeze(-1)), dim=dim)
@@ -373,6 +388,8 @@ def unbalanced_sinkhorn(
                                              lambda x: _full_lse(x, -2))
                     change = float(torch.maximum(_change(log_u, prev_u), _change(log_v, prev_v)))
                     underflow[0] = C.new_zeros((), dtype=torch.bool)
+                    _absorb(-1, log_v if w_b is None else log_v + w_b)  # the next block starts here
+                    _absorb(-2, log_u if w_a is None else log_u + w_a)
             err = float(change)
             if err < tol:
                 converged = True
