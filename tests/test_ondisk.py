@@ -234,3 +234,45 @@ def test_bad_paths_and_formats(symphony, tmp_path):
                 warnings.simplefilter("ignore")
                 sf.integrate({"a": a, "b": str(good)}, method="davae", max_iter=2, progress=False)
         assert "X_scferry" not in f["obsm"]
+
+
+def _lobo_transfer(Z: list, labels: list) -> float:
+    """Leave-one-dataset-out kNN (k=15) label transfer between the datasets' coordinates."""
+    acc = []
+    for i in range(len(Z)):
+        ref = np.vstack([z for j, z in enumerate(Z) if j != i])
+        lab = np.concatenate([l for j, l in enumerate(labels) if j != i])
+        pred, _ = sf.metrics.knn_label_transfer(ref, lab, Z[i], k=15)
+        acc.append(sf.metrics.transfer_accuracy(labels[i], pred))
+    return float(np.mean(acc))
+
+
+def test_joint_pca_in_chunks_from_disk_and_fitted_on_a_subset(symphony, tmp_path, monkeypatch):
+    """uniPort's PCA guidance (scferry.pp.joint_pca): the chunked passes give the PCA of the whole
+    matrix; stores on disk give the in-memory coordinates and are read a chunk at a time; fitting
+    the components on a random subset of the cells (beyond fit_cells) keeps each cell's
+    neighbourhood of its own type in the other datasets."""
+    from scferry.methods.uniport import shared_features
+    mem = [Dataset(n, a, None, None) for n, a in symphony.items()]
+    genes = shared_features(mem)
+    labels = [a.obs["cell_type"].astype(str).to_numpy() for a in symphony.values()]
+    full = pp.joint_pca(mem, genes, seed=0)
+    assert [z.shape for z in full] == [(a.n_obs, 30) for a in symphony.values()]
+    # the PCA of the dense z-scored matrix (scanpy's recipe), up to the solver's rounding
+    X = pp.normalize_log1p(sp.vstack([d.counts()[:, d.var_names.get_indexer(genes)] for d in mem]).tocsr())
+    direct = pp.pca(pp.zscore(X[:, pp.variable_columns(X, 2000)]), 30, 0)
+    D = lambda Z: np.linalg.norm(Z[:300, None] - Z[None, :300], axis=-1)  # noqa: E731
+    np.testing.assert_allclose(D(np.vstack(full)), D(direct), atol=1e-3)
+    np.testing.assert_allclose(D(np.vstack(pp.joint_pca(mem, genes, seed=0, chunk=97))), D(direct), atol=1e-3)
+
+    paths = _write(symphony, tmp_path, zarr_for=[list(symphony)[1]])
+    disk = [ondisk.open_dataset(n, p) for n, p in paths.items()]
+    spy = ReadSpy(monkeypatch)
+    on_disk = pp.joint_pca(disk, genes, seed=0, chunk=100)
+    assert spy.sizes and max(spy.sizes) <= 100
+    np.testing.assert_allclose(D(np.vstack(on_disk)), D(direct), atol=1e-3)
+
+    whole = _lobo_transfer(full, labels)
+    subset = _lobo_transfer(pp.joint_pca(mem, genes, seed=0, fit_cells=600), labels)
+    shuffled = _lobo_transfer(full, [np.random.default_rng(0).permutation(l) for l in labels])
+    assert whole > 0.8 and subset > whole - 0.05 and shuffled < 0.5, (whole, subset, shuffled)

@@ -240,6 +240,9 @@ def unbalanced_sinkhorn(
     .. [3] Séjourné, T., Peyré, G., & Vialard, F.-X. (2023). Unbalanced
        optimal transport, from theory to numerics. Handbook of Numerical
        Analysis, 24, 407-471.
+    .. [4] Schmitzer, B. (2019). Stabilized sparse scaling algorithms for
+       entropy regularized transport problems. SIAM Journal on Scientific
+       Computing, 41(3), A1443-A1481.
     """
     # ---- validation (before any work) ----
     if reg_type not in _REG_TYPES:
@@ -304,7 +307,7 @@ def unbalanced_sinkhorn(
         w_a, w_b = log_a, log_b
 
     # Exact log-sum-exp as a matrix-vector product: with a kernel that has absorbed potentials
-    # (Schmitzer 2019, "stabilized sparse scaling"), LSE_j(logK_ij + x_j) =
+    # (absorption, Schmitzer 2019 [4]), LSE_j(logK_ij + x_j) =
     # r_i + s + log sum_j exp(logK_ij + y_j - r_i) exp(x_j - y_j - s), r_i = max_j(logK_ij + y_j),
     # s = max_j(x_j - y_j). Many times faster than a full logsumexp per iteration. The product
     # can only underflow when x has drifted far from the absorbed y (spread potentials against a

@@ -57,23 +57,79 @@ def variable_columns(X: sp.csr_matrix, n: int) -> np.ndarray:
     """Indices (ascending) of the ``n`` columns of highest variance, those of zero variance left out."""
     mean = np.asarray(X.mean(axis=0)).ravel()
     var = np.asarray(X.multiply(X).mean(axis=0)).ravel() - mean ** 2
-    keep = np.argsort(-var)[:min(n, X.shape[1])]
+    return _top_variance(var, n)
+
+
+def _top_variance(var: np.ndarray, n: int) -> np.ndarray:
+    keep = np.argsort(-var)[:min(n, len(var))]
     return np.sort(keep[var[keep] > 0])
 
 
+# joint_pca: cells the components are fitted on at most (a seeded random subset beyond that; every
+# cell is then projected)
+JOINT_PCA_FIT_CELLS = 50_000
+
+
 def joint_pca(datasets: list[Dataset], genes: pd.Index, *, n_features: int = 2000,
-              n_components: int = 30, seed: int = 0) -> list[np.ndarray]:
+              n_components: int = 30, seed: int = 0, fit_cells: int | None = None,
+              chunk: int | None = None) -> list[np.ndarray]:
     """All datasets' cells in one PCA of their shared ``genes``: counts per 1e4, log1p, the
-    ``n_features`` genes of highest variance over all cells, each scaled to unit variance (clipped
-    at 10), ``n_components`` components (the Seurat / scanpy recipe). Returns one cells x
-    components array per dataset (float32)."""
-    mats = []
-    for d in datasets:
-        X = d.counts()
-        mats.append(X[:, pd.Index(d.var_names).get_indexer(genes)])
-    X = normalize_log1p(sp.vstack(mats).tocsr()).astype(np.float64)
-    Z = pca(zscore(X[:, variable_columns(X, n_features)]), n_components, seed)
-    return np.split(Z, np.cumsum([m.shape[0] for m in mats])[:-1])
+    ``n_features`` genes of highest variance over all cells, each scaled to unit variance over all
+    cells (clipped at 10), ``n_components`` components (the Seurat / scanpy recipe). Returns one
+    cells x components array per dataset (float32).
+
+    Memory does not grow with cells x genes: the statistics come from one pass over chunks of
+    ``chunk`` cells (default ``scferry.ondisk.CHUNK``; datasets on disk are read chunk by chunk),
+    the components are fitted on at most ``fit_cells`` cells (default :data:`JOINT_PCA_FIT_CELLS`;
+    a random subset drawn with ``seed`` beyond that, as scanpy's ``chunked`` / subsampled PCA),
+    and every cell is projected in chunks."""
+    from sklearn.decomposition import PCA
+    from . import ondisk
+    from .ondisk import read_rows, row_chunks
+    chunk = int(chunk or ondisk.CHUNK)
+    fit_cells = int(fit_cells or JOINT_PCA_FIT_CELLS)
+    cols = [pd.Index(d.var_names).get_indexer(genes) for d in datasets]
+
+    def chunks(d, c):  # normalised log1p chunks of dataset d on the shared genes, in row order
+        for X in row_chunks(d, chunk):
+            yield normalize_log1p(X[:, c]).astype(np.float64)
+
+    n = sum(d.n_obs for d in datasets)
+    s1, s2 = np.zeros(len(genes)), np.zeros(len(genes))
+    for d, c in zip(datasets, cols):
+        for X in chunks(d, c):
+            s1 += np.asarray(X.sum(axis=0)).ravel()
+            s2 += np.asarray(X.multiply(X).sum(axis=0)).ravel()
+    mean = s1 / n
+    var = s2 / n - mean ** 2
+    keep = _top_variance(var, n_features)
+    sd = np.sqrt(np.maximum(var[keep], 0) * n / max(n - 1, 1))
+    mu = mean[keep]
+
+    def scaled(X):  # zscore's scaling with the statistics of all cells
+        Z = np.divide(X[:, keep].toarray() - mu, sd, out=np.zeros((X.shape[0], len(keep))), where=sd > 0)
+        return np.clip(Z, -10.0, 10.0).astype(np.float32)
+
+    offsets = np.cumsum([0] + [d.n_obs for d in datasets])
+    picked = np.sort(np.random.default_rng(seed).choice(n, fit_cells, replace=False)) if n > fit_cells \
+        else np.arange(n)
+    fit = []
+    for d, c, lo, hi in zip(datasets, cols, offsets[:-1], offsets[1:]):
+        rows = picked[(picked >= lo) & (picked < hi)] - lo
+        for start in range(0, len(rows), chunk):
+            part = read_rows(d, rows[start:start + chunk])[:, c]
+            fit.append(scaled(normalize_log1p(part).astype(np.float64)))
+    fit = np.vstack(fit)
+    k = max(1, min(n_components, fit.shape[1], fit.shape[0] - 1))
+    if k >= fit.shape[1]:  # as pca(): a rotation would not change distances, centre only
+        centre = fit.mean(0)
+        project = lambda Z: Z - centre  # noqa: E731
+    else:
+        solver = "randomized" if min(fit.shape) > 4 * k else "full"
+        project = PCA(k, svd_solver=solver, random_state=seed).fit(fit).transform
+    del fit
+    return [np.vstack([project(scaled(X)).astype(np.float32) for X in chunks(d, c)])
+            if d.n_obs else np.zeros((0, k), np.float32) for d, c in zip(datasets, cols)]
 
 
 def highly_variable(X: sp.csr_matrix, genes: pd.Index, n_top: int, batches=None) -> pd.Index:

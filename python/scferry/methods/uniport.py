@@ -95,22 +95,26 @@ Deliberate choices (documented for users and benchmarks):
 - The global plan is kept sparse (top-k sources per target cell, ``scferry.ot.TopKPlan``), each
   minibatch plan added with weight equal to its iteration number so that late, better aligned
   plans count more.
-- PCA guidance (``pca_prior=True``, horizontal mode; not in uniPort; default off): before
-  training, all datasets' cells are put in one PCA of their shared genes (counts per 1e4, log1p,
-  the 2,000 genes of highest variance, scaled, 30 components: :func:`scferry.pp.joint_pca`), and
-  every minibatch UOT solves on ``c / max(c) + pca_weight * P / max(P)``, ``P`` the squared
+- PCA guidance (``pca_prior``, horizontal mode; not in uniPort; on by default in horizontal mode
+  without ``label_key``, announced and recorded in ``model.choices``; ``pca_prior=False`` runs the
+  paper's unguided OT, ``True`` adds it to the label prior): before training, all datasets' cells
+  are put in one PCA of their shared genes (counts per 1e4, log1p, the 2,000 genes of highest
+  variance, scaled, 30 components: :func:`scferry.pp.joint_pca`, fitted on at most 50,000 cells
+  and read in chunks, so memory does not grow with cells x genes), and every minibatch UOT
+  solves on ``c / max(c) + pca_weight * P / max(P)`` (``pca_weight`` 10), ``P`` the squared
   distances between the sampled cells' PCA coordinates (the mechanism of the GW guidance above,
   on expression instead of geometry). The loss still uses the latent cost. Why: on batches of
   one tissue the unguided plans of small minibatches (256 cells over k datasets) transport cells
   to cells of other types, which the OT loss then pulls together; without any OT term (weight 0)
   uniPort keeps cell types better but mixes less. A joint PCA of the shared genes still places
-  a cell nearer to cells of its type in other batches than to other types (its kNN transfers
-  labels between batches at 0.885 and 0.926 on the two labelled sets there), so the guided plans
+  a cell nearer to cells of its type in other batches than to other types, so the guided plans
   match types. Measured on the three multi-batch sets of bench/batch_integration (RESULTS.md,
-  "uniPort's OT guided by a PCA of the shared genes"): label transfer, batch mixing and
-  silhouette higher on symphony and kang. Off by default: it costs 2-4x the CPU of a fit (the
-  wider cost makes the Sinkhorn's fast path underflow, ``scferry.ot.unbalanced_sinkhorn``), and
-  the defaults were set on the PDAC pair against the reference implementation, not re-run with it.
+  "uniPort's OT guided by a PCA of the shared genes", 3 seeds): label transfer, batch mixing and
+  silhouette higher on the two labelled sets (3 chemistries; 8 donors); on the scRNA + spots pair
+  mixing and silhouette lower than unguided but above Harmony's and the PCA's. Weight 10 over 4:
+  higher transfer on both labelled sets. The wider cost range made the Sinkhorn's fast path
+  underflow; the solver now rebuilds its kernel around the current potentials
+  (``scferry.ot.unbalanced_sinkhorn``), so a guided fit costs about 1.2-1.5x an unguided one.
 - Minibatch OT with more than two datasets: every pair of datasets (or every dataset against
   ``reference``) gets its own UOT problem; the problems of one step that have the same shape are
   solved together as one batched Sinkhorn loop (the same plans; at minibatch sizes the
@@ -228,7 +232,7 @@ class UniPort(Method):
         mode=None, cross_weight=1.0, ot_marginals=None, prior_alpha=2.0, prior_pairs=None,
         gw_prior=True, gw_weight=1.0, gw_params=None, pair_reduction="mean", feature_selection=None,
         peak_likelihood=None, contrastive_weight=0.0, temperature=0.1, embedding=None,
-        input_dropout=0.0, pca_prior=False, pca_weight=4.0,
+        input_dropout=0.0, pca_prior=None, pca_weight=10.0,
     )
     train_defaults = dict(max_iter=2000, lr=2e-4, weight_decay=5e-4, batch_size=256, patience=10)
 
@@ -380,10 +384,11 @@ class UniPort(Method):
         if not isinstance(gw_w, (int, float)) or isinstance(gw_w, bool) or not np.isfinite(gw_w) \
                 or gw_w < 0:
             raise ValueError(f"gw_weight must be a number >= 0; got {gw_w!r}.")
-        if not isinstance(params.get("pca_prior"), bool):
+        if params.get("pca_prior") is not None and not isinstance(params.get("pca_prior"), bool):
             raise ValueError(f"pca_prior must be True (horizontal mode: guide the minibatch OT by the "
-                             f"cells' distances in one PCA of the shared genes) or False; got "
-                             f"{params.get('pca_prior')!r}.")
+                             f"cells' distances in one PCA of the shared genes), False (the paper's "
+                             f"unguided OT) or None (NULL from R; the default: on in horizontal mode "
+                             f"without label_key); got {params.get('pca_prior')!r}.")
         check_number(params, "pca_weight")
         gwp = params.get("gw_params")
         if gwp is not None:
@@ -465,7 +470,16 @@ class UniPort(Method):
                              f"this is mode {mode!r}. Drop pca_prior, or pass mode='horizontal'.")
         params["gw_prior"] = _gw_guidance(params, datasets) if (
             mode == "diagonal" and labels is None and params.get("gw_prior")) else False
-        if params.get("pca_prior"):
+        if params.get("pca_prior") is None:  # the default: see the module docstring, PCA guidance
+            params["pca_prior"] = mode == "horizontal" and labels is None
+            if params["pca_prior"]:
+                record_choice(params.setdefault("_choices", {}), "pca_prior", True,
+                              "horizontal mode without label_key: the minibatch OT is guided by the "
+                              "cells' distances in one PCA of the shared genes",
+                              "uniPort horizontal: the minibatch OT is guided by the cells' distances in "
+                              "one PCA of the datasets' shared genes (pca_prior=False: the paper's "
+                              "unguided OT).", stacklevel=3)
+        if params["pca_prior"]:
             params["pca_guidance"] = _pca_guidance(datasets, int(params.get("seed", 0)))
         if mode == "horizontal":
             return ("common", "specific"), False
