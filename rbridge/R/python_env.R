@@ -244,8 +244,13 @@ ferry_python_ok <- function(recheck = FALSE) {
     reticulate::py_get_item(res, "value")
 }
 
-# Python messages speak of AnnData (".X", "layer="); say what the R user set instead.
+# Python messages speak of AnnData (".X", "layer=") and Python values ("pca_prior=False"); say
+# what the R user sets instead ("pca_prior = FALSE").
 .ferry_r_terms <- function(msg, x_name) {
+    msg <- gsub("\\b([A-Za-z_][A-Za-z0-9_.]*)=(True|False|None)\\b", "\\1 = \\2", msg, perl = TRUE)
+    msg <- gsub("= True\\b", "= TRUE", msg, perl = TRUE)
+    msg <- gsub("= False\\b", "= FALSE", msg, perl = TRUE)
+    msg <- gsub("= None\\b", "= NULL", msg, perl = TRUE)
     if (is.null(x_name)) return(msg)
     msg <- gsub("(adata)?\\.X \\(or layer=\\.\\.\\.\\)", x_name, msg)
     msg <- gsub("(adata)?\\.X \\(or `?layer`?\\)", x_name, msg)

@@ -70,4 +70,20 @@ test_that("ferry_integrate passes uniport's pca_prior and pca_weight (a logical,
     expect_true(all(is.finite(SeuratObject::Embeddings(objs$g2, "ferry"))))
     expect_error(ferry_integrate(objs0, method = "uniport", pca_prior = "yes", progress = FALSE,
                                  verbose = FALSE), "pca_prior must be True")
+
+    # the default (horizontal, no label_key) turns the guidance on, says so in R terms, records it
+    ws <- character()
+    objs <- withCallingHandlers(
+        ferry_integrate(objs0, method = "uniport", max_iter = 5, progress = FALSE, verbose = FALSE,
+                        model_dir = tempfile("models")),
+        warning = function(w) { ws <<- c(ws, conditionMessage(w)); invokeRestart("muffleWarning") })
+    guided <- grep("guided by the cells' distances in one PCA", ws, value = TRUE)
+    expect_length(guided, 1)
+    expect_match(guided, "pca_prior = FALSE", fixed = TRUE)
+    params <- reticulate::py_to_r(scferry:::.ferry$models[[objs$g1@misc$ferry$model_id]]$model$params)
+    expect_identical(params$pca_prior, TRUE)
+    objs <- suppressWarnings(ferry_integrate(objs0, method = "uniport", pca_prior = FALSE, max_iter = 5,
+                                             progress = FALSE, verbose = FALSE, model_dir = tempfile("models")))
+    params <- reticulate::py_to_r(scferry:::.ferry$models[[objs$g1@misc$ferry$model_id]]$model$params)
+    expect_identical(params$pca_prior, FALSE)
 })
