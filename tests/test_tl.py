@@ -215,10 +215,12 @@ def test_deconvolve_readouts(small_model):
     by_hand = mass / n_cells[mass.columns].to_numpy()
     np.testing.assert_allclose(mean, by_hand.div(by_hand.sum(axis=1), axis=0), rtol=1e-10, atol=1e-12)
     # the dominant type loses weight in every spot (n_Ductal is the largest), and on average a lot
+    # (measured: 0.28 vs 0.53 with the default PCA guidance, whose plans put most spots' whole mass
+    # on Ductal cells, which row normalisation keeps at 1; 0.5x with the unguided OT)
     assert (mean["Ductal"] <= mass["Ductal"] + 1e-12).all()
-    assert mean["Ductal"].mean() < 0.5 * mass["Ductal"].mean()
-    small = n_cells.index[n_cells <= 5]
-    assert mean[small].sum(axis=1).mean() > 2 * mass[small].sum(axis=1).mean()
+    assert mean["Ductal"].mean() < 0.6 * mass["Ductal"].mean()
+    small = n_cells.index[n_cells <= 5]  # measured: 1.9x with the default PCA guidance, > 2x unguided
+    assert mean[small].sum(axis=1).mean() > 1.5 * mass[small].sum(axis=1).mean()
 
     for bad in ("balanced", "Mass", None, 1):
         _fails_cleanly(lambda: sf.deconvolve(model, "rna", "st", "cell_type", readout=bad),
@@ -391,6 +393,10 @@ def test_project_bad_input(small_model):
 
 # ------------------------------------------------------------------------------- impute
 def test_impute_merfish_held_out_genes():
+    """Held-out MERFISH panel genes imputed from a scRNA reference. With the paper's unguided OT
+    (pca_prior=False) the decoder beats the mean of the 30 nearest reference cells in the same
+    embedding; the default PCA guidance matches MERFISH cells to reference cells of their kind
+    better, so that kNN baseline rises (and the decoder stays positive on most genes)."""
     ref = read_fixture("merfish_hypothalamus_ref.h5ad")
     st = read_fixture("merfish_hypothalamus_st.h5ad")
     ref = ref[np.asarray(ref.X.sum(axis=1)).ravel() > 0].copy()  # 4 reference cells have no counts
@@ -398,35 +404,44 @@ def test_impute_merfish_held_out_genes():
     detected = np.minimum(np.asarray((st.X > 0).mean(axis=0)).ravel(), np.asarray((ref.X > 0).mean(axis=0)).ravel())
     held = list(np.random.default_rng(0).choice(st.var_names[detected >= 0.05], 20, replace=False))
     st_train = st[:, ~st.var_names.isin(held)].copy()
-    # 40 reference HVGs would not include all held-out genes: specific_genes forces them in
-    model = sf.integrate({"ref": ref, "st": st_train}, seed=0, max_iter=1000, progress=False,
-                         n_specific_genes=40, specific_genes={"ref": held})
-    spec = model.preprocessing.specific_genes["ref"]
-    assert set(held) <= set(spec) and len(spec) < ref.n_vars
-
-    snap = snapshot(st_train)
-    imp = sf.impute(model, st_train, target="ref")
-    assert_unchanged(st_train, snap)
-    assert isinstance(imp, ad.AnnData) and imp.shape == (st_train.n_obs, len(spec))
-    assert list(imp.var_names) == spec and list(imp.obs_names) == list(st_train.obs_names)
-    assert imp.uns["scferry_impute"] == {"target": "ref", "dataset": "st", "method": "decoder",
-                                         "units": "log1p(counts per 10000)"}
-    np.testing.assert_allclose(imp.obsm["X_scferry"], st_train.obsm["X_scferry"], atol=1e-5)
-    assert np.isfinite(imp.X).all() and (imp.X >= 0).all()
-
     measured = pd.DataFrame(normalize_log1p(sp.csr_matrix(st.X)).toarray(), columns=st.var_names)[held]
     ref_log = pd.DataFrame(normalize_log1p(sp.csr_matrix(ref.X)).toarray(), columns=ref.var_names)[held]
-    _, idx = NearestNeighbors(n_neighbors=30).fit(ref.obsm["X_scferry"]).kneighbors(st_train.obsm["X_scferry"])
-    knn = ref_log.to_numpy()[idx].mean(axis=1)  # baseline: mean of the 30 nearest reference cells
-    r_ours = np.array([np.corrcoef(imp[:, g].X.ravel(), measured[g])[0, 1] for g in held])
-    r_knn = np.array([np.corrcoef(knn[:, i], measured[g])[0, 1] for i, g in enumerate(held)])
-    table = pd.DataFrame({"scferry": r_ours, "knn30": r_knn}, index=held)
-    print(f"\nimputed vs measured MERFISH, Pearson r per held-out gene:\n{table.round(3)}\n"
-          f"median {np.median(r_ours):.3f} (kNN {np.median(r_knn):.3f}), "
-          f"mean {r_ours.mean():.3f} (kNN {r_knn.mean():.3f})")
-    # Measured: median 0.35, mean 0.32 vs kNN 0.24 / 0.23; shuffled cells would give ~0.
-    assert np.median(r_ours) > 0.25 and r_ours.mean() > r_knn.mean()
-    assert (r_ours > 0).mean() >= 0.8
+    r = {}
+    for guided in (False, True):
+        # 40 reference HVGs would not include all held-out genes: specific_genes forces them in
+        extra = {} if guided else {"pca_prior": False}
+        model = sf.integrate({"ref": ref, "st": st_train}, seed=0, max_iter=1000, progress=False,
+                             n_specific_genes=40, specific_genes={"ref": held}, **extra)
+        assert model.params["pca_prior"] is guided
+        spec = model.preprocessing.specific_genes["ref"]
+        assert set(held) <= set(spec) and len(spec) < ref.n_vars
+
+        snap = snapshot(st_train)
+        imp = sf.impute(model, st_train, target="ref")
+        assert_unchanged(st_train, snap)
+        assert isinstance(imp, ad.AnnData) and imp.shape == (st_train.n_obs, len(spec))
+        assert list(imp.var_names) == spec and list(imp.obs_names) == list(st_train.obs_names)
+        assert imp.uns["scferry_impute"] == {"target": "ref", "dataset": "st", "method": "decoder",
+                                             "units": "log1p(counts per 10000)"}
+        np.testing.assert_allclose(imp.obsm["X_scferry"], st_train.obsm["X_scferry"], atol=1e-5)
+        assert np.isfinite(imp.X).all() and (imp.X >= 0).all()
+
+        _, idx = NearestNeighbors(n_neighbors=30).fit(ref.obsm["X_scferry"]).kneighbors(st_train.obsm["X_scferry"])
+        knn = ref_log.to_numpy()[idx].mean(axis=1)  # baseline: mean of the 30 nearest reference cells
+        r[guided] = (np.array([np.corrcoef(imp[:, g].X.ravel(), measured[g])[0, 1] for g in held]),
+                     np.array([np.corrcoef(knn[:, i], measured[g])[0, 1] for i, g in enumerate(held)]))
+        table = pd.DataFrame({"scferry": r[guided][0], "knn30": r[guided][1]}, index=held)
+        print(f"\nguided={guided}: imputed vs measured MERFISH, Pearson r per held-out gene:\n"
+              f"{table.round(3)}\nmedian {np.median(r[guided][0]):.3f} (kNN {np.median(r[guided][1]):.3f}), "
+              f"mean {r[guided][0].mean():.3f} (kNN {r[guided][1].mean():.3f})")
+    # Measured: unguided decoder median 0.35, mean 0.32 vs kNN 0.24 / 0.23; guided decoder 0.38 /
+    # 0.33, kNN mean 0.36; shuffled cells would give ~0.
+    ours, knn = r[False]
+    assert np.median(ours) > 0.25 and ours.mean() > knn.mean()
+    assert (ours > 0).mean() >= 0.8
+    ours_g, knn_g = r[True]
+    assert knn_g.mean() > knn.mean() + 0.05
+    assert np.median(ours_g) > 0.25 and (ours_g > 0).mean() >= 0.8
 
 
 def test_impute_bad_input(small_model):
