@@ -28,8 +28,11 @@
 #' @param label Cell-metadata column of \code{reference} with the labels. Reference cells whose
 #'   label is \code{NA}, and cells of the reference dataset that are not in \code{reference} (a
 #'   subset of the integrated object), are left out of the transfer: the probabilities are
-#'   computed over the labelled cells only (a message gives the count). Query cells that only
-#'   unlabelled cells reach get \code{NA} (with a warning).
+#'   computed over the labelled cells only (a message gives the count). Query cells that the OT
+#'   plan links only to unlabelled cells get a kNN vote on the embedding over the labelled
+#'   reference cells instead (as Python does for cells the plan never reached), with a warning;
+#'   \code{NA} only where no labelled cell is among the neighbours too (or with
+#'   \code{method = "knn"}).
 #' @param source,target Dataset names, needed only when an object holds cells of several datasets
 #'   (one object integrated with \code{batch}): the dataset whose labels are used, and the dataset
 #'   to label (\code{query} must then hold only cells of \code{target}; subset it first).
@@ -130,7 +133,24 @@ ferry_deconvolve <- function(reference, spots, label, source = NULL, target = NU
     args <- c(list(model), ds, list(label_key = label), params)
     what <- sprintf("scferry.%s(%s = '%s', %s = '%s')", fun, ds_args[1L], job$source, ds_args[2L], job$target)
     res <- .ferry_call(sf[[fun]], args, what)
-    .ferry_add_scores(obj, .ferry_scores_matrix(res, obj, objname), kind, pname)
+    transfer <- identical(fun, "transfer_labels")
+    P <- .ferry_scores_matrix(res, obj, objname, warn = !transfer)
+    lost <- colnames(P)[is.na(colSums(P))]
+    if (transfer && length(lost)) {
+        # As Python does for cells the plan never reached: a kNN vote over the reference cells,
+        # of which only the labelled ones count.
+        knn <- !identical(params$method, "knn")
+        if (knn) {
+            args_knn <- c(args[names(args) != "method"], list(method = "knn"))
+            Q <- .ferry_scores_matrix(.ferry_call(sf[[fun]], args_knn, what), obj, objname, warn = FALSE)
+            P[, lost] <- Q[rownames(P), lost, drop = FALSE]
+        }
+        n_na <- sum(is.na(colSums(P)))
+        .ferry_warn(length(lost), " of ", ncol(P), " cell(s) of ", objname, " were reached only by ",
+                    "unlabelled reference cells", if (knn) "; their labels are a kNN vote on the embedding (method = \"knn\")",
+                    if (n_na) paste0("; ", n_na, " of them have NA predictions (no labelled neighbour)"))
+    }
+    .ferry_add_scores(obj, P, kind, pname)
 }
 
 # Stands for "no label" in the categorical sent to Python (which refuses missing labels); its
@@ -219,7 +239,7 @@ ferry_deconvolve <- function(reference, spots, label, source = NULL, target = NU
 }
 
 # pandas DataFrame (cells x labels) -> labels x cells matrix in the object's cell order.
-.ferry_scores_matrix <- function(df, obj, objname) {
+.ferry_scores_matrix <- function(df, obj, objname, warn = TRUE) {
     parts <- .ferry_py(.ferry$bridge$frame_parts(df), "reading the result")
     P <- t(parts$values)
     if (!is.matrix(P)) P <- matrix(P, nrow = length(parts$columns))
@@ -236,7 +256,7 @@ ferry_deconvolve <- function(reference, spots, label, source = NULL, target = NU
         tot <- colSums(P)
         lost <- !(tot > 0)
         P <- sweep(P, 2L, ifelse(lost, NA_real_, tot), "/")
-        if (any(lost)) {
+        if (warn && any(lost)) {
             .ferry_warn(sum(lost), " of ", ncol(P), " cell(s) of ", objname, " were reached only by ",
                         "unlabelled reference cells; their predictions are NA")
         }
