@@ -44,12 +44,16 @@ def pca(X, n: int, seed: int) -> np.ndarray:
     return PCA(n, svd_solver=solver, random_state=seed).fit_transform(X).astype(np.float32)
 
 
-def zscore(X, clip: float = 10.0) -> np.ndarray:
+def zscore(X, clip: float = 10.0, mean=None, sd=None) -> np.ndarray:
     """Each column centred and scaled to unit variance (``ddof=1``; constant columns 0), clipped
-    to +-``clip`` (scanpy's ``scale(max_value=10)``), as dense float32."""
+    to +-``clip`` (scanpy's ``scale(max_value=10)``), as dense float32. ``mean`` and ``sd`` given:
+    scaled with those column statistics (e.g. of all cells, for a chunk of them)."""
     X = np.asarray(X.toarray() if sp.issparse(X) else X, dtype=np.float64)
-    sd = X.std(axis=0, ddof=1) if len(X) > 1 else np.zeros(X.shape[1])
-    Z = np.divide(X - X.mean(axis=0), sd, out=np.zeros_like(X), where=sd > 0)
+    if mean is None:
+        mean = X.mean(axis=0)
+    if sd is None:
+        sd = X.std(axis=0, ddof=1) if len(X) > 1 else np.zeros(X.shape[1])
+    Z = np.divide(X - mean, sd, out=np.zeros_like(X), where=sd > 0)
     return np.clip(Z, -clip, clip).astype(np.float32)
 
 
@@ -106,9 +110,8 @@ def joint_pca(datasets: list[Dataset], genes: pd.Index, *, n_features: int = 200
     sd = np.sqrt(np.maximum(var[keep], 0) * n / max(n - 1, 1))
     mu = mean[keep]
 
-    def scaled(X):  # zscore's scaling with the statistics of all cells
-        Z = np.divide(X[:, keep].toarray() - mu, sd, out=np.zeros((X.shape[0], len(keep))), where=sd > 0)
-        return np.clip(Z, -10.0, 10.0).astype(np.float32)
+    def scaled(X):  # with the statistics of all cells
+        return zscore(X[:, keep], mean=mu, sd=sd)
 
     offsets = np.cumsum([0] + [d.n_obs for d in datasets])
     picked = np.sort(np.random.default_rng(seed).choice(n, fit_cells, replace=False)) if n > fit_cells \
