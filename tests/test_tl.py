@@ -18,6 +18,7 @@ import scferry as sf
 from helpers import assert_unchanged, snapshot
 from scferry.pp import normalize_log1p
 from scferry.tl import per_type_mean
+from scferry.tl.deconvolve import type_signatures
 
 from conftest import DEMO, read_fixture, shared_file
 
@@ -171,9 +172,8 @@ def test_deconvolve_bad_input(small_model, tmp_path):
     _fails_cleanly(lambda: dec(model, "rna", "st", "celltype"), "not a column", rna, st, exc=KeyError)
     _fails_cleanly(lambda: dec(model, rna, "st", "cell_type"), "name of a dataset", rna, st, exc=TypeError)
 
-    rna.obs["with_nan"] = rna.obs["cell_type"].astype(object)
-    rna.obs.iloc[:3, rna.obs.columns.get_loc("with_nan")] = np.nan
-    _fails_cleanly(lambda: dec(model, "rna", "st", "with_nan"), "3 missing values", rna, st)
+    rna.obs["all_nan"] = np.nan
+    _fails_cleanly(lambda: dec(model, "rna", "st", "all_nan"), "missing for all 300 cells", rna, st)
     rna.obs["one_type"] = "Ductal"
     _fails_cleanly(lambda: dec(model, "rna", "st", "one_type"), "single cell type.*'Ductal'", rna, st)
 
@@ -229,6 +229,39 @@ def test_deconvolve_readouts(small_model):
     _fails_cleanly(lambda: sf.deconvolve(model, "rna", "st", "cell_type", readout="per-type"),
                    "readout must be one of", rna, st)
     assert "scferry_proportions" not in st.obsm  # nothing written before the check
+
+
+def test_unlabelled_reference_cells_are_left_out(small_model):
+    """Reference cells with a missing label carry no plan mass and cast no kNN vote; target cells
+    the plan links only to them get the kNN vote of the labelled cells (with a warning); the
+    signatures of readout="counts" are the labelled cells' means."""
+    model, rna, st = small_model
+    part = rna.obs["cell_type"].astype(str).where(rna.obs["cell_type"] != "Ductal")  # 211 of 300 NaN
+    rna.obs["part"] = part
+    known = part.notna().to_numpy()
+    with pytest.warns(UserWarning, match=r"links \d+ of 150 cells of 'st' only to cells of 'rna' without a label"):
+        df = sf.transfer_labels(model, "rna", "st", "part")
+    classes = sorted(part.dropna().unique())
+    assert list(df.columns) == classes
+    np.testing.assert_allclose(df.sum(axis=1), 1.0, atol=1e-9)
+    # by hand: the plan's mass from labelled cells, row-normalised; the rest a kNN of labelled cells
+    P = model.module.plan(0, 1).to_csr()
+    onehot = pd.get_dummies(part).reindex(columns=classes, fill_value=0).to_numpy(np.float64)
+    mass = P @ onehot
+    linked = mass.sum(axis=1) > 0
+    assert 0 < (~linked).sum() < len(linked)
+    np.testing.assert_allclose(df.to_numpy()[linked], mass[linked] / mass[linked].sum(1, keepdims=True), atol=1e-6)
+    _, knn = sf.metrics.knn_label_transfer(rna.obsm["X_scferry"][known], part[known].to_numpy(),
+                                           st.obsm["X_scferry"][~linked], k=30)
+    np.testing.assert_allclose(df.to_numpy()[~linked], knn.reindex(columns=classes, fill_value=0), atol=1e-6)
+
+    props = sf.deconvolve(model, "rna", "st", "part", progress=False)
+    assert list(props.columns) == classes
+    np.testing.assert_allclose(props.sum(axis=1), 1.0, atol=1e-6)
+    X = sp.csr_matrix(rna.X)
+    S = type_signatures(X, part.to_numpy(), classes)
+    np.testing.assert_allclose(S, type_signatures(X[known], part[known].to_numpy(), classes))
+    assert "part" in rna.obs and rna.obs["part"].isna().sum() == 211  # the user's column is untouched
 
 
 def test_plan_eps_changes_only_the_kept_plan(pdac_small):

@@ -96,7 +96,7 @@ def make_anndata(x, i, p, n_genes, n_cells, cells, genes):
 
 
 def set_obs_categorical(adata, key, codes, categories):
-    """Set adata.obs[key] to a pandas Categorical from 0-based integer codes (no missing values)."""
+    """Set adata.obs[key] to a pandas Categorical from 0-based integer codes (-1: missing)."""
     import pandas as pd
 
     codes = np.asarray(codes, dtype=np.int64)

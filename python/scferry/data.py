@@ -244,20 +244,31 @@ def check_cell_totals(X: sp.csr_matrix, what: str) -> None:
         )
 
 
-def check_obs_column(d: Dataset, key: str, role: str = "label_key") -> pd.Series:
-    """Return obs[key] for the dataset's cells, or raise an error that lists what exists."""
+def check_obs_column(d: Dataset, key: str, role: str = "label_key", missing_ok: bool = False) -> pd.Series:
+    """Return obs[key] for the dataset's cells, or raise an error that lists what exists. With
+    ``missing_ok``, missing values (unlabelled cells) stay NaN and the others become strings; a
+    column with no value at all is still an error."""
     if key not in d.adata.obs.columns:
         raise KeyError(
             f"{role} {key!r} is not a column of {_describe(d.name)}'s obs; available columns: "
             f"{list(d.adata.obs.columns)}."
         )
     col = d.obs[key]
-    if col.isna().any():
+    missing = col.isna().to_numpy()
+    if missing.all():
+        raise ValueError(f"{role} {key!r} is missing for all {len(col)} cells of {_describe(d.name)}; "
+                         "no cell has a label.")
+    if not missing.any():
+        return normalise_labels(col, key, _describe(d.name), role)
+    if not missing_ok:
         raise ValueError(
-            f"{role} {key!r} has {int(col.isna().sum())} missing values in {_describe(d.name)}. "
+            f"{role} {key!r} has {int(missing.sum())} missing values in {_describe(d.name)}. "
             "Fill them (e.g. with 'unknown') or drop those cells before integrating."
         )
-    return normalise_labels(col, key, _describe(d.name), role)
+    known = normalise_labels(col[~missing], key, _describe(d.name), role).astype(str)
+    out = pd.Series(np.full(len(col), np.nan, dtype=object), index=col.index, name=col.name)
+    out.iloc[np.flatnonzero(~missing)] = known.to_numpy()
+    return out
 
 
 MAX_FLOAT_LEVELS = 20  # more distinct non-integer values than this: a continuous column

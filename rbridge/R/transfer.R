@@ -30,9 +30,7 @@
 #'   subset of the integrated object), are left out of the transfer: the probabilities are
 #'   computed over the labelled cells only (a message gives the count). Query cells that the OT
 #'   plan links only to unlabelled cells get a kNN vote on the embedding over the labelled
-#'   reference cells instead (as Python does for cells the plan never reached), with a warning;
-#'   \code{NA} only where no labelled cell is among the neighbours too (or with
-#'   \code{method = "knn"}).
+#'   reference cells instead (as for cells the plan never reached), with a warning.
 #' @param source,target Dataset names, needed only when an object holds cells of several datasets
 #'   (one object integrated with \code{batch}): the dataset whose labels are used, and the dataset
 #'   to label (\code{query} must then hold only cells of \code{target}; subset it first).
@@ -133,29 +131,9 @@ ferry_deconvolve <- function(reference, spots, label, source = NULL, target = NU
     args <- c(list(model), ds, list(label_key = label), params)
     what <- sprintf("scferry.%s(%s = '%s', %s = '%s')", fun, ds_args[1L], job$source, ds_args[2L], job$target)
     res <- .ferry_call(sf[[fun]], args, what)
-    transfer <- identical(fun, "transfer_labels")
-    P <- .ferry_scores_matrix(res, obj, objname, warn = !transfer)
-    lost <- colnames(P)[is.na(colSums(P))]
-    if (transfer && length(lost)) {
-        # As Python does for cells the plan never reached: a kNN vote over the reference cells,
-        # of which only the labelled ones count.
-        knn <- !identical(params$method, "knn")
-        if (knn) {
-            args_knn <- c(args[names(args) != "method"], list(method = "knn"))
-            Q <- .ferry_scores_matrix(.ferry_call(sf[[fun]], args_knn, what), obj, objname, warn = FALSE)
-            P[, lost] <- Q[rownames(P), lost, drop = FALSE]
-        }
-        n_na <- sum(is.na(colSums(P)))
-        .ferry_warn(length(lost), " of ", ncol(P), " cell(s) of ", objname, " were reached only by ",
-                    "unlabelled reference cells", if (knn) "; their labels are a kNN vote on the embedding (method = \"knn\")",
-                    if (n_na) paste0("; ", n_na, " of them have NA predictions (no labelled neighbour)"))
-    }
+    P <- .ferry_scores_matrix(res, obj, objname)
     .ferry_add_scores(obj, P, kind, pname)
 }
-
-# Stands for "no label" in the categorical sent to Python (which refuses missing labels); its
-# column is dropped from the result and the rows renormalised over the labelled reference cells.
-.ferry_unlabelled <- "\u0001scferry-unlabelled"
 
 # All checks for a reference/query pair, before Python runs.
 .ferry_pair <- function(reference, query, label, source, target, argnames) {
@@ -211,8 +189,8 @@ ferry_deconvolve <- function(reference, spots, label, source = NULL, target = NU
 }
 
 # Put the reference labels on the bridge-owned AnnData of the source dataset, in its cell order.
-# Cells of the dataset with an NA label, or missing from the reference (a subset), are marked
-# unlabelled and left out of the transfer; a message gives their count.
+# Cells of the dataset with an NA label, or missing from the reference (a subset), get a missing
+# label, which Python leaves out of the transfer; a message gives their count.
 .ferry_set_labels <- function(model, job, fname = "ferry_transfer") {
     ad <- .ferry_py(.ferry$bridge$model_adata(model, job$source), "model.adatas")
     names_py <- unlist(.ferry$bridge$obs_names(ad))
@@ -231,15 +209,16 @@ ferry_deconvolve <- function(reference, spots, label, source = NULL, target = NU
                 job$source, "' have no label and are left out of the transfer (",
                 paste(c(if (n_na) paste0(n_na, " with NA in '", job$label, "'"),
                         if (n_out) paste0(n_out, " not in the reference object")), collapse = ", "), ")")
-        lab[is.na(lab)] <- .ferry_unlabelled
-        lv <- c(lv, .ferry_unlabelled)
     }
+    # NA codes (-1) become missing values, which Python leaves out of the transfer
     f <- factor(lab, levels = lv)
-    .ferry$bridge$set_obs_categorical(ad, job$label, as.integer(f) - 1L, levels(f))
+    codes <- as.integer(f) - 1L
+    codes[is.na(codes)] <- -1L
+    .ferry$bridge$set_obs_categorical(ad, job$label, codes, levels(f))
 }
 
 # pandas DataFrame (cells x labels) -> labels x cells matrix in the object's cell order.
-.ferry_scores_matrix <- function(df, obj, objname, warn = TRUE) {
+.ferry_scores_matrix <- function(df, obj, objname) {
     parts <- .ferry_py(.ferry$bridge$frame_parts(df), "reading the result")
     P <- t(parts$values)
     if (!is.matrix(P)) P <- matrix(P, nrow = length(parts$columns))
@@ -251,15 +230,5 @@ ferry_deconvolve <- function(reference, spots, label, source = NULL, target = NU
                     " (e.g. ", .ferry_list(miss, 3L), ")")
     }
     P <- P[, colnames(obj), drop = FALSE]
-    if (.ferry_unlabelled %in% rownames(P)) {
-        P <- P[rownames(P) != .ferry_unlabelled, , drop = FALSE]
-        tot <- colSums(P)
-        lost <- !(tot > 0)
-        P <- sweep(P, 2L, ifelse(lost, NA_real_, tot), "/")
-        if (warn && any(lost)) {
-            .ferry_warn(sum(lost), " of ", ncol(P), " cell(s) of ", objname, " were reached only by ",
-                        "unlabelled reference cells; their predictions are NA")
-        }
-    }
     P
 }

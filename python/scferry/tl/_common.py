@@ -18,10 +18,21 @@ PROPORTIONS_KEY = "scferry_proportions"
 IMPUTE_KEY = "scferry_impute"
 
 
+def _label_codes(labels, classes: list[str]) -> np.ndarray:
+    """Each cell's index in ``classes``; -1 for a cell without a label (missing)."""
+    labels = pd.Series(labels)
+    known = labels.notna().to_numpy()
+    codes = np.full(len(labels), -1, np.int64)
+    codes[known] = pd.Categorical(labels[known].astype(str), categories=classes).codes
+    return codes
+
+
 def _label_matrix(labels: pd.Series) -> tuple[sp.csr_matrix, list[str]]:
-    classes = sorted(pd.unique(labels.astype(str)))
-    codes = pd.Categorical(labels.astype(str), categories=classes).codes
-    onehot = sp.csr_matrix((np.ones(len(codes), np.float32), (np.arange(len(codes)), codes)),
+    """Cells x classes one-hot (sorted classes); cells without a label get an empty row."""
+    classes = sorted(pd.unique(labels.dropna().astype(str)))
+    codes = _label_codes(labels, classes)
+    rows = np.flatnonzero(codes >= 0)
+    onehot = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, codes[rows])),
                            shape=(len(codes), len(classes)))
     return onehot, classes
 
@@ -33,8 +44,10 @@ def _plan(model: Model, source: str, target: str):
 
 
 def _knn_probabilities(X_source, labels, X_target, classes: list[str], k: int) -> np.ndarray:
+    """Distance-weighted kNN vote of the source cells that have a label."""
     from ..metrics import knn_label_transfer
-    _, probs = knn_label_transfer(X_source, labels.astype(str).to_numpy(), X_target, k=k)
+    known = labels.notna().to_numpy()
+    _, probs = knn_label_transfer(X_source[known], labels[known].astype(str).to_numpy(), X_target, k=k)
     return probs.reindex(columns=classes, fill_value=0.0).to_numpy(dtype=np.float64)
 
 
@@ -50,13 +63,15 @@ def _embedding(model: Model, d: Dataset) -> np.ndarray:
 
 
 def _class_mass(model: Model, src: Dataset, tgt: Dataset, labels: pd.Series, method: str,
-                k: int) -> tuple[pd.DataFrame, int]:
+                k: int) -> tuple[pd.DataFrame, int, int]:
     """Source-label mass per target cell, rows normalised to 1: from the kept global OT plan
     (``method="plan"``/``"auto"``) or a kNN vote on the joint embedding (``"knn"``, and
-    ``"auto"`` without a plan). Target cells the plan never reached get the kNN vote. Returns the
-    table (target cells x sorted labels) and how many rows the plan did not reach."""
+    ``"auto"`` without a plan). Source cells without a label (NaN) carry no mass. Target cells
+    with no labelled plan mass get the kNN vote of the labelled source cells. Returns the table
+    (target cells x sorted labels), how many rows the plan did not reach, and how many it
+    reached only through unlabelled source cells."""
     onehot, classes = _label_matrix(labels)
-    probs = None
+    probs, n_unreached, n_unlabelled = None, 0, 0
     if method in ("auto", "plan"):
         plan = _plan(model, src.name, tgt.name)
         if plan is None and method == "plan":
@@ -64,20 +79,23 @@ def _class_mass(model: Model, src: Dataset, tgt: Dataset, labels: pd.Series, met
                 f"this {model.method!r} model kept no OT plan between {src.name!r} and {tgt.name!r}; "
                 "use method='knn', or retrain with keep_plan=True.")
         if plan is not None:
-            mass = (plan.to_csr() @ onehot).toarray().astype(np.float64)
+            P = plan.to_csr()
+            mass = (P @ onehot).toarray().astype(np.float64)
             total = mass.sum(axis=1, keepdims=True)
             with np.errstate(invalid="ignore", divide="ignore"):
                 probs = np.where(total > 0, mass / total, np.nan)
-    unreached = np.ones(tgt.n_obs, bool) if probs is None else np.isnan(probs).any(axis=1)
-    if unreached.any():
-        # only the unreached rows are queried: a kNN of every target cell is quadratic in cells
-        knn = _knn_probabilities(_embedding(model, src), labels, _embedding(model, tgt)[unreached], classes, k)
+            reached = np.asarray(P.sum(axis=1)).ravel() > 0
+            n_unreached = int((~reached).sum())
+            n_unlabelled = int((reached & (total.ravel() <= 0)).sum())
+    fill = np.ones(tgt.n_obs, bool) if probs is None else np.isnan(probs).any(axis=1)
+    if fill.any():
+        # only those rows are queried: a kNN of every target cell is quadratic in cells
+        knn = _knn_probabilities(_embedding(model, src), labels, _embedding(model, tgt)[fill], classes, k)
         if probs is None:
             probs = knn
         else:
-            probs[unreached] = knn
-    n_unreached = int(unreached.sum()) if method != "knn" else 0
-    return pd.DataFrame(probs, index=tgt.obs_names.copy(), columns=classes), n_unreached
+            probs[fill] = knn
+    return pd.DataFrame(probs, index=tgt.obs_names.copy(), columns=classes), n_unreached, n_unlabelled
 
 
 def _write_rows(d: Dataset, key: str, values: np.ndarray, where: str = "obsm") -> None:
@@ -115,7 +133,8 @@ def _check_k(k) -> None:
 def _labelled_pair(model: Model, source: tuple[str, str], target: tuple[str, str], label_key: str,
                    k) -> tuple[Dataset, Dataset, pd.Series]:
     """The checks transfer_labels and deconvolve share, before anything is computed: two
-    different datasets of the model, still as trained, and the source's labels (no NaN).
+    different datasets of the model, still as trained, and the source's labels (strings; NaN
+    for cells without one, which the tools leave out; at least one cell labelled).
     ``source``/``target`` are (role, name) pairs; the role names the argument in errors."""
     (s_role, s_name), (t_role, t_name) = source, target
     _check_names(**{s_role: s_name, t_role: t_name})
@@ -124,7 +143,7 @@ def _labelled_pair(model: Model, source: tuple[str, str], target: tuple[str, str
     _check_k(k)
     src, tgt = model.dataset(s_name, s_role), model.dataset(t_name, t_role)
     model.check_attached(src), model.check_attached(tgt)
-    return src, tgt, check_obs_column(src, label_key)
+    return src, tgt, check_obs_column(src, label_key, missing_ok=True)
 
 
 

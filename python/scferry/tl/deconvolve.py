@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 from ..errors import ScferryWarning
 from .. import ondisk
 from ..model import Model
-from ._common import PROPORTIONS_KEY, _check_int, _class_mass, _labelled_pair, _plan, _write_rows
+from ._common import PROPORTIONS_KEY, _check_int, _class_mass, _label_codes, _labelled_pair, _plan, _write_rows
 
 DECONVOLVE_READOUTS = ("counts", "type_mean", "mass")
 STATES_KEY = PROPORTIONS_KEY.replace("proportions", "state_proportions")  # obsm of the states' proportions
@@ -37,9 +37,10 @@ STATE_SHRINK = 20.0  # pseudo-cells of its type's mean in each state's signature
 # ---------------------------------------------------------------------------- signature fit
 def type_signatures(X: sp.csr_matrix, labels, types: list[str]) -> np.ndarray:
     """Types x genes mean counts per cell of each type (``X`` cells x genes): a type's size does not
-    change its signature, only how noisy it is."""
-    codes = pd.Categorical(pd.Series(labels).astype(str), categories=types).codes
-    onehot = sp.csr_matrix((np.ones(len(codes)), (codes, np.arange(len(codes)))), shape=(len(types), len(codes)))
+    change its signature, only how noisy it is. Cells without a label (NaN) are left out."""
+    codes = _label_codes(labels, types)
+    cells = np.flatnonzero(codes >= 0)
+    onehot = sp.csr_matrix((np.ones(len(cells)), (codes[cells], cells)), shape=(len(types), len(codes)))
     n = np.asarray(onehot.sum(axis=1)).ravel()
     sums = onehot @ X
     sums = sums.toarray() if sp.issparse(sums) else np.asarray(sums)
@@ -68,11 +69,11 @@ def cell_states(X, labels, types: list[str], n_states: int, min_cells: int, seed
     each: a type of ``n`` cells gets ``min(n_states, n // min_cells)`` states (at least 1), fewer
     where a cluster would fall under ``min_cells``. K-means is fitted on at most 5,000 cells of a
     type (a seeded subsample) and every cell goes to its nearest centre. Returns the cells' state
-    codes and, per state, the index of its type in ``types`` (states of a type are consecutive)."""
+    codes (-1 for cells without a label) and, per state, the index of its type in ``types`` (states of a type are consecutive)."""
     from sklearn.cluster import KMeans
     X = sp.csr_matrix(X, dtype=np.float64)
-    codes = pd.Categorical(pd.Series(labels).astype(str), categories=types).codes
-    state = np.zeros(len(codes), np.int64)
+    codes = _label_codes(labels, types)
+    state = np.full(len(codes), -1, np.int64)  # cells without a label: in no state
     owner, rng = [], np.random.default_rng(seed)
     for t in range(len(types)):
         cells = np.flatnonzero(codes == t)
@@ -234,7 +235,7 @@ def _abundance_prior(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, a: np.n
 def per_type_mean(mass: pd.DataFrame, labels) -> pd.DataFrame:
     """deconvolve's ``readout="type_mean"`` from its ``"mass"`` table (spots x types): each
     type's mass divided by its number of reference cells (``labels``), rows summed to 1 again."""
-    n_cells = pd.Series(labels).astype(str).value_counts().reindex(mass.columns).to_numpy(np.float64)
+    n_cells = pd.Series(labels).dropna().astype(str).value_counts().reindex(mass.columns).to_numpy(np.float64)
     mean = mass.to_numpy(np.float64) / n_cells
     return pd.DataFrame(mean / mean.sum(axis=1, keepdims=True), index=mass.index, columns=mass.columns)
 
@@ -309,7 +310,8 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
     spots
         Name of the spot dataset of the model (spatial transcriptomics, or any mixtures; counts).
     label_key
-        Column of the reference's ``obs`` with the cell types (no missing values, at least two types).
+        Column of the reference's ``obs`` with the cell types (at least two types). Cells whose
+        type is missing (NaN) are left out: of the signatures, and of the plan readouts' mass.
     readout
         - ``"counts"``: the signature fit above. It reads the datasets' matrices (the ``layer``
           given to integrate), not the embedding: the training does not change it.
@@ -393,7 +395,7 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
     if not isinstance(select_genes, (bool, np.bool_)):
         raise TypeError(f"select_genes must be True or False; got {select_genes!r}.")
     ref, spt, labels = _labelled_pair(model, ("reference", reference), ("spots", spots), label_key, k)
-    types = pd.unique(labels.astype(str))
+    types = pd.unique(labels.dropna().astype(str))
     if len(types) < 2:
         raise ValueError(
             f"the reference {reference!r} has a single cell type in {label_key!r} ({types[0]!r}): "
@@ -430,13 +432,17 @@ def _plan_readout(model, ref, spt, labels, reference, spots, readout, k) -> pd.D
             "pairing, with a method that keeps none, or a saved model without one). Use "
             "readout='counts' (the default), or retrain with scferry.integrate(..., "
             "method='uniport', keep_plan=True).")
-    df, n_unreached = _class_mass(model, ref, spt, labels, "plan", k)
+    df, n_unreached, n_unlabelled = _class_mass(model, ref, spt, labels, "plan", k)
     if n_unreached:
         warnings.warn(f"the OT plan never reached {n_unreached} of {spt.n_obs} spots of {spots!r} "
                       "(too few training steps?); their proportions are a kNN vote on the embedding.",
                       ScferryWarning, stacklevel=3)
+    if n_unlabelled:
+        warnings.warn(f"the OT plan links {n_unlabelled} of {spt.n_obs} spots of {spots!r} only to cells "
+                      f"of {reference!r} without a label; their proportions are a kNN vote on the "
+                      "embedding over the labelled cells.", ScferryWarning, stacklevel=3)
     if readout == "type_mean":
-        counts = pd.Series(labels).astype(str).value_counts()
+        counts = pd.Series(labels).dropna().astype(str).value_counts()
         # only where the division amplifies them: a balanced reference reads out as "mass"
         tiny = counts[(counts < TINY_TYPE) & (counts.max() >= 2 * counts)]
         if len(tiny):
@@ -472,7 +478,7 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
                          "(adata.var_names_make_unique()) before integrating.")
     # signatures from the reference's matrix as stored (only per-type sums: no copy of it), on
     # every gene, then the shared ones; the spots' shared columns are copied (CSR float32)
-    types = sorted(pd.unique(labels.astype(str)))
+    types = sorted(pd.unique(labels.dropna().astype(str)))
     X = _stored_matrix(ref)
     S = type_signatures(X, labels.to_numpy(), types)[:, ref.var_names.get_indexer(shared)]
     Y = _stored_matrix(spt)
@@ -492,7 +498,7 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
             warnings.warn(f"the {role} {d.name!r} does not hold integer counts; readout='counts' fits "
                           "a count model (it runs, but raw counts fit it best: pass layer= the counts "
                           "to integrate).", ScferryWarning, stacklevel=4)
-    n_cells = pd.Series(labels).astype(str).value_counts()
+    n_cells = pd.Series(labels).dropna().astype(str).value_counts()
     small = n_cells[n_cells < TINY_TYPE]
     if len(small):
         warnings.warn(
@@ -526,7 +532,7 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
         state, owner = cell_states(Xg, labels.to_numpy(), types, n_states, min_state_cells, seed)
         per_type = np.bincount(owner, minlength=len(types))
         if len(owner) > len(types):  # each state's mean shrunk to its type's (a few cells are noisy)
-            n_s = np.bincount(state, minlength=len(owner)).astype(np.float64)[:, None]
+            n_s = np.bincount(state[state >= 0], minlength=len(owner)).astype(np.float64)[:, None]
             S = (n_s * type_signatures(Xg, state.astype(str), [str(i) for i in range(len(owner))])
                  + STATE_SHRINK * S[owner]) / (n_s + STATE_SHRINK)
         else:

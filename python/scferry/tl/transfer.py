@@ -7,7 +7,7 @@ import pandas as pd
 from .. import ondisk
 from ..model import Model
 from ..errors import announce
-from ._common import LABEL_KEY, PROBS_KEY, SCORE_KEY, _class_mass, _labelled_pair, _plan, _write_rows
+from ._common import LABEL_KEY, PROBS_KEY, SCORE_KEY, _class_mass, _labelled_pair, _write_rows
 
 
 def transfer_labels(model: Model, source: str, target: str, label_key: str, *,
@@ -24,6 +24,10 @@ def transfer_labels(model: Model, source: str, target: str, label_key: str, *,
     k
         Neighbours for the kNN vote.
 
+    Source cells whose ``label_key`` is missing (NaN) are left out: they carry no plan mass and
+    cast no kNN vote. Target cells the plan links only to such cells get the kNN vote of the
+    labelled ones (with a warning).
+
     Returns
     -------
     DataFrame, target cells x labels (sorted), rows sum to 1. Also writes on the target AnnData:
@@ -37,10 +41,14 @@ def transfer_labels(model: Model, source: str, target: str, label_key: str, *,
         raise ValueError(f"method must be 'auto', 'plan' or 'knn'; got {method!r}.")
     src, tgt, labels = _labelled_pair(model, ("source", source), ("target", target), label_key, k)
 
-    df, n_unreached = _class_mass(model, src, tgt, labels, method, k)
-    if n_unreached and _plan(model, source, target) is not None:
+    df, n_unreached, n_unlabelled = _class_mass(model, src, tgt, labels, method, k)
+    if n_unreached:
         announce(f"the OT plan never reached {n_unreached} of {tgt.n_obs} cells of {target!r} (too "
                  "few training steps?); their labels are a kNN vote on the embedding.")
+    if n_unlabelled:
+        announce(f"the OT plan links {n_unlabelled} of {tgt.n_obs} cells of {target!r} only to cells "
+                 f"of {source!r} without a label; their labels are a kNN vote on the embedding over "
+                 "the labelled cells.")
     best = df.to_numpy().argmax(axis=1)
     _write_rows(tgt, LABEL_KEY, pd.Categorical(np.asarray(df.columns)[best], categories=list(df.columns)), "obs")
     _write_rows(tgt, SCORE_KEY, df.to_numpy().max(axis=1), "obs")

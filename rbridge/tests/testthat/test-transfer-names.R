@@ -15,6 +15,11 @@ test_that("reference cells with NA labels are left out of the transfer, with a m
     expect_identical(rownames(d), c(labs, "max"))
     expect_equal(unname(colSums(d[labs, ])), rep(1, ncol(q)), tolerance = 1e-5)
     expect_true(all(q$predicted.id %in% labs))
+    # deconvolution leaves them out too: no type stands for the unlabelled cells
+    expect_message(s <- suppressWarnings(ferry_deconvolve(ref, objs$g2, label = "lab")), "5 of the 44 cells")
+    p <- SeuratObject::GetAssayData(s[["ferry.proportions"]], slot = "data")
+    expect_identical(rownames(p), labs)
+    expect_equal(unname(colSums(p)), rep(1, ncol(s)), tolerance = 1e-5)
 })
 
 test_that("subsets of integrated objects work as reference and query", {
@@ -25,7 +30,10 @@ test_that("subsets of integrated objects work as reference and query", {
     ref$lab <- as.character(ref$RNA_snn_res.1)
     sub_ref <- ref[, 10:30]
     sub_q <- objs$g2[, 1:20]
-    expect_message(q <- ferry_transfer(sub_ref, sub_q, label = "lab"), "23 not in the reference object")
+    # query cells the plan links only to cells outside sub_ref: a kNN vote over sub_ref's cells
+    expect_message(expect_warning(q <- ferry_transfer(sub_ref, sub_q, label = "lab"),
+                                  "only to cells of 'g1' without a label; their labels are a kNN vote"),
+                   "23 not in the reference object")
     expect_identical(colnames(q), colnames(sub_q))
     expect_true(all(q$predicted.id %in% unique(sub_ref$lab)))
     # the record also lives in the reduction, which subsetting keeps
