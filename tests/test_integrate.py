@@ -19,8 +19,13 @@ def test_integrate_writes_only_the_embedding(pdac_small):
     for a, s in zip((rna, st), snaps):
         assert_unchanged(a, s, allowed_obsm={"X_scferry"})
         emb = a.obsm["X_scferry"]
-        assert emb.shape == (a.n_obs, 16) and emb.dtype == np.float32 and np.isfinite(emb).all()
+        assert emb.shape == (a.n_obs, 24) and emb.dtype == np.float32 and np.isfinite(emb).all()
     assert model.dataset_names == ["rna", "st"] and model.train_params["iterations_run"] == 40
+    # horizontal mode's latent size, chosen by mode and recorded (vertical / diagonal: the paper's 16)
+    assert model.params["n_latent"] == 24 and model.choices["n_latent"]["value"] == 24
+    given = sf.integrate({"rna": rna, "st": st}, seed=0, n_latent=8, **{**FAST, "max_iter": 2})
+    assert given.params["n_latent"] == 8 and "n_latent" not in given.choices
+    assert rna.obsm["X_scferry"].shape == (rna.n_obs, 8)
     assert len(model.history) >= 1 and {"recon", "kl", "ot"} <= set(model.history[0])
 
 
@@ -106,7 +111,7 @@ def test_single_anndata_with_batch_key(pdac_small):
     snap = snapshot(both)
     model = sf.integrate(both, batch_key="source", seed=0, **FAST)
     assert_unchanged(both, snap, allowed_obsm={"X_scferry"})
-    assert both.obsm["X_scferry"].shape == (both.n_obs, 16) and np.isfinite(both.obsm["X_scferry"]).all()
+    assert both.obsm["X_scferry"].shape == (both.n_obs, 24) and np.isfinite(both.obsm["X_scferry"]).all()
     probs = sf.transfer_labels(model, "rna", "st", "cell_type")
     assert probs.shape[0] == st.n_obs
     is_st = (both.obs["source"] == "st").to_numpy()

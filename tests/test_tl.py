@@ -358,7 +358,7 @@ def projection(request, pdac_rna):
 
     snap = snapshot(held)
     z = sf.project(model, held, dataset="rna")
-    assert z.shape == (held.n_obs, 16) and z.dtype == np.float32 and np.isfinite(z).all()
+    assert z.shape == (held.n_obs, 24) and z.dtype == np.float32 and np.isfinite(z).all()
     np.testing.assert_array_equal(held.obsm["X_scferry"], z)
     assert_unchanged(held, snap, allowed_obsm={"X_scferry"})
 

@@ -115,6 +115,16 @@ Deliberate choices (documented for users and benchmarks):
   higher transfer on both labelled sets. The wider cost range made the Sinkhorn's fast path
   underflow; the solver now rebuilds its kernel around the current potentials
   (``scferry.ot.unbalanced_sinkhorn``), so a guided fit costs about 1.2-1.5x an unguided one.
+- Latent size (``n_latent``; None, the default, chooses by mode, recorded in ``model.choices``):
+  24 in horizontal mode, the paper's 16 in vertical and diagonal modes. Why: with the PCA
+  guidance the horizontal plans match cells of one type across batches, and what then limits how
+  well a batch's cells find their type among the other batches' is how much of the expression a
+  16-d code keeps (small types beside large ones: CD8 T cells beside CD4 T cells and NK cells).
+  Measured on the three multi-batch sets of bench/batch_integration (RESULTS.md, "uniPort's
+  latent size", 3 seeds): label transfer and silhouette higher on both labelled sets at the same
+  batch mixing, and the spots + cells pair's silhouette kept above the PCA's; 32 raised transfer
+  as much but put that silhouette below the PCA's, and 64 lowered transfer on one set. The other
+  modes were not re-measured and keep the paper's 16.
 - Minibatch OT with more than two datasets: every pair of datasets (or every dataset against
   ``reference``) gets its own UOT problem; the problems of one step that have the same shape are
   solved together as one batched Sinkhorn loop (the same plans; at minibatch sizes the
@@ -208,6 +218,8 @@ MODES = ("horizontal", "vertical", "diagonal")
 # vertical mode's own training settings (module docstring, "Vertical mode's training settings")
 VERTICAL_WEIGHT_DECAY = 5e-2  # Adam's L2 penalty (the other modes: the paper's 5e-4)
 VERTICAL_MAX_ITER = 3000  # steps (the other modes: 2,000)
+PAPER_LATENT = 16  # latent dimensions: the paper's, in vertical and diagonal modes
+HORIZONTAL_LATENT = 24  # horizontal mode's default (module docstring, "Latent size")
 LIKELIHOODS = ("scaled", "bernoulli")
 EMBEDDINGS = ("mean", "unit")
 CELL_FACTOR_HIDDEN = 32
@@ -226,7 +238,7 @@ class UniPort(Method):
     # - 2,000 steps, not 30,000: with the data-informed decoder start the reference's 30,000-step
     #   quality is reached in 1,500.
     defaults = dict(
-        n_latent=16, n_hidden=(256,), n_common_genes=2000, n_specific_genes=None,
+        n_latent=None, n_hidden=(256,), n_common_genes=2000, n_specific_genes=None,
         kl_weight=0.5, specific_weight=0.5, ot_weight=4.0, ot_eps=0.01, ot_rho=1.0,
         ot_iter=100, keep_plan=True, plan_k=50, plan_eps=None,
         mode=None, cross_weight=1.0, ot_marginals=None, prior_alpha=2.0, prior_pairs=None,
@@ -334,7 +346,8 @@ class UniPort(Method):
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
         for key in ("n_latent", "n_common_genes", "ot_iter", "plan_k"):
-            check_int(params, key)
+            if key != "n_latent" or params[key] is not None:  # None: by mode (resolve)
+                check_int(params, key)
         n_spec = params["n_specific_genes"]
         if isinstance(n_spec, dict):  # per dataset (names checked in resolve)
             for name, n in n_spec.items():
@@ -417,6 +430,10 @@ class UniPort(Method):
         elif mode == "horizontal":
             shared_features(datasets)  # none shared: the error that says what to do
         params["mode"] = mode
+        if params.get("n_latent") is None:  # see the module docstring, "Latent size"
+            params["n_latent"] = HORIZONTAL_LATENT if mode == "horizontal" else PAPER_LATENT
+            record_choice(params.setdefault("_choices", {}), "n_latent", params["n_latent"],
+                          f"uniPort {mode} mode's default (pass n_latent= to set it)")
         names = [d.name for d in datasets]
         drop = _per_dataset("input_dropout", params.get("input_dropout"), names, 0.0)  # checks a dict
         if mode == "horizontal" and any(drop.values()):
