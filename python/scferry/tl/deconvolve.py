@@ -69,7 +69,8 @@ def cell_states(X, labels, types: list[str], n_states: int, min_cells: int, seed
     each: a type of ``n`` cells gets ``min(n_states, n // min_cells)`` states (at least 1), fewer
     where a cluster would fall under ``min_cells``. K-means is fitted on at most 5,000 cells of a
     type (a seeded subsample) and every cell goes to its nearest centre. Returns the cells' state
-    codes (-1 for cells without a label) and, per state, the index of its type in ``types`` (states of a type are consecutive)."""
+    codes (-1 for cells without a label) and, per state, the index of its type in ``types``
+    (states of a type are consecutive)."""
     from sklearn.cluster import KMeans
     X = sp.csr_matrix(X, dtype=np.float64)
     codes = _label_codes(labels, types)
