@@ -158,7 +158,13 @@ def test_placement_errors_before_any_work(pdac_small):
         sf.integrate(tiny, "davae", devices=2, accelerator="cpu", progress=False)
 
 
-QUALITY = dict(max_iter=300, n_common_genes=1000, n_specific_genes=300, progress=False, accelerator="cpu")
+# The paper's unguided OT at latent 16, the configuration the tolerances below were calibrated
+# at (bench/distributed/RESULTS.md). With the horizontal defaults (PCA guidance, latent 24) a
+# 1-step model's code already mixes this pair more (batch entropy 0.869 vs 0.935 trained, seed 0;
+# guided at latent 16 0.863 vs 0.947), so the untrained control would fall inside or just outside
+# the tolerance; the test is about 1 vs 2 processes, not the defaults.
+QUALITY = dict(max_iter=300, n_common_genes=1000, n_specific_genes=300, n_latent=16, pca_prior=False,
+               progress=False, accelerator="cpu")
 
 
 def _mixing_and_types(rna, st):
