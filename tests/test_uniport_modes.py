@@ -270,7 +270,11 @@ def test_mode_is_chosen_from_the_inputs(make, mode):
         model = sf.integrate({"a": a, "b": b}, max_iter=3, progress=False)
     assert model.params["mode"] == mode
     assert model.module.paired == (mode == "vertical")
-    assert a.obsm["X_scferry"].shape == (a.n_obs, 16)
+    # the latent size follows the mode (horizontal 24; the paper's 16 otherwise), recorded
+    latent = 24 if mode == "horizontal" else 16
+    assert a.obsm["X_scferry"].shape == (a.n_obs, latent)
+    assert model.choices["n_latent"] == {"value": latent, "reason": f"uniPort {mode} mode's default "
+                                                                    "(pass n_latent= to set it)"}
 
 
 def test_explicit_mode_that_does_not_fit_is_an_error():
