@@ -131,8 +131,7 @@ ferry_deconvolve <- function(reference, spots, label, source = NULL, target = NU
     args <- c(list(model), ds, list(label_key = label), params)
     what <- sprintf("scferry.%s(%s = '%s', %s = '%s')", fun, ds_args[1L], job$source, ds_args[2L], job$target)
     res <- .ferry_call(sf[[fun]], args, what)
-    P <- .ferry_scores_matrix(res, obj, objname)
-    .ferry_add_scores(obj, P, kind, pname)
+    .ferry_add_scores(obj, .ferry_scores_matrix(res, obj, objname), kind, pname)
 }
 
 # All checks for a reference/query pair, before Python runs.

@@ -345,9 +345,10 @@ class UniPort(Method):
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
-        for key in ("n_latent", "n_common_genes", "ot_iter", "plan_k"):
-            if key != "n_latent" or params[key] is not None:  # None: by mode (resolve)
-                check_int(params, key)
+        for key in ("n_common_genes", "ot_iter", "plan_k"):
+            check_int(params, key)
+        if params["n_latent"] is not None:  # None: by mode (resolve)
+            check_int(params, "n_latent")
         n_spec = params["n_specific_genes"]
         if isinstance(n_spec, dict):  # per dataset (names checked in resolve)
             for name, n in n_spec.items():

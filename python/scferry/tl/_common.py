@@ -27,9 +27,19 @@ def _label_codes(labels, classes: list[str]) -> np.ndarray:
     return codes
 
 
+def _label_classes(labels) -> list[str]:
+    """The labels present, sorted; a missing value is not a label."""
+    return sorted(pd.unique(pd.Series(labels).dropna().astype(str)))
+
+
+def _label_counts(labels) -> pd.Series:
+    """Cells per label; cells without one (missing) are not counted."""
+    return pd.Series(labels).dropna().astype(str).value_counts()
+
+
 def _label_matrix(labels: pd.Series) -> tuple[sp.csr_matrix, list[str]]:
     """Cells x classes one-hot (sorted classes); cells without a label get an empty row."""
-    classes = sorted(pd.unique(labels.dropna().astype(str)))
+    classes = _label_classes(labels)
     codes = _label_codes(labels, classes)
     rows = np.flatnonzero(codes >= 0)
     onehot = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, codes[rows])),

@@ -12,7 +12,8 @@ from tqdm.auto import tqdm
 from ..errors import ScferryWarning
 from .. import ondisk
 from ..model import Model
-from ._common import PROPORTIONS_KEY, _check_int, _class_mass, _label_codes, _labelled_pair, _plan, _write_rows
+from ._common import (PROPORTIONS_KEY, _check_int, _class_mass, _label_classes, _label_codes, _label_counts,
+                      _labelled_pair, _plan, _write_rows)
 
 DECONVOLVE_READOUTS = ("counts", "type_mean", "mass")
 STATES_KEY = PROPORTIONS_KEY.replace("proportions", "state_proportions")  # obsm of the states' proportions
@@ -236,7 +237,7 @@ def _abundance_prior(Y: sp.csr_matrix, S: np.ndarray, scale: np.ndarray, a: np.n
 def per_type_mean(mass: pd.DataFrame, labels) -> pd.DataFrame:
     """deconvolve's ``readout="type_mean"`` from its ``"mass"`` table (spots x types): each
     type's mass divided by its number of reference cells (``labels``), rows summed to 1 again."""
-    n_cells = pd.Series(labels).dropna().astype(str).value_counts().reindex(mass.columns).to_numpy(np.float64)
+    n_cells = _label_counts(labels).reindex(mass.columns).to_numpy(np.float64)
     mean = mass.to_numpy(np.float64) / n_cells
     return pd.DataFrame(mean / mean.sum(axis=1, keepdims=True), index=mass.index, columns=mass.columns)
 
@@ -396,7 +397,7 @@ def deconvolve(model: Model, reference: str, spots: str, label_key: str, *,
     if not isinstance(select_genes, (bool, np.bool_)):
         raise TypeError(f"select_genes must be True or False; got {select_genes!r}.")
     ref, spt, labels = _labelled_pair(model, ("reference", reference), ("spots", spots), label_key, k)
-    types = pd.unique(labels.dropna().astype(str))
+    types = _label_classes(labels)
     if len(types) < 2:
         raise ValueError(
             f"the reference {reference!r} has a single cell type in {label_key!r} ({types[0]!r}): "
@@ -443,7 +444,7 @@ def _plan_readout(model, ref, spt, labels, reference, spots, readout, k) -> pd.D
                       f"of {reference!r} without a label; their proportions are a kNN vote on the "
                       "embedding over the labelled cells.", ScferryWarning, stacklevel=3)
     if readout == "type_mean":
-        counts = pd.Series(labels).dropna().astype(str).value_counts()
+        counts = _label_counts(labels)
         # only where the division amplifies them: a balanced reference reads out as "mass"
         tiny = counts[(counts < TINY_TYPE) & (counts.max() >= 2 * counts)]
         if len(tiny):
@@ -479,7 +480,7 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
                          "(adata.var_names_make_unique()) before integrating.")
     # signatures from the reference's matrix as stored (only per-type sums: no copy of it), on
     # every gene, then the shared ones; the spots' shared columns are copied (CSR float32)
-    types = sorted(pd.unique(labels.dropna().astype(str)))
+    types = _label_classes(labels)
     X = _stored_matrix(ref)
     S = type_signatures(X, labels.to_numpy(), types)[:, ref.var_names.get_indexer(shared)]
     Y = _stored_matrix(spt)
@@ -499,7 +500,7 @@ def _signature_fit(ref, spt, labels, reference, spots, *, platform, min_share, m
             warnings.warn(f"the {role} {d.name!r} does not hold integer counts; readout='counts' fits "
                           "a count model (it runs, but raw counts fit it best: pass layer= the counts "
                           "to integrate).", ScferryWarning, stacklevel=4)
-    n_cells = pd.Series(labels).dropna().astype(str).value_counts()
+    n_cells = _label_counts(labels)
     small = n_cells[n_cells < TINY_TYPE]
     if len(small):
         warnings.warn(
