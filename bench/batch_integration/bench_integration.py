@@ -19,6 +19,12 @@ interpreter: the main venv for scferry and the PCA, ``--venvs``/scvi for scVI an
 ``timing.json`` (``cpu_seconds``: process CPU time of preprocessing + fit + embedding;
 ``peak_rss_mb``: the process's peak resident memory, VmHWM, imports and input included).
 
+Variants (``--tag NAME --params JSON``, written to ``METHOD@NAME/``): keyword arguments of
+``sf.integrate`` / ``sf.refine`` for the scferry methods; for the PCA, ``n_comps`` (50) and
+``scale`` (True: genes scaled to unit variance, clipped at 10), with ``harmony`` in the same call
+correcting that PCA variant (``--methods pca harmony --tag u16 --params '{"n_comps": 16,
+"scale": false}'``).
+
 Scores (``score``; ``scferry.metrics``, one definition for every method):
 - transfer: leave-one-batch-out kNN (k = 15, :func:`scferry.metrics.knn_label_transfer`, the other
   batches as reference) accuracy, mean over held-out batches; only where every batch is labelled
@@ -63,6 +69,9 @@ LABELS = {"pca": "PCA (unintegrated)", "harmony": "Harmony (on the PCA)", "scvi"
           "refine": "sf.refine (on the PCA)", "scbean": "scbean DAVAE 0.5.6",
           "scbean_3000": "scbean DAVAE 0.5.6, ~3,000 steps"}
 TUNABLE = ("davae", "uniport", "scbiot_vae", "refine")  # --params: sf.integrate / sf.refine kwargs
+# The PCA baseline's variants (--params of pca; Harmony@TAG then corrects pca@TAG of the same seed)
+PCA_DEFAULTS = {"n_comps": 50, "scale": True}
+VARIANTS = TUNABLE + ("pca", "harmony")
 SCVI_MAX_STEPS = 4000  # cap on scVI's epoch heuristic, in optimiser steps (RESULTS.md: why)
 
 
@@ -109,16 +118,20 @@ def child(method: str, ddir: Path, out: Path, seed: int, threads: int, params: d
     torch.set_num_threads(threads)
     adata, obs = read_input(ddir / "input")
     names = list(dict.fromkeys(obs["batch"]))
-    if method == "pca":
+    if method == "pca":  # variants (--params): n_comps (50), scale (True: genes scaled to unit variance)
         import scanpy as sc
+        pp = {**PCA_DEFAULTS, **(params or {})}
+        if set(pp) - set(PCA_DEFAULTS):
+            raise ValueError(f"pca takes --params {sorted(PCA_DEFAULTS)}; got {sorted(params)}")
         c1, t1 = time.process_time(), time.perf_counter()
         sc.pp.normalize_total(adata, target_sum=1e4)
         sc.pp.log1p(adata)
         if adata.n_vars > 2000:
             sc.pp.highly_variable_genes(adata, n_top_genes=2000, batch_key="batch",
                                         flavor="seurat", subset=True)
-        sc.pp.scale(adata, max_value=10)
-        sc.tl.pca(adata, n_comps=50, random_state=seed)
+        if pp["scale"]:
+            sc.pp.scale(adata, max_value=10)
+        sc.tl.pca(adata, n_comps=int(pp["n_comps"]), random_state=seed)
         write_result(out, adata.obsm["X_pca"], time.perf_counter() - t1, time.process_time() - c1, t0)
         return
     import scferry as sf
@@ -144,16 +157,18 @@ def child(method: str, ddir: Path, out: Path, seed: int, threads: int, params: d
 
 def run_method(method: str, ddir: Path, seed: int, threads: int, venvs: Path,
                params: dict | None = None, tag: str = "") -> float:
-    """Run ``method`` on seed ``seed`` in its own process; ``params`` (scferry methods only):
-    keyword arguments of ``sf.integrate`` for a variant, written to ``METHOD@TAG/``."""
+    """Run ``method`` on seed ``seed`` in its own process; ``params``: keyword arguments of
+    ``sf.integrate`` (``sf.refine``) for a variant of a scferry method, or the PCA's
+    ``PCA_DEFAULTS`` keys for a variant of the PCA, written to ``METHOD@TAG/``; ``harmony`` with a
+    ``tag`` corrects ``pca@TAG``."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads),
            "MKL_NUM_THREADS": str(threads), "TF_CPP_MIN_LOG_LEVEL": "2"}
     tool = method.split("_")[0]
     name = f"{method}@{tag}" if tag else method
     out = ddir / f"seed{seed}" / name
     out.parent.mkdir(parents=True, exist_ok=True)
-    if params and method not in TUNABLE:
-        raise ValueError(f"--params applies to the scferry methods {', '.join(TUNABLE)} only")
+    if params and method not in VARIANTS:
+        raise ValueError(f"--params applies to {', '.join(VARIANTS)} only")
     if tool in RUNNERS:
         vname = {"harmony": "scvi"}.get(tool, tool)
         py = venvs / vname / "bin" / "python"
@@ -169,6 +184,8 @@ def run_method(method: str, ddir: Path, seed: int, threads: int, venvs: Path,
                 cmd += ["--steps", str(DEFAULT_STEPS)]
         else:
             cmd += ["--out", str(out)]
+        if tool == "harmony" and tag:  # the PCA variant of the same tag
+            cmd += ["--pca", f"pca@{tag}"]
         if tool == "scvi":
             cmd += ["--max-steps", str(SCVI_MAX_STEPS)]
     else:
@@ -371,7 +388,7 @@ def main() -> int:
         obs = pd.read_csv(ddir / "input" / "obs.tsv", sep="\t", keep_default_na=False, dtype=str)
         for seed in args.seeds:
             for base in methods:
-                variant = bool(args.tag) and "@" not in base and base in TUNABLE
+                variant = bool(args.tag) and "@" not in base and base in VARIANTS
                 method = f"{base}@{args.tag}" if variant else base
                 run = not args.score_only and "@" not in base  # METHOD@TAG given: scored, not run
                 base = base.split("@")[0]
@@ -380,7 +397,8 @@ def main() -> int:
                     print(f"[{dataset} seed {seed}] {method} ...", flush=True)
                     load = os.getloadavg()[0]
                     process_s = run_method(base, ddir, seed, args.threads, args.venvs,
-                                           args.params if variant else None, args.tag if variant else "")
+                                           args.params if variant and base != "harmony" else None,
+                                           args.tag if variant else "")
                     json.dump({"process_seconds": process_s, "loadavg_1min": [load, os.getloadavg()[0]]},
                               open(res / "process.json", "w"))
                 if args.no_score or not (res / "embedding.npy").exists():

@@ -3,7 +3,8 @@
 
     bench/.venvs/harmony/bin/python bench/batch_integration/reference_harmony.py DATASET_DIR --out DATASET_DIR/seed0/harmony [--seed 0]
 
-Reads OUT/../pca/embedding.npy (50 PCs, written by bench_integration.py's pca run of the same seed)
+Reads OUT/../pca/embedding.npy (50 PCs, written by bench_integration.py's pca run of the same seed;
+``--pca pca@TAG``: a variant of that PCA)
 and DATASET_DIR/input/obs.tsv; writes OUT/{embedding.npy,timing.json}. Harmony's
 defaults (theta 2, sigma 0.1, nclust min(N/30, 100), 10 rounds); ``run_seconds`` is Harmony
 alone: add the pca run's for the whole pipeline.
@@ -27,9 +28,10 @@ p = argparse.ArgumentParser()
 p.add_argument("ddir", type=Path)
 p.add_argument("--seed", type=int, default=0)
 p.add_argument("--threads", type=int, default=1)
-p.add_argument("--out", type=Path, required=True, help="output folder; reads OUT/../pca")
+p.add_argument("--out", type=Path, required=True, help="output folder; reads OUT/../PCA")
+p.add_argument("--pca", default="pca", help="the PCA run to correct (a variant: pca@TAG)")
 args = p.parse_args()
-pca = np.load(args.out.parent / "pca" / "embedding.npy").astype(np.float64)
+pca = np.load(args.out.parent / args.pca / "embedding.npy").astype(np.float64)
 obs = pd.read_csv(args.ddir / "input" / "obs.tsv", sep="\t", keep_default_na=False, dtype=str)
 c0, t1 = time.process_time(), time.perf_counter()
 ho = harmonypy.run_harmony(pca, obs, "batch", random_state=args.seed, ncores=args.threads,
