@@ -20,10 +20,10 @@ interpreter: the main venv for scferry and the PCA, ``--venvs``/scvi for scVI an
 ``peak_rss_mb``: the process's peak resident memory, VmHWM, imports and input included).
 
 Variants (``--tag NAME --params JSON``, written to ``METHOD@NAME/``): keyword arguments of
-``sf.integrate`` / ``sf.refine`` for the scferry methods; for the PCA, ``n_comps`` (50) and
-``scale`` (True: genes scaled to unit variance, clipped at 10), with ``harmony`` in the same call
-correcting that PCA variant (``--methods pca harmony --tag u16 --params '{"n_comps": 16,
-"scale": false}'``).
+``sf.integrate`` / ``sf.refine`` for the scferry methods. When every key is ``n_comps`` (50) or
+``scale`` (True: genes scaled to unit variance, clipped at 10), a variant of the PCA instead, which
+``harmony`` in the same call corrects (``--methods pca harmony --tag u16 --params '{"n_comps": 16,
+"scale": false}'``); other keys leave the PCA, and Harmony on it, as they are.
 
 Scores (``score``; ``scferry.metrics``, one definition for every method):
 - transfer: leave-one-batch-out kNN (k = 15, :func:`scferry.metrics.knn_label_transfer`, the other
@@ -69,7 +69,8 @@ LABELS = {"pca": "PCA (unintegrated)", "harmony": "Harmony (on the PCA)", "scvi"
           "refine": "sf.refine (on the PCA)", "scbean": "scbean DAVAE 0.5.6",
           "scbean_3000": "scbean DAVAE 0.5.6, ~3,000 steps"}
 TUNABLE = ("davae", "uniport", "scbiot_vae", "refine")  # --params: sf.integrate / sf.refine kwargs
-# The PCA baseline's variants (--params of pca; Harmony@TAG then corrects pca@TAG of the same seed)
+# The PCA baseline's variants: a --tag whose --params are all among these keys makes pca@TAG, and
+# harmony in the same call corrects it (harmony@TAG); any other --params leave the PCA as it is.
 PCA_DEFAULTS = {"n_comps": 50, "scale": True}
 VARIANTS = TUNABLE + ("pca", "harmony")
 SCVI_MAX_STEPS = 4000  # cap on scVI's epoch heuristic, in optimiser steps (RESULTS.md: why)
@@ -379,6 +380,7 @@ def main() -> int:
     if bad:
         p.error(f"unknown methods {bad}; choose from {METHODS}")
     methods = sorted(dict.fromkeys(args.methods), key=lambda m: METHODS.index(m.split("@")[0]))
+    pca_variant = bool(args.tag) and bool(args.params) and set(args.params) <= set(PCA_DEFAULTS)
     if any(m in methods for m in ("harmony", "refine")) and "pca" not in methods:
         methods.insert(0, "pca")  # Harmony and refine correct the PCA
     for dataset in args.datasets:
@@ -388,7 +390,8 @@ def main() -> int:
         obs = pd.read_csv(ddir / "input" / "obs.tsv", sep="\t", keep_default_na=False, dtype=str)
         for seed in args.seeds:
             for base in methods:
-                variant = bool(args.tag) and "@" not in base and base in VARIANTS
+                variant = bool(args.tag) and "@" not in base and (
+                    base in TUNABLE or (base in ("pca", "harmony") and pca_variant))
                 method = f"{base}@{args.tag}" if variant else base
                 run = not args.score_only and "@" not in base  # METHOD@TAG given: scored, not run
                 base = base.split("@")[0]
