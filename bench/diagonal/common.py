@@ -70,6 +70,18 @@ def score(z_rna, z_oth, lab_rna, lab_oth, paired: bool, k: int = 15) -> dict:
     return out
 
 
+def report_rows(rows: dict, name: str, seed: int, out: Path, title: str = "") -> None:
+    """A screen's rows for one dataset and seed: printed as a markdown table (``key=value`` cells,
+    floats to 3 decimals) under ``name, seed N`` plus ``title``, and written to
+    ``out/<name>__<seed>.json``."""
+    import json
+    print(f"\n{name}, seed {seed}{title}")
+    for key, v in rows.items():
+        print(f"| {key} | " + " | ".join(f"{a}={b:.3f}" if isinstance(b, float) else f"{a}={b}"
+                                        for a, b in v.items()) + " |", flush=True)
+    (out / f"{name}__{seed}.json").write_text(json.dumps(rows, default=float))
+
+
 def linked_table(name: str, rna: ad.AnnData, oth: ad.AnnData):
     """Linked features of a pair as a DataFrame (columns "rna", "other"): CITE-seq's gene-protein
     table (``bench_multiome.ADT_GENES``), else the shared feature names (None if fewer than 2)."""

@@ -39,7 +39,6 @@ def main() -> int:
     args = p.parse_args()
     import scferry as sf
     from scferry import gw
-    from scferry.methods.scmodal_cca import seurat_cca
     for name in args.datasets:
         rna, oth, other, paired = load(name, args.max_cells, args.seed)
         with warnings.catch_warnings():

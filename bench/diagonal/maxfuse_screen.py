@@ -24,7 +24,6 @@ package's ``refine=1`` embedding (checked and printed).
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -33,7 +32,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import gw_fit, score, screen_args  # noqa: E402
+from common import gw_fit, report_rows, score, screen_args  # noqa: E402
 
 BASE = dict(n_iter=1, keep=0.8, wt=None, match="cs", fit="raw", final="last", weight=True, out="cs",
             joint_w=1.0, n_smooth=40, n_components=20, final_keep=None)
@@ -142,11 +141,7 @@ def main() -> int:
                 if cfg == "current":
                     rows[cfg]["same_as_package"] = bool(np.allclose(zx, pkg[0], atol=1e-4)
                                                         and np.allclose(zy, pkg[1], atol=1e-4))
-            print(f"\n{name}, seed {seed}")
-            for k_, v in rows.items():
-                print(f"| {k_} | " + " | ".join(f"{a}={b:.3f}" if isinstance(b, float) else f"{a}={b}"
-                                               for a, b in v.items()) + " |", flush=True)
-            (args.out / f"{name}__{seed}.json").write_text(json.dumps(rows, default=float))
+            report_rows(rows, name, seed, args.out)
     return 0
 
 

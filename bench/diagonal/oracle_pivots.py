@@ -27,7 +27,6 @@ them).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -35,7 +34,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import gw_fit, score  # noqa: E402
+from common import gw_fit, report_rows, score  # noqa: E402
 
 PIVOTS = ("gw_pivots", "type_pivots", "true_pivots", "random_pivots")
 
@@ -114,11 +113,7 @@ def main() -> int:
                 zx, zy = refined_from_pivots(al, ix, iy, seed=seed)
                 rows[kind] = {**score(zx[held], zy[held], lx[held], ly[held], paired),
                               "same_type": float(np.mean(lx[ix] == ly[iy])), "n_pivots": int(len(ix))}
-            print(f"\n{name}, seed {seed} (scored on {len(held)} held-apart cells)")
-            for k_, v in rows.items():
-                print(f"| {k_} | " + " | ".join(f"{a}={b:.3f}" if isinstance(b, float) else f"{a}={b}"
-                                               for a, b in v.items()) + " |", flush=True)
-            (args.out / f"{name}__{seed}.json").write_text(json.dumps(rows, default=float))
+            report_rows(rows, name, seed, args.out, f" (scored on {len(held)} held-apart cells)")
     return 0
 
 

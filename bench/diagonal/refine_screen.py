@@ -12,7 +12,6 @@ transfer RNA -> other; and the RNA types without an ATAC counterpart (Pamona's t
 """
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from common import gw_fit, score, screen_args  # noqa: E402
+from common import gw_fit, report_rows, score, screen_args  # noqa: E402
 
 # name -> (start space, refine kwargs, final space)
 CONFIGS = {
@@ -86,11 +85,7 @@ def main() -> int:
                              "corr1": info["corr"][-1][:3], "pivot_d": info["pivot_distance"]}
             if name == "pamona":
                 rows["_ceiling"] = pamona_ceiling(jx, jy, lr, lo)
-            print(f"\n{name}, seed {seed}")
-            for k, v in rows.items():
-                print(f"| {k} | " + " | ".join(f"{a}={b:.3f}" if isinstance(b, float) else f"{a}={b}"
-                                              for a, b in v.items()) + " |", flush=True)
-            (args.out / f"{name}__{seed}.json").write_text(json.dumps(rows, default=float))
+            report_rows(rows, name, seed, args.out)
     return 0
 
 
