@@ -242,3 +242,27 @@ def test_match_cells_is_one_to_one_within_chunks_and_refine_validates():
     with pytest.raises(ValueError, match="refine must be an integer >= 0"):
         sf.integrate({"rna": ad.AnnData(np.ones((20, 5))), "atac": ad.AnnData(np.ones((20, 5)))},
                      method="gw", refine=-1, progress=False)
+
+
+def test_refine_on_given_pivots_reproduces_its_own_matching_and_validates():
+    """refine(pivots=): the pairs its own matching chose, given back, give the same space bit for
+    bit (the path bench/diagonal/oracle_pivots.py fits known pivots through); true partners give
+    a better space than random pairs (FOSCTTM); bad pivots are refused before any work."""
+    rng = np.random.default_rng(1)
+    shared = rng.normal(size=(400, 6))
+    Zx = np.hstack([shared, rng.normal(size=(400, 4))]) + 0.3 * rng.normal(size=(400, 10))
+    Zy = np.hstack([shared @ rng.normal(size=(6, 6)), rng.normal(size=(400, 3))]) + 0.3 * rng.normal(size=(400, 9))
+    E = (shared + rng.normal(size=shared.shape), shared + rng.normal(size=shared.shape))
+    (ex, ey), info = gw.refine((Zx, Zy), E, n_components=6, n_smooth=10, seed=0)
+    (gx, gy), info2 = gw.refine((Zx, Zy), E, n_components=6, n_smooth=10, seed=0, pivots=info["pivots"])
+    assert np.array_equal(ex, gx) and np.array_equal(ey, gy)
+    assert info2["n_pivots"] == info["n_pivots"] and np.isnan(info2["pivot_distance"][0])
+    idx = np.arange(400)
+    (tx, ty), _ = gw.refine((Zx, Zy), E, n_components=6, n_smooth=10, seed=0, pivots=(idx, idx))
+    (rx, ry), _ = gw.refine((Zx, Zy), E, n_components=6, n_smooth=10, seed=0,
+                            pivots=(idx, rng.permutation(400)))
+    assert foscttm(tx, ty) < foscttm(rx, ry) - 0.1, (foscttm(tx, ty), foscttm(rx, ry))
+    with pytest.raises(ValueError, match="same length"):
+        gw.refine((Zx, Zy), E, pivots=(idx, idx[:10]))
+    with pytest.raises(ValueError, match="rows of Y outside"):
+        gw.refine((Zx, Zy), E, pivots=(idx, idx + 1))

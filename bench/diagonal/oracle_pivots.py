@@ -5,11 +5,11 @@
 matched one-to-one in GW's joint embedding (``scferry.gw.refine``). On SNARE it stops at FOSCTTM
 ~0.16 (gene activity) / ~0.22 (peaks), and the screens so far (refinement variants, MaxFuse
 elements, inputs, settings) all stop there too. This script asks whether the pivots are the
-limit, by refitting the same refinement step (same own spaces, same linked CCA coordinates, same
-smoothing, weighting and output layout as the package) on pivots of known quality:
+limit, by refitting the package's own refinement (``gw.refined_space`` with ``pivots=``: same own
+spaces, linked CCA coordinates, smoothing, weighting and output layout) on pivots of known quality:
 
 - ``package``: the fit's own embedding (``refine=1``);
-- ``gw_pivots``: the same step re-run here from the package's matching (must reproduce it);
+- ``gw_pivots``: the package's matching redone on the fitting half only (80% best kept);
 - ``type_pivots``: each RNA cell paired with a random cell **of its true type** in the other
   modality (type-level oracle: as good as a matching can be without knowing the exact partner);
 - ``true_pivots``: each cell paired with its true partner (cell-level oracle);
@@ -39,26 +39,14 @@ from common import gw_fit, report_rows, score  # noqa: E402
 PIVOTS = ("gw_pivots", "type_pivots", "true_pivots", "random_pivots")
 
 
-def refined_from_pivots(al, ix, iy, *, seed: int, n_components: int = 20) -> tuple[np.ndarray, np.ndarray]:
-    """The package's refinement step (``gw.refine``, one round, then ``gw.refined_space``'s layout)
+def refined_from_pivots(al, ix, iy, *, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The package's refinement (``gw.refined_space``, one round, as ``Alignment.refined``)
     fitted on the given pivots instead of its own matching."""
     from scferry import gw
-    from scferry.neighbors import knn
     linked = None if al.linked_embeddings is None else tuple(c for c, _ in al.linked_embeddings)
-    Z = al.embeddings if linked is None else tuple(np.hstack([z, c]) for z, c in zip(al.embeddings, linked))
-    Z = tuple(np.asarray(z, np.float64) for z in Z)
     n_smooth = al.params.get("n_smooth") or gw.DEFAULTS["n_smooth"]
-    nb = [knn(np.asarray(z, np.float32), int(min(n_smooth, len(z) - 1)), seed=seed)[1] for z in Z]
-    mx, my, Wx, Wy, corr = gw.pivot_cca(Z[0][ix], Z[1][iy], n_components)
-    cx, cy = (Z[0] - mx) @ Wx * corr, (Z[1] - my) @ Wy * corr
-    sx, sy = ((c + c[i].sum(1)) / (i.shape[1] + 1) for c, i in ((cx, nb[0]), (cy, nb[1])))
-    R = np.hstack([cx, sx]), np.hstack([sy, cy])
-    ref = gw._rms(np.vstack(R))
-    if linked is None:
-        return R[0] / ref, R[1] / ref
-    J = al.joint()
-    start = gw._rms(np.vstack(J))
-    return np.hstack([R[0] / ref, J[0] / start]), np.hstack([R[1] / ref, J[1] / start])
+    return gw.refined_space(al.embeddings, al.joint(), linked, n_smooth=n_smooth, seed=seed,
+                            pivots=(ix, iy))[0]
 
 
 def pivots(kind: str, al, lab_x, lab_y, fit: np.ndarray, rng, seed: int, keep: float = 0.8):

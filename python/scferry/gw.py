@@ -555,16 +555,18 @@ def match_cells(Ex: np.ndarray, Ey: np.ndarray, *, chunk: int = 2000,
 
 def refined_space(Z: tuple[np.ndarray, np.ndarray], E: tuple[np.ndarray, np.ndarray],
                   linked: tuple[np.ndarray, np.ndarray] | None, *, n_iter: int = 1, n_smooth: int = 40,
-                  keep: float = 0.8, seed: int = 0,
+                  keep: float = 0.8, seed: int = 0, pivots: tuple | None = None,
                   progress: bool = False) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
     """:func:`refine` from the shared space ``E`` over each modality's own embedding ``Z``, as
     :meth:`Alignment.refined` and scMODAL's ``anchor_space="refined"`` use it. With ``linked``
     (each modality's CCA coordinates of the linked features) the CCA also reads them and the
     result is ``[refined, E]`` per modality, both parts scaled to unit root-mean-square row norm;
-    without, the refined space alone, so scaled. float32; also returns :func:`refine`'s record."""
+    without, the refined space alone, so scaled. ``pivots``: see :func:`refine`. float32; also
+    returns :func:`refine`'s record."""
     if linked is not None:
         Z = tuple(np.hstack([z, c]) for z, c in zip(Z, linked))
-    R, info = refine(Z, E, n_iter=n_iter, n_smooth=n_smooth, keep=keep, seed=seed, progress=progress)
+    R, info = refine(Z, E, n_iter=n_iter, n_smooth=n_smooth, keep=keep, seed=seed, pivots=pivots,
+                     progress=progress)
     ref = _rms(np.vstack(R))
     if linked is None:
         return tuple((r / ref).astype(np.float32) for r in R), info
@@ -574,7 +576,8 @@ def refined_space(Z: tuple[np.ndarray, np.ndarray], E: tuple[np.ndarray, np.ndar
 
 def refine(Z: tuple[np.ndarray, np.ndarray], E: tuple[np.ndarray, np.ndarray], *, n_iter: int = 1,
            n_components: int = 20, n_smooth: int = 40, keep: float = 0.8, chunk: int = 2000,
-           weight: bool = True, seed: int = 0, progress: bool = False) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
+           weight: bool = True, seed: int = 0, pivots: tuple | None = None,
+           progress: bool = False) -> tuple[tuple[np.ndarray, np.ndarray], dict[str, Any]]:
     """Iterative refinement of a cross-modality matching past its starting space (MaxFuse, Chen
     et al., "Integration of spatial and single-cell data across modalities with weakly linked
     features", Nat Biotech 2023).
@@ -596,11 +599,22 @@ def refine(Z: tuple[np.ndarray, np.ndarray], E: tuple[np.ndarray, np.ndarray], *
     More rounds let the matching reinforce itself (the pivots' distance falls while the match
     to the truth gets worse), so one round is the default (bench/diagonal/RESULTS.md).
 
+    ``pivots``: optional ``(ix, iy)``, indices into X and Y of pairs to fit the first round's CCA
+    on, in place of steps (1)-(2) (all of them kept; e.g. known partners, to bound what better
+    matching could give: bench/diagonal/oracle_pivots.py).
+
     Returns ``((E_x, E_y), info)``; ``info``: canonical correlations, the median pivot distance
     and number of pivots of each round, and the last round's pivots."""
     from tqdm.auto import tqdm
     from .neighbors import knn
     Z = tuple(np.asarray(z, np.float64) for z in Z)
+    if pivots is not None:
+        pivots = tuple(np.asarray(p, dtype=np.int64).ravel() for p in pivots)
+        if len(pivots) != 2 or len(pivots[0]) != len(pivots[1]) or len(pivots[0]) < 2:
+            raise ValueError("pivots must be two index arrays of the same length (>= 2): (X rows, Y rows).")
+        for p, z, side in zip(pivots, Z, "XY"):
+            if p.min() < 0 or p.max() >= len(z):
+                raise ValueError(f"pivots index rows of {side} outside 0..{len(z) - 1}.")
     idx = []
     for z in Z:
         k = int(min(n_smooth, len(z) - 1))
@@ -612,9 +626,13 @@ def refine(Z: tuple[np.ndarray, np.ndarray], E: tuple[np.ndarray, np.ndarray], *
     info: dict[str, Any] = {"corr": [], "pivot_distance": [], "n_pivots": []}
     Ex, Ey = E
     for it in tqdm(range(n_iter), desc="scferry refine", disable=not progress):
-        ix, iy, d = match_cells(Ex, Ey, chunk=chunk, seed=seed + it)
-        good = d <= np.quantile(d, keep)
-        ix, iy = ix[good], iy[good]
+        if it == 0 and pivots is not None:
+            ix, iy = pivots
+            d = good = None
+        else:
+            ix, iy, d = match_cells(Ex, Ey, chunk=chunk, seed=seed + it)
+            good = d <= np.quantile(d, keep)
+            ix, iy = ix[good], iy[good]
         mx, my, Wx, Wy, corr = pivot_cca(Z[0][ix], Z[1][iy], n_components)
         cx, cy = (Z[0] - mx) @ Wx, (Z[1] - my) @ Wy
         if weight:  # components weighted by their canonical correlation: weakly shared ones are noise
@@ -622,7 +640,7 @@ def refine(Z: tuple[np.ndarray, np.ndarray], E: tuple[np.ndarray, np.ndarray], *
         sx, sy = smooth(cx, idx[0]), smooth(cy, idx[1])
         Ex, Ey = np.hstack([cx, sx]), np.hstack([sy, cy])
         info["corr"].append(corr.round(4).tolist())
-        info["pivot_distance"].append(float(np.median(d[good])))
-        info["n_pivots"].append(int(good.sum()))
+        info["pivot_distance"].append(float("nan") if d is None else float(np.median(d[good])))
+        info["n_pivots"].append(len(ix))
     info["pivots"] = (ix, iy)
     return (Ex.astype(np.float32), Ey.astype(np.float32)), info
