@@ -34,10 +34,12 @@ DEFAULTS: dict[str, Any] = dict(
     mass_weight=True,           # scale displacements by the transported fraction (False: paper)
     sharpen_within=True,        # sharpening centres per batch (False: over all cells, the paper)
     keep_input="auto",          # the start competes as iterate 0: "auto", True, False (the paper)
+    centring=0.5,               # last step: each batch moves this share towards its k-means
+    centring_clusters=100,      # cluster's centroid (0 = off; not the paper); number of clusters
 )
 _INT_PARAMS = ("k_ref", "k_batch", "k_pseudo", "k_local", "k_eval", "eval_subsample",
-               "trust_subsample", "kmeans_subsample", "patience")
-_UNIT_PARAMS = ("prealign_linear", "smooth_start", "smooth_end", "clip_q_start", "clip_q_end", "floor_start",
+               "trust_subsample", "kmeans_subsample", "patience", "centring_clusters")
+_UNIT_PARAMS = ("prealign_linear", "centring", "smooth_start", "smooth_end", "clip_q_start", "clip_q_end", "floor_start",
                 "floor_end", "bridge_damp", "rare_quantile")
 _MIN_BATCH_PROTOTYPES = 8   # the authors' floor on prototypes per batch
 _MIN_REF_PROTOTYPES = 32    # ... and on union reference prototypes

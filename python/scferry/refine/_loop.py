@@ -8,7 +8,8 @@ import torch
 from tqdm.auto import tqdm
 
 from ._checks import _GRAPH_K_EXTRA
-from ._field import _barycentric, _cell_shift, _guard, _prototypes, _sharpen_field
+from ._field import (_barycentric, _cell_shift, _centre_within_clusters, _guard, _prototypes,
+                     _sharpen_field)
 from ._geometry import (_batch_entropy, _graph_strain, _knn, _neighbour_mean, _overlap,
                         _trustworthiness)
 from ._prealign import _auto_prealign, _prealign
@@ -137,11 +138,16 @@ def _run(X0_np: np.ndarray, codes_np: np.ndarray, n_batches: int, ref_idx: int, 
                 break
     bar.close()
 
+    # the centring within clusters moves a refined iterate only: a start that won is returned
+    n_centring = 0
+    if p["centring"] > 0 and best["iter"] > 0:
+        best["X"], n_centring = _centre_within_clusters(best["X"], codes, n_batches, p, seed + 53)
     tsub = np.sort(rng.choice(n, size=min(n, p["trust_subsample"]), replace=False))
     tsub_t = torch.from_numpy(tsub).to(dev)
     tw = _trustworthiness(X_in[tsub_t], best["X"][tsub_t], p["k_eval"], seed)
     record = dict(best_iter=int(best["iter"]), n_iter=len(hist["iter"]), mix=best["mix"],
                   overlap=best["overlap"], strain=best["strain"], J=best["J"], mix_start=mix0,
                   prealign_strength=float(strength), start_competed=bool(keep), trustworthiness=tw,
+                  centring_clusters=n_centring,
                   history={k: np.asarray(v) for k, v in hist.items()})
     return best["X"].cpu().numpy().astype(np.float32), record
