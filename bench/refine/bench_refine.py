@@ -33,7 +33,8 @@ Scores (all ``scferry.metrics``; label metrics over the labelled cells, batch me
 jitter of 0.1 x each PC's standard deviation so that no two cells coincide), batches carried over;
 each refiner runs once under a wall-clock cap (``--cap``, default 600 s) and is timed.
 
-Outputs in ``--out`` (default bench/out/refine): ``DATASET/ROW/``, ``DATASET/ROW.log``,
+Outputs in ``--out`` (default bench/out/refine): ``DATASET/seedS/ROW/``, ``DATASET/seedS/ROW.log``
+(``bench_integration.py``'s layout, whose runners make the base rows),
 ``scores.tsv``, ``table.md``; ``million/`` (``resampled_N/`` with ``--n-cells N``) with
 ``timing.tsv`` (``run_cpu_s``/``process_cpu_s``: CPU seconds, the fair figure on a loaded
 machine; ``last_log``: where a killed run had got to).
@@ -183,17 +184,18 @@ def markdown(table: pd.DataFrame) -> str:
 
 def run_row(row: str, ddir: Path, seed: int, threads: int, cap: float | None) -> None:
     if row in BASES:
-        bi.run_method(row, ddir, seed, threads)
+        bi.run_method(row, ddir, seed, threads, BENCH / ".venvs")  # harmony: .venvs/scvi or /harmony
         return
     tool, base = row.split("_", 1)
-    emb = ddir / base / "embedding.npy"
+    rdir = ddir / f"seed{seed}"  # bench_integration's layout: DATASET/seedS/ROW
+    emb = rdir / base / "embedding.npy"
     if not emb.exists():
         run_row(base, ddir, seed, threads, cap)
-    cmd = refine_cmd(tool, emb, ddir / "input" / "obs.tsv", ddir / row, seed, threads)
-    rc = run_capped(cmd, ddir / f"{row}.log", threads, cap, ddir)["rc"]
+    cmd = refine_cmd(tool, emb, ddir / "input" / "obs.tsv", rdir / row, seed, threads)
+    rc = run_capped(cmd, rdir / f"{row}.log", threads, cap, ddir)["rc"]
     if rc != 0:
         raise RuntimeError(f"{row} {'timed out' if rc is None else f'failed (exit {rc})'}; "
-                           f"see {ddir / f'{row}.log'}")
+                           f"see {rdir / f'{row}.log'}")
 
 
 # ------------------------------------------------------------------ 10^6 cells
@@ -206,9 +208,9 @@ def _last_line(log: Path) -> str:
 
 def million(out: Path, seed: int, threads: int, cap: float, n: int, tools: list) -> None:
     src = out / "symphony"
-    if not (src / "pca" / "embedding.npy").exists():
+    if not (src / f"seed{seed}" / "pca" / "embedding.npy").exists():
         run_row("pca", src, seed, threads, None)
-    pca = np.load(src / "pca" / "embedding.npy")
+    pca = np.load(src / f"seed{seed}" / "pca" / "embedding.npy")
     obs = pd.read_csv(src / "input" / "obs.tsv", sep="\t", keep_default_na=False, dtype=str)
     mdir = out / ("million" if n == 1_000_000 else f"resampled_{n}")
     mdir.mkdir(parents=True, exist_ok=True)
@@ -280,20 +282,21 @@ def main() -> int:
         if not args.score_only and not (ddir / "input" / "obs.tsv").exists():
             bi.prepare(dataset, args.data_dir, ddir / "input")
         obs = pd.read_csv(ddir / "input" / "obs.tsv", sep="\t", keep_default_na=False, dtype=str)
+        rdir = ddir / f"seed{args.seed}"
         for row in [r for r in ROWS if r in args.rows]:
-            done = (ddir / row / "timing.json").exists()
+            done = (rdir / row / "timing.json").exists()
             if not args.score_only and not (row in args.keep and done):
                 print(f"[{dataset}] {row} ...", flush=True)
                 load = os.getloadavg()[0]
-                if row == "harmony" and not (ddir / "pca" / "embedding.npy").exists():
+                if row == "harmony" and not (rdir / "pca" / "embedding.npy").exists():
                     run_row("pca", ddir, args.seed, args.threads, None)
                 run_row(row, ddir, args.seed, args.threads, None)
                 json.dump({"loadavg_1min": [load, os.getloadavg()[0]]},
-                          open(ddir / row / "load.json", "w"))
-            timing = json.load(open(ddir / row / "timing.json"))
-            load = json.load(open(ddir / row / "load.json")) if (ddir / row / "load.json").exists() else {}
+                          open(rdir / row / "load.json", "w"))
+            timing = json.load(open(rdir / row / "timing.json"))
+            load = json.load(open(rdir / row / "load.json")) if (rdir / row / "load.json").exists() else {}
             rec = {"dataset": dataset, "embedding": label(row),
-                   **score(np.load(ddir / row / "embedding.npy"), obs, args.seed),
+                   **score(np.load(rdir / row / "embedding.npy"), obs, args.seed),
                    "run_s": timing["run_seconds"], "peak_rss_mb": timing["peak_rss_mb"],
                    "load": max(load.get("loadavg_1min", [np.nan]))}
             rows.append(rec)
