@@ -93,12 +93,12 @@ seeds), PDAC and kang (3 seeds each) in ``bench/batch_integration/RESULTS.md``; 
 returns the selected iterate as before. ``mix``, ``overlap``, ``strain`` and ``J`` in the record
 are the selected iterate's, before the centring.
 
-Scale: k-means fits use at most ``kmeans_subsample`` cells per batch (the final centring's:
-of all batches together; centres are then assigned to all cells), and above ``eval_subsample`` cells the mixing score of Eq. 17 is taken
-within the fixed evaluation subsample; the guard graph, smoothing, capping, guards and strain
-always use every cell. kNN (:func:`scferry.neighbors.knn_torch`): on CUDA, blocked exact search
-in torch; on the CPU, scikit-learn's exact search up to 10,000 cells and pynndescent above. No
-n x n matrix is formed.
+Scale: k-means fits use at most ``kmeans_subsample`` cells per batch (the final centring's: of
+all batches together; centres are then assigned to all cells), and above ``eval_subsample``
+cells the mixing score of Eq. 17 is taken within the fixed evaluation subsample; the guard
+graph, smoothing, capping, guards and strain always use every cell. kNN
+(:func:`scferry.neighbors.knn_torch`): on CUDA, blocked exact search in torch; on the CPU,
+scikit-learn's exact search up to 10,000 cells and pynndescent above. No n x n matrix is formed.
 
 Code: parameter and input checks in ``_checks``, kNN and graph geometry in ``_geometry``, the
 Gaussian pre-alignment in ``_prealign``, prototypes / OT / sharpening / guards in ``_field``, the

@@ -34,13 +34,13 @@ DEFAULTS: dict[str, Any] = dict(
     mass_weight=True,           # scale displacements by the transported fraction (False: paper)
     sharpen_within=True,        # sharpening centres per batch (False: over all cells, the paper)
     keep_input="auto",          # the start competes as iterate 0: "auto", True, False (the paper)
-    centring=0.5,               # last step: each batch moves this share towards its k-means
-    centring_clusters=100,      # cluster's centroid (0 = off; not the paper); number of clusters
+    centring=0.5,               # last step (not the paper): each batch's cells of a k-means
+    centring_clusters=100,      # cluster move this share towards the cluster's mean (0 = off)
 )
 _INT_PARAMS = ("k_ref", "k_batch", "k_pseudo", "k_local", "k_eval", "eval_subsample",
                "trust_subsample", "kmeans_subsample", "patience", "centring_clusters")
-_UNIT_PARAMS = ("prealign_linear", "centring", "smooth_start", "smooth_end", "clip_q_start", "clip_q_end", "floor_start",
-                "floor_end", "bridge_damp", "rare_quantile")
+_UNIT_PARAMS = ("prealign_linear", "centring", "smooth_start", "smooth_end", "clip_q_start",
+                "clip_q_end", "floor_start", "floor_end", "bridge_damp", "rare_quantile")
 _MIN_BATCH_PROTOTYPES = 8   # the authors' floor on prototypes per batch
 _MIN_REF_PROTOTYPES = 32    # ... and on union reference prototypes
 _GRAPH_K_EXTRA = 5          # guard graph: k_local + 5 neighbours (20 by default)
