@@ -134,6 +134,22 @@ def _guard(X, move, idx0, d0, smin, smax, rounds: int = 2) -> torch.Tensor:
     return move
 
 
+def _centre_within_groups(X: torch.Tensor, groups: torch.Tensor, codes: torch.Tensor,
+                          n_groups: int, n_batches: int, strength: float) -> torch.Tensor:
+    """Move each batch's rows of each group ``strength`` of the way from their mean to the
+    group's mean (``groups``, ``codes``: integer labels in ``0..n_groups-1`` and
+    ``0..n_batches-1``)."""
+    ones = torch.ones(X.shape[0], dtype=X.dtype, device=X.device)
+
+    def means(index, size):
+        s = torch.zeros(size, X.shape[1], dtype=X.dtype, device=X.device).index_add_(0, index, X)
+        c = torch.zeros(size, dtype=X.dtype, device=X.device).index_add_(0, index, ones)
+        return s / c.clamp_min(1.0)[:, None]
+
+    g = groups * n_batches + codes
+    return X - strength * (means(g, n_groups * n_batches)[g] - means(groups, n_groups)[groups])
+
+
 def _centre_within_clusters(X: torch.Tensor, codes: torch.Tensor, n_batches: int, p: dict,
                             seed: int) -> tuple[torch.Tensor, int]:
     """Move each batch's cells of a k-means cluster ``centring`` of the way from their mean to
@@ -141,17 +157,8 @@ def _centre_within_clusters(X: torch.Tensor, codes: torch.Tensor, n_batches: int
     (Korsunsky et al., Nat Methods 2019), applied once to the selected iterate. Lloyd's k-means
     (3 starts; MiniBatch k-means' noisier clusters gave less), at least 10 cells per cluster on
     average. Returns the moved embedding and the number of clusters."""
-    n = X.shape[0]
-    k = int(min(p["centring_clusters"], max(2, n // 10)))
+    k = int(min(p["centring_clusters"], max(2, X.shape[0] // 10)))
     C = _fit_centres(X, k, p, seed, weighted=False, minibatch=False)
     lab = nearest_torch(X, C)[1][:, 0]
-    g = lab * n_batches + codes
-    ones = torch.ones(n, dtype=X.dtype, device=X.device)
-
-    def means(index, size):
-        s = torch.zeros(size, X.shape[1], dtype=X.dtype, device=X.device).index_add_(0, index, X)
-        c = torch.zeros(size, dtype=X.dtype, device=X.device).index_add_(0, index, ones)
-        return s / c.clamp_min(1.0)[:, None]
-
-    offset = means(g, C.shape[0] * n_batches)[g] - means(lab, C.shape[0])[lab]
-    return X - p["centring"] * offset, int(C.shape[0])
+    return _centre_within_groups(X, lab, codes.long(), C.shape[0], n_batches, p["centring"]), \
+        int(C.shape[0])
