@@ -130,6 +130,26 @@ def test_an_integrated_input_is_kept_unless_the_paper_selection_is_asked(pbmc):
     assert not np.array_equal(a.obsm["X_paper"], start)
 
 
+def test_an_integrated_input_with_unequal_batches_is_not_prealigned(pbmc):
+    a = pbmc.copy()
+    sf.refine(a, seed=0, progress=False)
+    # the mixed embedding with one batch at 78 % of the cells (290 of 372): perfect mixing gives
+    # an other-batch share of 0.37, under scbiot's fixed bar of 0.45 (measured: 0.33)
+    batches = a.obs["batch"].astype(str).to_numpy()
+    first = batches == np.unique(batches)[0]
+    rng = np.random.default_rng(0)
+    keep = first | (rng.random(len(batches)) < 0.1)
+    b = ad.AnnData(obs=a.obs[keep].copy(), obsm={"X_mixed": a.obsm["X_scferry_refined"][keep]})
+    rec = sf.refine(b, basis="X_mixed", seed=0, progress=False)
+    assert 0.5 <= rec["input_mixing"] <= 1.2, rec["input_mixing"]
+    assert rec["prealign_strength"] == 0.0 and rec["start_competed"]
+    # the unintegrated PCA of the same cells is still pre-aligned
+    c = ad.AnnData(obs=a.obs[keep].copy(), obsm={"X_pca": a.obsm["X_pca"][keep]})
+    rec = sf.refine(c, seed=0, progress=False)
+    assert rec["input_mixing"] < 0.5 and rec["prealign_strength"] > 0
+    assert not rec["start_competed"]
+
+
 def test_paper_only_mode_and_largest_reference(pbmc):
     a = pbmc.copy()
     rec = sf.refine(a, max_iter=4, prealign="none", reference="largest", key_added="X_r",

@@ -28,8 +28,9 @@ def _run(X0_np: np.ndarray, codes_np: np.ndarray, n_batches: int, ref_idx: int, 
     members = [torch.from_numpy(np.flatnonzero(codes_np == b)).to(dev) for b in range(n_batches)]
 
     d0, idx0 = _knn(X_in, p["k_local"] + _GRAPH_K_EXTRA, seed)
-    strength = _auto_prealign(X_in, codes_np, seed) if p["prealign"] == "auto" else \
-        (0.0 if p["prealign"] == "none" else p["prealign"])
+    strength, relative_mixing = _auto_prealign(X_in, codes_np, seed)
+    if p["prealign"] != "auto":
+        strength = 0.0 if p["prealign"] == "none" else p["prealign"]
     X0 = X_in
     if strength > 0:
         dbar = d0.mean(1).cpu().numpy()
@@ -148,6 +149,7 @@ def _run(X0_np: np.ndarray, codes_np: np.ndarray, n_batches: int, ref_idx: int, 
     record = dict(best_iter=int(best["iter"]), n_iter=len(hist["iter"]), mix=best["mix"],
                   overlap=best["overlap"], strain=best["strain"], J=best["J"], mix_start=mix0,
                   prealign_strength=float(strength), start_competed=bool(keep), trustworthiness=tw,
+                  input_mixing=float(relative_mixing),
                   centring_clusters=n_centring,
                   history={k: np.asarray(v) for k, v in hist.items()})
     return best["X"].cpu().numpy().astype(np.float32), record

@@ -34,17 +34,35 @@ def _bures_barycentre(covs: list[np.ndarray], w: np.ndarray, iters: int = 6) -> 
     return S
 
 
-def _auto_prealign(X0: torch.Tensor, codes: np.ndarray, seed: int) -> float:
+# An input whose cells have, on average, at least this fraction of the other-batch neighbours
+# that perfect mixing would give them (1 - p_b for a cell of batch b with share p_b) counts as
+# integrated and is not pre-aligned.
+MIXED_ENOUGH = 0.5
+
+
+def _auto_prealign(X0: torch.Tensor, codes: np.ndarray, seed: int) -> tuple[float, float]:
     """scbiot's rule: strength grows as the fraction of other-batch neighbours (30 neighbours,
-    on at most 5,000 cells) falls below 0.45; at most 0.8."""
+    on at most 5,000 cells) falls below 0.45; at most 0.8.
+
+    Changed here: 0 also when the input's relative mixing, the mean over cells of the cell's
+    share of other-batch neighbours over ``1 - p_b`` (its value under perfect mixing, batch
+    shares ``p_b``), is at least ``MIXED_ENOUGH``. scbiot's fixed 0.45 assumes batches of
+    similar size: with one batch of 18 % of the cells (PDAC's spots) perfect mixing gives a
+    share of 0.30, so an integrated input was pre-aligned and could not compete as the start.
+    The mean of per-cell ratios, not the ratio of the means, so that a large batch whose cells
+    have no other-batch neighbours weighs as its size says even when a small batch's cells,
+    fewer than the 30 neighbours, must have some. Returns (strength, relative mixing)."""
     rng = np.random.default_rng(seed + 991)
     sub = np.sort(rng.choice(len(codes), min(len(codes), 5000), replace=False))
     _, idx = _knn(X0[torch.from_numpy(sub).to(X0.device)], 30, seed)
     c = codes[sub]
-    mixed = 1.0 - float((c[idx.cpu().numpy()] == c[:, None]).mean())
-    if mixed >= 0.45:
-        return 0.0
-    return float(np.clip((0.45 - mixed) / 0.45 * 0.8 * 1.8, 0.0, 0.8))
+    other = 1.0 - (c[idx.cpu().numpy()] == c[:, None]).mean(axis=1)
+    mixed = float(other.mean())
+    shares = np.bincount(codes) / len(codes)
+    relative = float((other / np.maximum(1.0 - shares[c], 1e-12)).mean())
+    if mixed >= 0.45 or relative >= MIXED_ENOUGH:
+        return 0.0, relative
+    return float(np.clip((0.45 - mixed) / 0.45 * 0.8 * 1.8, 0.0, 0.8)), relative
 
 
 def _prealign(X0: np.ndarray, codes: np.ndarray, ref_idx: int, strength: float, rare: np.ndarray,

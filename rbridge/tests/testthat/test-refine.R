@@ -24,6 +24,7 @@ test_that("ferry_refine writes a new Seurat reduction and leaves the input alone
     kept <- ferry_refine(obj0, reduction = "pca", batch = "groups", max_iter = 3, seed = 1)
     rec <- kept@misc$ferry_refine[["ferry.refined"]]
     expect_true(rec$start_competed)
+    expect_true(rec$input_mixing > 0.5)  # random groups: about as mixed as perfect mixing
     expect_identical(rec$best_iter, 0L)
     expect_equal(unname(SeuratObject::Embeddings(kept, "ferry.refined")),
                  unname(SeuratObject::Embeddings(obj0, "pca")), tolerance = 1e-6)
