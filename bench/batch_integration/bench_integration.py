@@ -12,10 +12,12 @@ PCA) against Harmony, scVI and an unintegrated PCA, over every multi-batch datas
 Datasets (``--datasets``): symphony (3 10x chemistries, 1,200 PBMCs), kang (8 donors, 12,261
 PBMCs; weak batch effect, the over-correction control), pdac (ST spots + inDrop scRNA; spots
 unlabelled). Methods (``--methods``): pca, harmony, scvi, davae, uniport, scbiot_vae, refine
-(``sf.refine`` on the seed's PCA) and, with bench/.venvs/scbean, the published DAVAE (scbean,
-scbean_3000). Every method runs with one thread (``--threads``) in its own process (its
-interpreter: the main venv for scferry and the PCA, ``--venvs``/scvi for scVI and Harmony,
-``--venvs``/scbean for scbean) and writes ``embedding.npy`` (rows in ``obs.tsv`` order) and
+(``sf.refine`` on the seed's PCA), scbiot_ot (its peer, scbiot 1.2.1's ``scb.ot.integrate`` on
+the same PCA, ``bench/refine/reference_scbiot.py``; bench/venvs/setup_scbiot.sh) and, with
+bench/.venvs/scbean, the published DAVAE (scbean, scbean_3000). Every method runs with one
+thread (``--threads``) in its own process (its interpreter: the main venv for scferry and the
+PCA, ``--venvs``/scvi for scVI and Harmony, ``--venvs``/scbiot for scBIOT, ``--venvs``/scbean
+for scbean) and writes ``embedding.npy`` (rows in ``obs.tsv`` order) and
 ``timing.json`` (``cpu_seconds``: process CPU time of preprocessing + fit + embedding;
 ``peak_rss_mb``: the process's peak resident memory, VmHWM, imports and input included).
 
@@ -61,12 +63,13 @@ RUNNERS = {"harmony": HERE / "reference_harmony.py", "scbean": HERE / "reference
            "scvi": HERE / "reference_scvi.py"}
 DEFAULT_STEPS = 3000  # scbean_3000: ~3,000 optimiser steps, given to scbean as whole epochs
 DATASETS = ["symphony", "kang", "pdac"]
-METHODS = ["pca", "harmony", "scvi", "davae", "uniport", "scbiot_vae", "refine", "scbean",
-           "scbean_3000"]
-DEFAULT_METHODS = METHODS[:7]
+METHODS = ["pca", "harmony", "scvi", "davae", "uniport", "scbiot_vae", "refine", "scbiot_ot",
+           "scbean", "scbean_3000"]
+DEFAULT_METHODS = METHODS[:8]
 LABELS = {"pca": "PCA (unintegrated)", "harmony": "Harmony (on the PCA)", "scvi": "scVI 1.4.2",
           "uniport": "scferry uniport", "davae": "scferry davae", "scbiot_vae": "scferry scbiot_vae",
-          "refine": "sf.refine (on the PCA)", "scbean": "scbean DAVAE 0.5.6",
+          "refine": "sf.refine (on the PCA)", "scbiot_ot": "scBIOT 1.2.1 OT (on the PCA)",
+          "scbean": "scbean DAVAE 0.5.6",
           "scbean_3000": "scbean DAVAE 0.5.6, ~3,000 steps"}
 TUNABLE = ("davae", "uniport", "scbiot_vae", "refine")  # --params: sf.integrate / sf.refine kwargs
 # The PCA baseline's variants: a --tag whose --params are all among these keys makes pca@TAG, and
@@ -170,7 +173,17 @@ def run_method(method: str, ddir: Path, seed: int, threads: int, venvs: Path,
     out.parent.mkdir(parents=True, exist_ok=True)
     if params and method not in VARIANTS:
         raise ValueError(f"--params applies to {', '.join(VARIANTS)} only")
-    if tool in RUNNERS:
+    if method == "scbiot_ot":  # the published refinement (sf.refine's peer) on this seed's PCA
+        py = venvs / "scbiot" / "bin" / "python"
+        if not py.exists():
+            raise FileNotFoundError(f"{py} missing: run bash bench/venvs/setup_scbiot.sh")
+        pca = ddir / f"seed{seed}" / "pca" / "embedding.npy"
+        if not pca.exists():
+            raise FileNotFoundError(f"{pca} missing: run --methods pca first")
+        cmd = [str(py), str(BENCH / "refine" / "reference_scbiot.py"), str(pca),
+               str(ddir / "input" / "obs.tsv"), str(out), "--seed", str(seed),
+               "--threads", str(threads)]
+    elif tool in RUNNERS:
         vname = {"harmony": "scvi"}.get(tool, tool)
         py = venvs / vname / "bin" / "python"
         if tool == "harmony" and not py.exists():

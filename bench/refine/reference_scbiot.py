@@ -79,6 +79,7 @@ def plain(v):
 
 
 json.dump({"run_seconds": run_s, "run_cpu_seconds": cpu_s, "total_seconds": time.perf_counter() - t0,
+           "cpu_seconds": time.process_time(),  # the whole process, as the batch study's rows
            "peak_rss_mb": status_mb("VmHWM"), "rss_mb_before_run": rss_before,
            "n_cells": int(X.shape[0]), "n_dims_in": int(X.shape[1]), "n_dims_out": int(Z.shape[1]),
            "torch_threads": torch.get_num_threads(), "loadavg": os.getloadavg(),
