@@ -1,5 +1,7 @@
 """sf.refine (scBIOT OT refinement) on real data: better batch mixing than PCA with the cell-type
 structure kept, reproducibility, input checks that leave the AnnData untouched."""
+import warnings
+
 import anndata as ad
 import numpy as np
 import pandas as pd
@@ -35,7 +37,9 @@ def pbmc():
 def test_refine_mixes_batches_and_keeps_cell_types(pbmc):
     a = pbmc.copy()
     before = a.obsm["X_pca"].copy()
-    rec = sf.refine(a, basis="X_pca", batch_key="batch", seed=0, progress=False)
+    with pytest.warns(sf.ScferryWarning, match="pre-aligned first") as caught:
+        rec = sf.refine(a, basis="X_pca", batch_key="batch", seed=0, progress=False)
+    assert not any("unchanged" in str(w.message) for w in caught)
     np.testing.assert_array_equal(a.obsm["X_pca"], before)  # input untouched
     X = a.obsm["X_scferry_refined"]
     assert X.shape == before.shape and X.dtype == np.float32 and np.isfinite(X).all()
@@ -117,15 +121,19 @@ def test_an_integrated_input_is_kept_unless_the_paper_selection_is_asked(pbmc):
     a = pbmc.copy()
     sf.refine(a, seed=0, progress=False)  # pre-aligned (PCA is not mixed), then refined
     start = a.obsm["X_scferry_refined"].copy()
-    rec = sf.refine(a, basis="X_scferry_refined", key_added="X_again", seed=0, progress=False)
+    with pytest.warns(sf.ScferryWarning, match="returned unchanged") as caught:
+        rec = sf.refine(a, basis="X_scferry_refined", key_added="X_again", seed=0, progress=False)
+    assert not any("pre-aligned" in str(w.message) for w in caught)
     # measured: the refined embedding is mixed (no pre-alignment) and no iterate beats it
     assert rec["prealign_strength"] == 0.0 and rec["start_competed"]
     assert rec["best_iter"] == 0 and rec["J"] == pytest.approx(DEFAULTS["w_overlap"])
     assert (rec["history"]["J"] <= rec["J"] + 1e-3).all()
     assert rec["centring_clusters"] == 0  # the start won: returned as it is, not centred
     np.testing.assert_array_equal(a.obsm["X_again"], start)
-    paper = sf.refine(a, basis="X_scferry_refined", key_added="X_paper", seed=0, progress=False,
-                      keep_input=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", sf.ScferryWarning)  # nothing chosen for the user here
+        paper = sf.refine(a, basis="X_scferry_refined", key_added="X_paper", seed=0,
+                          progress=False, keep_input=False)
     assert not paper["start_competed"] and paper["best_iter"] >= 1
     assert not np.array_equal(a.obsm["X_paper"], start)
 

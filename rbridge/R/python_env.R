@@ -251,6 +251,7 @@ ferry_python_ok <- function(recheck = FALSE) {
     msg <- gsub("= True\\b", "= TRUE", msg, perl = TRUE)
     msg <- gsub("= False\\b", "= FALSE", msg, perl = TRUE)
     msg <- gsub("= None\\b", "= NULL", msg, perl = TRUE)
+    msg <- gsub('\\b([A-Za-z_][A-Za-z0-9_.]*)="([^"]*)"', '\\1 = "\\2"', msg, perl = TRUE)
     if (is.null(x_name)) return(msg)
     msg <- gsub("(adata)?\\.X \\(or layer=\\.\\.\\.\\)", x_name, msg)
     msg <- gsub("(adata)?\\.X \\(or `?layer`?\\)", x_name, msg)

@@ -118,6 +118,7 @@ import numpy as np
 import torch
 from anndata import AnnData
 
+from ..errors import announce
 from ..train import resolve_device
 from ._checks import DEFAULTS, _check_inputs, _check_params
 from ._loop import _run
@@ -195,7 +196,9 @@ def refine(adata: AnnData, basis: str = "X_pca", batch_key: str = "batch", *,
     overlap_floor), and ``basis``, ``batch_key``, ``batches``, ``reference``, ``params``.
 
     Writes ``adata.obsm[key_added]`` (cells x d, float32) and ``adata.uns[key_added]`` (the
-    record); nothing else on ``adata`` is touched. Inputs are checked before any computation
+    record); nothing else on ``adata`` is touched. What ``"auto"`` chose from the data is
+    announced with :class:`scferry.ScferryWarning`: a pre-alignment (``prealign="auto"``) and
+    the input returned unchanged (the start won the selection). Inputs are checked before any computation
     and errors leave ``adata`` unchanged.
     """
     p = _check_params(params, max_iter, seed)
@@ -209,4 +212,20 @@ def refine(adata: AnnData, basis: str = "X_pca", batch_key: str = "batch", *,
                   params={k: v for k, v in p.items()})
     adata.obsm[key_added] = X
     adata.uns[key_added] = record
+    _announce_choices(record, p)
     return record
+
+
+def _announce_choices(record: dict, p: dict) -> None:
+    """Announce what ``"auto"`` chose from the data: a pre-alignment, and the input returned as
+    it was (both are in the record)."""
+    share = f"{100 * record['input_mixing']:.0f} %"
+    if p["prealign"] == "auto" and record["prealign_strength"] > 0:
+        announce(f"scferry refine: the batches were pre-aligned first (prealign=\"auto\", "
+                 f"strength {record['prealign_strength']:.2f}): the input's cells have {share} of "
+                 f"the other-batch neighbours that perfect mixing would give them. Pass "
+                 f"prealign=\"none\" for the paper's algorithm alone, or a strength in [0, 1].")
+    if record["start_competed"] and record["best_iter"] == 0:
+        announce(f"scferry refine: no refined iterate scored above the input ({share} of perfect "
+                 f"mixing), so the input is returned unchanged (record: best_iter = 0). Pass "
+                 f"keep_input=False for the paper's selection, which always returns an iterate.")

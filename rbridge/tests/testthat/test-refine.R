@@ -21,7 +21,8 @@ test_that("ferry_refine writes a new Seurat reduction and leaves the input alone
     before <- obj0
     # pbmc_small's "groups" are random, so its PCA is already mixed: by default the input competes
     # with the iterates and is kept; keep_input = FALSE is the paper's selection (always an iterate)
-    kept <- ferry_refine(obj0, reduction = "pca", batch = "groups", max_iter = 3, seed = 1)
+    expect_warning(kept <- ferry_refine(obj0, reduction = "pca", batch = "groups", max_iter = 3, seed = 1),
+                   "returned unchanged.*keep_input = FALSE", class = "ferry_warning")
     rec <- kept@misc$ferry_refine[["ferry.refined"]]
     expect_true(rec$start_competed)
     expect_true(rec$input_mixing > 0.5)  # random groups: about as mixed as perfect mixing
@@ -61,7 +62,7 @@ test_that("ferry_refine writes reducedDim 'FERRY.REFINED' on a SingleCellExperim
     skip_if_no_seurat()
     skip_if_no_sce()
     sce <- suppressWarnings(Seurat::as.SingleCellExperiment(pbmc_small_seurat()))
-    out <- ferry_refine(sce, batch = "groups", name = "refined", max_iter = 2)
+    out <- suppressWarnings(ferry_refine(sce, batch = "groups", name = "refined", max_iter = 2))
     expect_true("REFINED" %in% SingleCellExperiment::reducedDimNames(out))
     e <- SingleCellExperiment::reducedDim(out, "REFINED")
     expect_identical(dim(e), dim(SingleCellExperiment::reducedDim(sce, "PCA")))
@@ -80,7 +81,8 @@ test_that("ferry_refine mixes the PDAC scRNA cells and ST spots in a Seurat PCA"
     m <- Seurat::FindVariableFeatures(m, nfeatures = 1000, verbose = FALSE)
     m <- Seurat::ScaleData(m, verbose = FALSE)
     m <- Seurat::RunPCA(m, npcs = 20, verbose = FALSE)
-    out <- ferry_refine(m, reduction = "pca", batch = "dataset")
+    expect_warning(out <- ferry_refine(m, reduction = "pca", batch = "dataset"),
+                   'pre-aligned first \\(prealign = "auto".*prealign = "none"', class = "ferry_warning")
     b <- out$dataset
     e0 <- SeuratObject::Embeddings(out, "pca")
     e1 <- SeuratObject::Embeddings(out, "ferry.refined")
