@@ -85,18 +85,21 @@ its first iterate always replaces the input, and an embedding that is already in
 (Harmony, scVI, DAVAE) can only lose. With ``keep_input`` the start competes as iterate 0 with
 its own ``J = w_overlap`` (no mixing gain, full overlap, no strain); ``"auto"`` (default) does
 so only when the start was not pre-aligned, i.e. when the input is already mixed (at least 45%
-of neighbours from other batches, or half of what perfect mixing gives). The comparison of kept and refined starts is in
-``bench/refine/RESULTS.md``.
+of neighbours from other batches, or half of what perfect mixing gives). A start that wins
+gets the final centring below, as an iterate does. The comparison of kept and refined starts
+is in ``bench/refine/RESULTS.md``.
 
-Added here, not in the paper: ``centring`` (default 0.5). After the selection, a refined
-iterate (not a start that won) is clustered by k-means (``centring_clusters``, default 100, at
+Added here, not in the paper: ``centring`` (default 0.5). After the selection, the selected
+embedding (a refined iterate, or the start when it won) is clustered by k-means (``centring_clusters``, default 100, at
 most one cluster per 10 cells; Lloyd's algorithm, 3 starts) and each batch's cells of a cluster
 move ``centring`` of the way from their mean to the cluster's mean: the cluster-specific batch
 correction of Harmony (Korsunsky et al., "Fast, sensitive and accurate integration of
 single-cell data with Harmony", Nat Methods 2019) with hard clusters, applied once. It removes
-the offsets between batches that remain inside the refined clusters. Measured on symphony (10
-seeds), PDAC and kang (3 seeds each) in ``bench/batch_integration/RESULTS.md``; ``centring=0``
-returns the selected iterate as before. ``mix``, ``overlap``, ``strain`` and ``J`` in the record
+the offsets between batches that remain inside the clusters. Where a cluster holds one
+batch, it does nothing there. Measured on symphony (10 seeds), PDAC and kang (3 seeds each)
+in ``bench/batch_integration/RESULTS.md``, on integrated inputs (Harmony, scVI, uniPort, DAVAE)
+there and in ``bench/refine/RESULTS.md``; ``centring=0`` returns the selected iterate (or the
+start that won, unchanged) as before. ``mix``, ``overlap``, ``strain`` and ``J`` in the record
 are the selected iterate's, before the centring.
 
 Scale: k-means fits use at most ``kmeans_subsample`` cells per batch (the final centring's: of
@@ -182,8 +185,8 @@ def refine(adata: AnnData, basis: str = "X_pca", batch_key: str = "batch", *,
     Returns
     -------
     The record written to ``adata.uns[key_added]`` (a dict): ``best_iter`` (the selected
-    iteration; 0 = no iterate beat the start, which is returned: the input, pre-aligned when
-    ``prealign_strength`` > 0), ``start_competed`` (whether the start competed, ``keep_input``),
+    iteration; 0 = no iterate beat the start, which is returned after the centring: the input,
+    pre-aligned when ``prealign_strength`` > 0), ``start_competed`` (whether the start competed, ``keep_input``),
     ``n_iter`` (iterations run), ``mix`` (Eq. 17, mean neighbour batch
     entropy, natural log), ``overlap``, ``strain``, ``J`` of the selected iterate (before the
     centring), ``centring_clusters`` (the clusters of the final centring; 0 = not applied),
@@ -198,7 +201,7 @@ def refine(adata: AnnData, basis: str = "X_pca", batch_key: str = "batch", *,
     Writes ``adata.obsm[key_added]`` (cells x d, float32) and ``adata.uns[key_added]`` (the
     record); nothing else on ``adata`` is touched. What ``"auto"`` chose from the data is
     announced with :class:`scferry.ScferryWarning`: a pre-alignment (``prealign="auto"``) and
-    the input returned unchanged (the start won the selection). Inputs are checked before any computation
+    a start that won the selection (the input kept, only centred within clusters). Inputs are checked before any computation
     and errors leave ``adata`` unchanged.
     """
     p = _check_params(params, max_iter, seed)
@@ -217,8 +220,8 @@ def refine(adata: AnnData, basis: str = "X_pca", batch_key: str = "batch", *,
 
 
 def _announce_choices(record: dict, p: dict) -> None:
-    """Announce what ``"auto"`` chose from the data: a pre-alignment, and the input returned as
-    it was (both are in the record)."""
+    """Announce what ``"auto"`` chose from the data: a pre-alignment, and the input kept by the
+    selection (both are in the record)."""
     share = f"{100 * record['input_mixing']:.0f} %"
     if p["prealign"] == "auto" and record["prealign_strength"] > 0:
         announce(f"scferry refine: the batches were pre-aligned first (prealign=\"auto\", "
@@ -226,6 +229,8 @@ def _announce_choices(record: dict, p: dict) -> None:
                  f"the other-batch neighbours that perfect mixing would give them. Pass "
                  f"prealign=\"none\" for the paper's algorithm alone, or a strength in [0, 1].")
     if record["start_competed"] and record["best_iter"] == 0:
+        centred = (f"only centred within {record['centring_clusters']} clusters"
+                   if record["centring_clusters"] else "returned unchanged")
         announce(f"scferry refine: no refined iterate scored above the input ({share} of perfect "
-                 f"mixing), so the input is returned unchanged (record: best_iter = 0). Pass "
+                 f"mixing), so the input was kept and {centred} (record: best_iter = 0). Pass "
                  f"keep_input=False for the paper's selection, which always returns an iterate.")

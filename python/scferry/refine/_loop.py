@@ -139,9 +139,9 @@ def _run(X0_np: np.ndarray, codes_np: np.ndarray, n_batches: int, ref_idx: int, 
                 break
     bar.close()
 
-    # the centring within clusters moves a refined iterate only: a start that won is returned
+    # the centring within clusters, on the selected iterate or on a start that won
     n_centring = 0
-    if p["centring"] > 0 and best["iter"] > 0:
+    if p["centring"] > 0:
         best["X"], n_centring = _centre_within_clusters(best["X"], codes, n_batches, p, seed + 53)
     tsub = np.sort(rng.choice(n, size=min(n, p["trust_subsample"]), replace=False))
     tsub_t = torch.from_numpy(tsub).to(dev)

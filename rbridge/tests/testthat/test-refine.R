@@ -20,15 +20,23 @@ test_that("ferry_refine writes a new Seurat reduction and leaves the input alone
     obj0 <- pbmc_small_seurat()
     before <- obj0
     # pbmc_small's "groups" are random, so its PCA is already mixed: by default the input competes
-    # with the iterates and is kept; keep_input = FALSE is the paper's selection (always an iterate)
+    # with the iterates and is kept, then centred within clusters (centring = 0: returned as it
+    # is); keep_input = FALSE is the paper's selection (always an iterate)
     expect_warning(kept <- ferry_refine(obj0, reduction = "pca", batch = "groups", max_iter = 3, seed = 1),
-                   "returned unchanged.*keep_input = FALSE", class = "ferry_warning")
+                   "input was kept and only centred within 8 clusters.*keep_input = FALSE",
+                   class = "ferry_warning")
     rec <- kept@misc$ferry_refine[["ferry.refined"]]
     expect_true(rec$start_competed)
     expect_true(rec$input_mixing > 0.5)  # random groups: about as mixed as perfect mixing
     expect_identical(rec$best_iter, 0L)
-    expect_equal(unname(SeuratObject::Embeddings(kept, "ferry.refined")),
-                 unname(SeuratObject::Embeddings(obj0, "pca")), tolerance = 1e-6)
+    e_kept <- unname(SeuratObject::Embeddings(kept, "ferry.refined"))
+    e_pca <- unname(SeuratObject::Embeddings(obj0, "pca"))
+    expect_false(isTRUE(all.equal(e_kept, e_pca)))
+    expect_lt(mean(abs(e_kept - e_pca)), 0.25 * mean(abs(sweep(e_pca, 2, colMeans(e_pca)))))
+    expect_warning(same <- ferry_refine(obj0, reduction = "pca", batch = "groups", max_iter = 3,
+                                        seed = 1, centring = 0),
+                   "kept and returned unchanged", class = "ferry_warning")
+    expect_equal(unname(SeuratObject::Embeddings(same, "ferry.refined")), e_pca, tolerance = 1e-6)
     obj <- ferry_refine(obj0, reduction = "pca", batch = "groups", max_iter = 3, seed = 1,
                         keep_input = FALSE)
     expect_identical(obj0, before)
