@@ -11,7 +11,9 @@ PCA) against Harmony, scVI and an unintegrated PCA, over every multi-batch datas
 
 Datasets (``--datasets``): symphony (3 10x chemistries, 1,200 PBMCs), kang (8 donors, 12,261
 PBMCs; weak batch effect, the over-correction control), pdac (ST spots + inDrop scRNA; spots
-unlabelled). Methods (``--methods``): pca, harmony, scvi, davae, uniport, scbiot_vae, refine
+unlabelled); not in the default run, the deconvolution study's other spatial pairs, scored as
+PDAC: merfish (MERFISH cells + scRNA, 134 genes), hippocampus (Visium + scRNA, 124 shared
+genes), lymph_node (Visium + scRNA, 558 shared genes). Methods (``--methods``): pca, harmony, scvi, davae, uniport, scbiot_vae, refine
 (``sf.refine`` on the seed's PCA), scbiot_ot (its peer, scbiot 1.2.1's ``scb.ot.integrate`` on
 the same PCA, ``bench/refine/reference_scbiot.py``; bench/venvs/setup_scbiot.sh) and, with
 bench/.venvs/scbean, the published DAVAE (scbean, scbean_3000). Every method runs with one
@@ -63,6 +65,9 @@ RUNNERS = {"harmony": HERE / "reference_harmony.py", "scbean": HERE / "reference
            "scvi": HERE / "reference_scvi.py"}
 DEFAULT_STEPS = 3000  # scbean_3000: ~3,000 optimiser steps, given to scbean as whole epochs
 DATASETS = ["symphony", "kang", "pdac"]
+# the deconvolution study's spatial pairs, PDAC-like (unlabelled spatial data + labelled scRNA);
+# not in the default run: a generality check of sf.refine (RESULTS.md)
+EXTRA_DATASETS = ["merfish", "hippocampus", "lymph_node"]
 METHODS = ["pca", "harmony", "scvi", "davae", "uniport", "scbiot_vae", "refine", "scbiot_ot",
            "scbean", "scbean_3000"]
 DEFAULT_METHODS = METHODS[:8]
@@ -358,7 +363,7 @@ def umap_grid(out: Path, datasets: list[str], methods: list[str], seed: int = 0,
 def main() -> int:
     from datasets import shared_data_dir
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS)
+    p.add_argument("--datasets", nargs="+", default=DATASETS, choices=DATASETS + EXTRA_DATASETS)
     p.add_argument("--methods", nargs="+", default=DEFAULT_METHODS,
                    help=f"of {METHODS}; METHOD@TAG: a variant's finished runs (--score-only)")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
