@@ -98,6 +98,12 @@ def prepare(dataset: str, data_dir: str, out: Path) -> None:
         "cell": a.obs_names.astype(str), "batch": name,
         "cell_type": a.obs["cell_type"].astype(str).to_numpy() if "cell_type" in a.obs else ""})
         for name, a in parts], ignore_index=True)
+    # cells with no counts on the shared genes cannot be normalised (scferry refuses them;
+    # MERFISH's reference has 4 of 1,308); none in symphony, kang or PDAC
+    keep = np.asarray(X.sum(axis=1)).ravel() > 0
+    if not keep.all():
+        print(f"[{dataset}] {int((~keep).sum())} cells without counts on the shared genes dropped")
+        X, obs = X[keep], obs[keep].reset_index(drop=True)
     out.mkdir(parents=True, exist_ok=True)
     sp.save_npz(out / "counts.npz", X)
     obs.to_csv(out / "obs.tsv", sep="\t", index=False)
