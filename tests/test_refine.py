@@ -121,9 +121,9 @@ def test_an_integrated_input_is_kept_unless_the_paper_selection_is_asked(pbmc):
     a = pbmc.copy()
     sf.refine(a, seed=0, progress=False)  # pre-aligned (PCA is not mixed), then refined
     start = a.obsm["X_scferry_refined"].copy()
-    with pytest.warns(sf.ScferryWarning, match="kept and only centred within 100 clusters") as caught:
+    with pytest.warns(sf.ScferryWarning, match="kept and only centred within 100 clusters") as w:
         rec = sf.refine(a, basis="X_scferry_refined", key_added="X_again", seed=0, progress=False)
-    assert not any("pre-aligned" in str(w.message) for w in caught)
+    assert not any("pre-aligned" in str(m.message) for m in w)
     # measured: the refined embedding is mixed (no pre-alignment) and no iterate beats it
     assert rec["prealign_strength"] == 0.0 and rec["start_competed"]
     assert rec["best_iter"] == 0 and rec["J"] == pytest.approx(DEFAULTS["w_overlap"])

@@ -90,16 +90,16 @@ gets the final centring below, as an iterate does. The comparison of kept and re
 is in ``bench/refine/RESULTS.md``.
 
 Added here, not in the paper: ``centring`` (default 0.5). After the selection, the selected
-embedding (a refined iterate, or the start when it won) is clustered by k-means (``centring_clusters``, default 100, at
-most one cluster per 10 cells; Lloyd's algorithm, 3 starts) and each batch's cells of a cluster
-move ``centring`` of the way from their mean to the cluster's mean: the cluster-specific batch
-correction of Harmony (Korsunsky et al., "Fast, sensitive and accurate integration of
-single-cell data with Harmony", Nat Methods 2019) with hard clusters, applied once. It removes
-the offsets between batches that remain inside the clusters. Where a cluster holds one
-batch, it does nothing there. Measured on symphony (10 seeds), PDAC and kang (3 seeds each)
-in ``bench/batch_integration/RESULTS.md``, on integrated inputs (Harmony, scVI, uniPort, DAVAE)
-there and in ``bench/refine/RESULTS.md``; ``centring=0`` returns the selected iterate (or the
-start that won, unchanged) as before. ``mix``, ``overlap``, ``strain`` and ``J`` in the record
+embedding (a refined iterate, or the start when it won) is clustered by k-means
+(``centring_clusters``, default 100, at most one cluster per 10 cells; Lloyd's algorithm, 3
+starts) and each batch's cells of a cluster move ``centring`` of the way from their mean to
+the cluster's mean: the cluster-specific batch correction of Harmony (Korsunsky et al., "Fast,
+sensitive and accurate integration of single-cell data with Harmony", Nat Methods 2019) with
+hard clusters, applied once. It removes the offsets between batches that remain inside the
+clusters; where a cluster holds one batch, it does nothing there. Measured on symphony (10
+seeds), PDAC and kang (3 seeds each) in ``bench/batch_integration/RESULTS.md``, on integrated
+inputs (Harmony, scVI, uniPort, DAVAE) there and in ``bench/refine/RESULTS.md``;
+``centring=0`` returns the selected iterate (or the start that won, unchanged) as before. ``mix``, ``overlap``, ``strain`` and ``J`` in the record
 are the selected iterate's, before the centring.
 
 Scale: k-means fits use at most ``kmeans_subsample`` cells per batch (the final centring's: of
@@ -186,23 +186,23 @@ def refine(adata: AnnData, basis: str = "X_pca", batch_key: str = "batch", *,
     -------
     The record written to ``adata.uns[key_added]`` (a dict): ``best_iter`` (the selected
     iteration; 0 = no iterate beat the start, which is returned after the centring: the input,
-    pre-aligned when ``prealign_strength`` > 0), ``start_competed`` (whether the start competed, ``keep_input``),
-    ``n_iter`` (iterations run), ``mix`` (Eq. 17, mean neighbour batch
-    entropy, natural log), ``overlap``, ``strain``, ``J`` of the selected iterate (before the
-    centring), ``centring_clusters`` (the clusters of the final centring; 0 = not applied),
-    ``mix_start``
-    (mixing where the iterations started: the input after pre-alignment), ``prealign_strength``
-    (0 = none), ``input_mixing`` (the input's mean share of other-batch neighbours over its value
-    under perfect mixing; 1 = mixed, pre-aligned by ``"auto"`` only below 0.5), ``trustworthiness`` (selected iterate vs the input as given, on
-    ``trust_subsample`` cells, ``k_eval`` neighbours), ``history`` (per
-    iteration arrays: iter, mix, overlap, strain, J, accepted, step, smooth, clip_q,
-    overlap_floor), and ``basis``, ``batch_key``, ``batches``, ``reference``, ``params``.
+    pre-aligned when ``prealign_strength`` > 0), ``start_competed`` (whether the start
+    competed, ``keep_input``), ``n_iter`` (iterations run), ``mix`` (Eq. 17, mean neighbour
+    batch entropy, natural log), ``overlap``, ``strain``, ``J`` of the selected iterate (before
+    the centring), ``centring_clusters`` (the clusters of the final centring; 0 = not
+    applied), ``mix_start`` (mixing where the iterations started: the input after
+    pre-alignment), ``prealign_strength`` (0 = none), ``input_mixing`` (the input's mean share
+    of other-batch neighbours over its value under perfect mixing; 1 = mixed, pre-aligned by
+    ``"auto"`` only below 0.5), ``trustworthiness`` (selected iterate vs the input as given, on
+    ``trust_subsample`` cells, ``k_eval`` neighbours), ``history`` (per iteration arrays: iter,
+    mix, overlap, strain, J, accepted, step, smooth, clip_q, overlap_floor), and ``basis``,
+    ``batch_key``, ``batches``, ``reference``, ``params``.
 
     Writes ``adata.obsm[key_added]`` (cells x d, float32) and ``adata.uns[key_added]`` (the
     record); nothing else on ``adata`` is touched. What ``"auto"`` chose from the data is
     announced with :class:`scferry.ScferryWarning`: a pre-alignment (``prealign="auto"``) and
-    a start that won the selection (the input kept, only centred within clusters). Inputs are checked before any computation
-    and errors leave ``adata`` unchanged.
+    a start that won the selection (the input kept, only centred within clusters). Inputs are
+    checked before any computation and errors leave ``adata`` unchanged.
     """
     p = _check_params(params, max_iter, seed)
     X0, codes, names, ref_idx = _check_inputs(adata, basis, batch_key, key_added, p)
