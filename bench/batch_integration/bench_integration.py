@@ -13,13 +13,13 @@ Datasets (``--datasets``): symphony (3 10x chemistries, 1,200 PBMCs), kang (8 do
 PBMCs; weak batch effect, the over-correction control), pdac (ST spots + inDrop scRNA; spots
 unlabelled); not in the default run, the deconvolution study's other spatial pairs, scored as
 PDAC: merfish (MERFISH cells + scRNA, 134 genes), hippocampus (Visium + scRNA, 124 shared
-genes), lymph_node (Visium + scRNA, 558 shared genes). Methods (``--methods``): pca, harmony, scvi, davae, uniport, scbiot_vae, refine
-(``sf.refine`` on the seed's PCA), scbiot_ot (its peer, scbiot 1.2.1's ``scb.ot.integrate`` on
-the same PCA, ``bench/refine/reference_scbiot.py``; bench/venvs/setup_scbiot.sh) and, with
-bench/.venvs/scbean, the published DAVAE (scbean, scbean_3000). Every method runs with one
-thread (``--threads``) in its own process (its interpreter: the main venv for scferry and the
-PCA, ``--venvs``/scvi for scVI and Harmony, ``--venvs``/scbiot for scBIOT, ``--venvs``/scbean
-for scbean) and writes ``embedding.npy`` (rows in ``obs.tsv`` order) and
+genes), lymph_node (Visium + scRNA, 558 shared genes). Methods (``--methods``): pca, harmony,
+scvi, davae, uniport, scbiot_vae, refine (``sf.refine`` on the seed's PCA), scbiot_ot (its
+peer, scbiot 1.2.1's ``scb.ot.integrate`` on the same PCA, ``bench/refine/reference_scbiot.py``;
+bench/venvs/setup_scbiot.sh) and, with bench/.venvs/scbean, the published DAVAE (scbean,
+scbean_3000). Every method runs with one thread (``--threads``) in its own process (its
+interpreter: the main venv for scferry and the PCA, ``--venvs``/scvi for scVI and Harmony,
+``--venvs``/scbiot for scBIOT, ``--venvs``/scbean for scbean) and writes ``embedding.npy`` (rows in ``obs.tsv`` order) and
 ``timing.json`` (``cpu_seconds``: process CPU time of preprocessing + fit + embedding;
 ``peak_rss_mb``: the process's peak resident memory, VmHWM, imports and input included).
 
@@ -170,6 +170,16 @@ def child(method: str, ddir: Path, out: Path, seed: int, threads: int, params: d
     json.dump(model.history, open(out / "history.json", "w"))  # epoch-mean loss terms, for diagnosis
 
 
+def scbiot_cmd(venvs: Path, emb: Path, obs: Path, out: Path, seed: int, threads: int) -> list:
+    """The command that runs scbiot 1.2.1's OT refinement (``bench/refine/reference_scbiot.py``,
+    in ``venvs``/scbiot) on a saved embedding; also ``bench/refine``'s scBIOT rows."""
+    py = venvs / "scbiot" / "bin" / "python"
+    if not py.exists():
+        raise FileNotFoundError(f"{py} missing: run bash bench/venvs/setup_scbiot.sh")
+    return [str(py), str(BENCH / "refine" / "reference_scbiot.py"), str(emb), str(obs), str(out),
+            "--seed", str(seed), "--threads", str(threads)]
+
+
 def run_method(method: str, ddir: Path, seed: int, threads: int, venvs: Path,
                params: dict | None = None, tag: str = "") -> float:
     """Run ``method`` on seed ``seed`` in its own process; ``params``: keyword arguments of
@@ -185,15 +195,10 @@ def run_method(method: str, ddir: Path, seed: int, threads: int, venvs: Path,
     if params and method not in VARIANTS:
         raise ValueError(f"--params applies to {', '.join(VARIANTS)} only")
     if method == "scbiot_ot":  # the published refinement (sf.refine's peer) on this seed's PCA
-        py = venvs / "scbiot" / "bin" / "python"
-        if not py.exists():
-            raise FileNotFoundError(f"{py} missing: run bash bench/venvs/setup_scbiot.sh")
         pca = ddir / f"seed{seed}" / "pca" / "embedding.npy"
         if not pca.exists():
             raise FileNotFoundError(f"{pca} missing: run --methods pca first")
-        cmd = [str(py), str(BENCH / "refine" / "reference_scbiot.py"), str(pca),
-               str(ddir / "input" / "obs.tsv"), str(out), "--seed", str(seed),
-               "--threads", str(threads)]
+        cmd = scbiot_cmd(venvs, pca, ddir / "input" / "obs.tsv", out, seed, threads)
     elif tool in RUNNERS:
         vname = {"harmony": "scvi"}.get(tool, tool)
         py = venvs / vname / "bin" / "python"

@@ -59,7 +59,6 @@ sys.path[:0] = [str(HERE), str(BENCH / "common"), str(BENCH / "batch_integration
 from procstat import status_mb  # noqa: E402
 import bench_integration as bi  # noqa: E402  (input preparation and the base-embedding runners)
 
-SCBIOT_PY = BENCH / ".venvs" / "scbiot" / "bin" / "python"
 BASES = ["pca", "harmony", "uniport", "davae"]
 LEIDEN_SEEDS = 5
 ROWS = ["pca", "harmony", "uniport", "davae", "refine_pca", "scbiot_pca",
@@ -112,10 +111,7 @@ def run_capped(cmd: list, log: Path, threads: int, cap: float | None, cwd: Path)
 def refine_cmd(tool: str, emb: Path, obs: Path, out: Path, seed: int, threads: int,
                progress: bool = False) -> list:
     if tool == "scbiot":
-        if not SCBIOT_PY.exists():
-            raise FileNotFoundError(f"{SCBIOT_PY} missing: run bash bench/venvs/setup_scbiot.sh")
-        return [str(SCBIOT_PY), str(HERE / "reference_scbiot.py"), str(emb), str(obs), str(out),
-                "--seed", str(seed), "--threads", str(threads)]
+        return bi.scbiot_cmd(BENCH / ".venvs", emb, obs, out, seed, threads)
     return [sys.executable, __file__, "--_child", str(emb), str(obs), str(out),
             "--seed", str(seed), "--threads", str(threads)] + (["--progress"] if progress else [])
 

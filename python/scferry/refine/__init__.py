@@ -99,8 +99,9 @@ hard clusters, applied once. It removes the offsets between batches that remain 
 clusters; where a cluster holds one batch, it does nothing there. Measured on symphony (10
 seeds), PDAC and kang (3 seeds each) in ``bench/batch_integration/RESULTS.md``, on integrated
 inputs (Harmony, scVI, uniPort, DAVAE) there and in ``bench/refine/RESULTS.md``;
-``centring=0`` returns the selected iterate (or the start that won, unchanged) as before. ``mix``, ``overlap``, ``strain`` and ``J`` in the record
-are the selected iterate's, before the centring.
+``centring=0`` returns the selected iterate (or the start that won, unchanged) as before.
+``mix``, ``overlap``, ``strain`` and ``J`` in the record are the selected iterate's, before the
+centring.
 
 Scale: k-means fits use at most ``kmeans_subsample`` cells per batch (the final centring's: of
 all batches together; centres are then assigned to all cells), and above ``eval_subsample``
