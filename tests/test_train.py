@@ -32,40 +32,6 @@ def test_no_patience_runs_the_whole_budget():
     assert hist[-1]["iteration"] == 300
 
 
-class Recorder(Quadratic):
-    """Records the weight each loss is computed on (the loss of step t sees the weight after step
-    t - 1) and keeps twice that weight in a floating-point buffer."""
-
-    def __init__(self, target):
-        super().__init__(target)
-        self.register_buffer("shadow", torch.zeros(()))
-        self.seen = []
-
-    def loss(self, batch):
-        self.seen.append(float(self.w))
-        self.shadow.copy_(self.w.detach() * 2)
-        return super().loss(batch)
-
-
-def _fit40(tail):
-    m = Recorder(target=3.0)
-    m.average_tail = tail
-    fit(m, lambda: None, max_iter=40, lr=0.1, weight_decay=0.0, iters_per_epoch=10, patience=None,
-        progress=False)
-    return m
-
-
-def test_weight_averaging_returns_the_mean_of_the_last_steps():
-    last, averaged = _fit40(0.0), _fit40(0.25)
-    assert last.steps_averaged == 0 and averaged.steps_averaged == 10
-    assert last.seen == averaged.seen  # the same run; only what is returned differs
-    # weights after steps 31..40: seen[31:40] and the last run's final weight
-    w = last.seen[31:40] + [float(last.w)]
-    assert float(averaged.w) == pytest.approx(sum(w) / 10, rel=1e-6)
-    assert float(averaged.shadow) == pytest.approx(2 * sum(last.seen[30:40]) / 10, rel=1e-6)
-    assert abs(float(averaged.w) - float(last.w)) > 1e-3
-
-
 def test_device_policy():
     assert resolve_device("cpu").type == "cpu"
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")

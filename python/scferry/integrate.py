@@ -251,8 +251,6 @@ def integrate(
             history = fit(module, sampler, **fit_kwargs)
         module.release_training_data()
     tp["iterations_run"] = history[-1]["iteration"] if history else 0
-    if getattr(module, "steps_averaged", 0):  # train.fit's weight averaging
-        tp["steps_averaged"] = module.steps_averaged
     _report_ot(module, tp)
     model = Model(module, prep, data, tp, history, batch_key=batch_key, choices=choices)
     if on_disk:  # streamed into each store's obsm, chunk by chunk

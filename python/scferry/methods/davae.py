@@ -124,7 +124,7 @@ class DAVAE(Method):
     defaults = dict(
         n_latent=10, n_hidden=(128, 64, 32), n_common_genes=2000, domain_weight=3.0,
         domain_hidden=16, dropout=0.1, kl_warmup=0, likelihood="gaussian", domain_grad_cap=3.0,
-        structure_weight=0.0, mnn_weight=0.0, weight_average=0.0,
+        structure_weight=0.0, mnn_weight=0.0,
     )
     # Adam at the paper's lr; a fixed budget in steps (like scbean's fixed epochs), set from the
     # number of cells (auto_max_iter): the ELBO levels off before the adversarial alignment
@@ -165,8 +165,6 @@ class DAVAE(Method):
         if not (isinstance(params["domain_weight"], (int, float)) and params["domain_weight"] >= 0):
             raise ValueError(f"domain_weight must be a number >= 0; got {params['domain_weight']!r}.")
         check_rate(params, "dropout", "the fraction of hidden units zeroed at random in training; 0: off")
-        check_rate(params, "weight_average", "the fraction of the last training steps whose weights are "
-                   "averaged into the returned model; 0: the last step's weights")
 
     @classmethod
     def resolve(cls, params: dict[str, Any], datasets: list, labels) -> tuple[tuple[str, ...], bool]:
@@ -200,7 +198,6 @@ class DAVAE(Method):
         self.classifier = nn.Sequential(nn.Linear(d, params["domain_hidden"]),
                                         nn.BatchNorm1d(params["domain_hidden"]), nn.ReLU(),
                                         nn.Linear(params["domain_hidden"], k))
-        self.average_tail = params["weight_average"]  # read by train.fit
         self._steps = 0  # training losses computed so far (KL warm-up); a host int: no device sync
         self._last_ratio = torch.zeros(())  # domain_grad_cap: the last step's gradient-norm ratio
         # structure_weight / mnn_weight: the model inputs of every cell (to encode a minibatch
