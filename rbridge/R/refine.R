@@ -105,7 +105,8 @@ ferry_refine <- function(object, reduction = NULL, batch, name = "ferry.refined"
     out <- .ferry_read_obsm(adata, "X_refined")
 
     fields <- c("best_iter", "n_iter", "mix", "overlap", "strain", "J", "mix_start",
-                "prealign_strength", "input_mixing", "start_competed", "trustworthiness")
+                "prealign_strength", "input_mixing", "start_competed",
+                "centring_clusters", "centring_gain", "trustworthiness")
     record <- c(list(reduction = reduction, batch = batch),
                 lapply(stats::setNames(fields, fields),
                        function(k) reticulate::py_to_r(reticulate::py_get_item(rec, k))),

@@ -27,7 +27,20 @@ def _run(X0_np: np.ndarray, codes_np: np.ndarray, n_batches: int, ref_idx: int, 
     n = X_in.shape[0]
     members = [torch.from_numpy(np.flatnonzero(codes_np == b)).to(dev) for b in range(n_batches)]
 
-    d0, idx0 = _knn(X_in, p["k_local"] + _GRAPH_K_EXTRA, seed)
+    sub = np.sort(rng.choice(n, size=min(n, p["eval_subsample"]), replace=False))
+    sub_t = torch.from_numpy(sub).to(dev)
+    k_ovl = min(p["k_eval"], len(sub) - 1)
+
+    def mix_of(X, idx_sub=None):
+        # Eq. 17 over all cells; above eval_subsample cells, within the fixed subsample
+        if n > len(sub):
+            if idx_sub is None:
+                idx_sub = _knn(X[sub_t], k_ovl, seed)[1].to(dev)
+            return float(_batch_entropy(idx_sub, codes[sub_t], n_batches).mean())
+        _, idx = _knn(X, p["k_eval"], seed)
+        return float(_batch_entropy(idx.to(dev), codes, n_batches).mean())
+
+    d0, idx0 = (t.to(dev) for t in _knn(X_in, p["k_local"] + _GRAPH_K_EXTRA, seed))
     strength, relative_mixing = _auto_prealign(X_in, codes_np, seed)
     if p["prealign"] != "auto":
         strength = 0.0 if p["prealign"] == "none" else p["prealign"]
@@ -42,11 +55,9 @@ def _run(X0_np: np.ndarray, codes_np: np.ndarray, n_batches: int, ref_idx: int, 
                 dbar[rows] >= np.quantile(dbar[rows], p["rare_quantile"])
         X0 = torch.from_numpy(_prealign(X0_np, codes_np, ref_idx, strength, rare, seed,
                                         p["prealign_linear"])).to(dev)
-        d0, idx0 = _knn(X0, p["k_local"] + _GRAPH_K_EXTRA, seed)
+        d0, idx0 = (t.to(dev) for t in _knn(X0, p["k_local"] + _GRAPH_K_EXTRA, seed))
 
     # fixed geometry of the (pre-aligned) start: guard graph, local scale, bridge score, rare cells
-    idx0 = idx0.to(dev)
-    d0 = d0.to(dev)
     dbar0 = d0.mean(1)
     rho = (dbar0 - dbar0.min()) / (dbar0.max() - dbar0.min() + 1e-12)
     k_h = min(15, p["k_eval"])
@@ -58,19 +69,8 @@ def _run(X0_np: np.ndarray, codes_np: np.ndarray, n_batches: int, ref_idx: int, 
     rare = rho >= float(np.quantile(rho.cpu().numpy(), p["rare_quantile"]))
     mu0, sd0 = X0.mean(0), X0.std(0, unbiased=False) + 1e-8
 
-    sub = np.sort(rng.choice(n, size=min(n, p["eval_subsample"]), replace=False))
-    sub_t = torch.from_numpy(sub).to(dev)
-    k_ovl = min(p["k_eval"], len(sub) - 1)
     _, idx_sub0 = _knn(X0[sub_t], k_ovl, seed)
     idx_sub0 = idx_sub0.to(dev)
-
-    def mix_of(X, idx_sub):
-        # Eq. 17 over all cells; above eval_subsample cells, within the fixed subsample
-        if n > len(sub):
-            return float(_batch_entropy(idx_sub, codes[sub_t], n_batches).mean())
-        _, idx = _knn(X, p["k_eval"], seed)
-        return float(_batch_entropy(idx.to(dev), codes, n_batches).mean())
-
     mix0 = mix_of(X0, idx_sub0)
     strain0 = _graph_strain(X0, idx0, d0)
     # The start itself scores J = w_overlap (no mixing gain, full overlap, no strain). When it
@@ -139,10 +139,16 @@ def _run(X0_np: np.ndarray, codes_np: np.ndarray, n_batches: int, ref_idx: int, 
                 break
     bar.close()
 
-    # the centring within clusters, on the selected iterate or on a start that won
-    n_centring = 0
+    # the centring within clusters, on the selected iterate or on a start that won, judged as J
+    # judges a step, without the overlap terms (it moves cells towards other batches' cells by
+    # design): applied when it adds batch mixing net of the strain it adds
+    n_centring, centring_gain = 0, math.nan
     if p["centring"] > 0:
-        best["X"], n_centring = _centre_within_clusters(best["X"], codes, n_batches, p, seed + 53)
+        Xc, k_c = _centre_within_clusters(best["X"], codes, n_batches, p, seed + 53)
+        centring_gain = (mix_of(Xc) - mix_of(best["X"])) - p["w_strain"] * (
+            _graph_strain(Xc, idx0, d0) - _graph_strain(best["X"], idx0, d0))
+        if centring_gain > 0:
+            best["X"], n_centring = Xc, k_c
     tsub = np.sort(rng.choice(n, size=min(n, p["trust_subsample"]), replace=False))
     tsub_t = torch.from_numpy(tsub).to(dev)
     tw = _trustworthiness(X_in[tsub_t], best["X"][tsub_t], p["k_eval"], seed)
@@ -150,6 +156,6 @@ def _run(X0_np: np.ndarray, codes_np: np.ndarray, n_batches: int, ref_idx: int, 
                   overlap=best["overlap"], strain=best["strain"], J=best["J"], mix_start=mix0,
                   prealign_strength=float(strength), start_competed=bool(keep), trustworthiness=tw,
                   input_mixing=float(relative_mixing),
-                  centring_clusters=n_centring,
+                  centring_clusters=n_centring, centring_gain=float(centring_gain),
                   history={k: np.asarray(v) for k, v in hist.items()})
     return best["X"].cpu().numpy().astype(np.float32), record
