@@ -189,8 +189,8 @@ def test_an_integrated_input_with_unequal_batches_is_not_prealigned(pbmc):
 
 
 def test_a_centring_that_adds_no_mixing_is_skipped(pbmc, monkeypatch):
-    """The last centring within clusters is judged by the mixing it adds net of the strain it
-    adds. On a DAVAE embedding of MERFISH cells it lowered the batch entropy from 0.81 to 0.66
+    """The last centring within clusters is applied only when it raises the batch mixing. On a
+    DAVAE embedding of MERFISH cells it lowered the batch entropy from 0.81 to 0.66
     (bench/batch_integration/RESULTS.md, session 37). Here the centring is replaced by a move
     that pulls each batch away from the others: it must be skipped (the selected iterate is
     returned, as with centring=0) and announced; the real centring on the same cells is applied."""

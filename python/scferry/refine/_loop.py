@@ -139,14 +139,13 @@ def _run(X0_np: np.ndarray, codes_np: np.ndarray, n_batches: int, ref_idx: int, 
                 break
     bar.close()
 
-    # the centring within clusters, on the selected iterate or on a start that won, judged as J
-    # judges a step, without the overlap terms (it moves cells towards other batches' cells by
-    # design): applied when it adds batch mixing net of the strain it adds
+    # the centring within clusters, on the selected iterate or on a start that won; it exists to
+    # remove the batches' offsets within clusters, so it is applied only when it raises the
+    # batch mixing (Eq. 17)
     n_centring, centring_gain = 0, math.nan
     if p["centring"] > 0:
         Xc, k_c = _centre_within_clusters(best["X"], codes, n_batches, p, seed + 53)
-        centring_gain = (mix_of(Xc) - mix_of(best["X"])) - p["w_strain"] * (
-            _graph_strain(Xc, idx0, d0) - _graph_strain(best["X"], idx0, d0))
+        centring_gain = mix_of(Xc) - mix_of(best["X"])
         if centring_gain > 0:
             best["X"], n_centring = Xc, k_c
     tsub = np.sort(rng.choice(n, size=min(n, p["trust_subsample"]), replace=False))
