@@ -27,10 +27,13 @@
 #' @param name Name of the new reduction (must differ from \code{reduction}).
 #' @param ... Parameters of \code{scferry.refine()}: \code{max_iter} (15), \code{device}, and the
 #'   algorithm's hyper-parameters by name (e.g. \code{reference = "largest"}, \code{reg = 0.028},
-#'   \code{prealign = "none"}, \code{keep_input = FALSE}, \code{centring = 0} (no final
-#'   centring within clusters); the paper's field: \code{assign = "nearest", mass_weight = FALSE,
-#'   sharpen_within = FALSE, prealign_linear = 1, union_size = "prototypes"}). Whole numbers are
-#'   sent as Python \code{int}; wrap a value in \code{I()} to send it unchanged.
+#'   \code{prealign = "none"}, \code{prealign_shift = "ot"} (for batches that hold different
+#'   cell types in different proportions, e.g. a sorted population: the pre-alignment's shift
+#'   by unbalanced OT instead of the Gaussian map), \code{keep_input = FALSE},
+#'   \code{centring = 0} (no final centring within clusters); the paper's field:
+#'   \code{assign = "nearest", mass_weight = FALSE, sharpen_within = FALSE, prealign_linear = 1,
+#'   union_size = "prototypes"}). Whole numbers are sent as Python \code{int}; wrap a value in
+#'   \code{I()} to send it unchanged.
 #' @param seed Random seed for Python (the R random stream is not used or changed).
 #' @param progress Show Python's progress bar.
 #' @return \code{object} with the new reduction and the record added.

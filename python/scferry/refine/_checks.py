@@ -26,8 +26,9 @@ DEFAULTS: dict[str, Any] = dict(
     max_step_local=1.05, bridge_damp=0.35, rare_quantile=0.85,
     k_local=15, k_eval=30, eval_subsample=5000, trust_subsample=2500, kmeans_subsample=20000,
     patience=3, tol=1e-3, postscale=True,
-    prealign="auto",            # Gaussian OT pre-alignment: "auto", "none" or a strength in [0, 1]
-    prealign_linear=0.25,       # share of that map's linear part (1 = scbiot 1.2; 0 = translation)
+    prealign="auto",            # pre-alignment: "auto", "none" or a strength in [0, 1]
+    prealign_shift="gaussian",  # its shift: "gaussian" (scbiot 1.2) or "ot" (unbalanced OT)
+    prealign_linear=0.25,       # share of the Gaussian map's linear part (1 = scbiot 1.2)
     assign="soft",              # cells take prototype displacements: "soft" or "nearest" (paper)
     soft_bandwidth=1.0,         # "soft": kernel sigma^2 over the median cell-prototype distance^2
     union_size="cells",         # union reference: 2 sqrt(n) prototypes of n cells or n prototypes
@@ -65,7 +66,7 @@ def _check_params(params: dict, max_iter, seed) -> dict:
     for name, v in p.items():
         if name in _INT_PARAMS or name in ("reference", "postscale", "prealign", "keep_input",
                                            "assign", "mass_weight", "sharpen_within",
-                                           "union_size"):
+                                           "union_size", "prealign_shift"):
             continue
         if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or v < 0:
             raise ValueError(f"{name} must be a finite number >= 0; got {v!r}.")
@@ -87,6 +88,9 @@ def _check_params(params: dict, max_iter, seed) -> dict:
         raise ValueError(f"assign must be 'soft' or 'nearest'; got {p['assign']!r}.")
     if p["union_size"] not in ("cells", "prototypes"):
         raise ValueError(f"union_size must be 'cells' or 'prototypes'; got {p['union_size']!r}.")
+    if p["prealign_shift"] not in ("ot", "gaussian"):
+        raise ValueError(f"prealign_shift must be 'gaussian' (scbiot 1.2's Gaussian map) or 'ot' "
+                         f"(its translation by unbalanced OT); got {p['prealign_shift']!r}.")
     if not (isinstance(p["keep_input"], bool) or p["keep_input"] == "auto"):
         raise ValueError(f"keep_input must be 'auto', True or False; got {p['keep_input']!r}.")
     pre = p["prealign"]

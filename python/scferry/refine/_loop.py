@@ -54,7 +54,8 @@ def _run(X0_np: np.ndarray, codes_np: np.ndarray, n_batches: int, ref_idx: int, 
             rare[rows] = True if rows.sum() < 32 else \
                 dbar[rows] >= np.quantile(dbar[rows], p["rare_quantile"])
         X0 = torch.from_numpy(_prealign(X0_np, codes_np, ref_idx, strength, rare, seed,
-                                        p["prealign_linear"])).to(dev)
+                                        p["prealign_linear"], p["prealign_shift"],
+                                        p["reg"])).to(dev)
         d0, idx0 = (t.to(dev) for t in _knn(X0, p["k_local"] + _GRAPH_K_EXTRA, seed))
 
     # fixed geometry of the (pre-aligned) start: guard graph, local scale, bridge score, rare cells

@@ -97,6 +97,15 @@ test_that("ferry_refine mixes the PDAC scRNA cells and ST spots in a Seurat PCA"
     rec <- out@misc$ferry_refine[["ferry.refined"]]
     expect_gt(rec$centring_clusters, 0L)  # the last centring raises the mixing here and is applied
     expect_gt(rec$centring_gain, 0)
+    expect_identical(rec$params, list())
+    # the option for batches of different compositions: the pre-alignment's shift by unbalanced OT
+    expect_warning(ot <- ferry_refine(m, reduction = "pca", batch = "dataset",
+                                      prealign_shift = "ot", name = "ferry.ot"),
+                   'pre-aligned first \\(prealign = "auto".*strength [0-9.]+\\)[^;]*\\.$',
+                   class = "ferry_warning")
+    expect_identical(ot@misc$ferry_refine[["ferry.ot"]]$params$prealign_shift, "ot")
+    expect_gt(other_batch_fraction(SeuratObject::Embeddings(ot, "ferry.ot"), ot$dataset),
+              other_batch_fraction(SeuratObject::Embeddings(ot, "pca"), ot$dataset) + 0.02)
     b <- out$dataset
     e0 <- SeuratObject::Embeddings(out, "pca")
     e1 <- SeuratObject::Embeddings(out, "ferry.refined")
@@ -147,6 +156,8 @@ test_that("ferry_refine passes Python's own errors through", {
     obj <- pbmc_small_seurat()
     expect_error(ferry_refine(obj, batch = "groups", reg_eps = 0.1), "unknown refine parameter",
                  class = "ferry_error")
+    expect_error(ferry_refine(obj, batch = "groups", prealign_shift = "mean"),
+                 "prealign_shift must be", class = "ferry_error")
     small <- obj
     small$groups <- c(rep("g1", 75), rep("g2", 5))
     expect_error(ferry_refine(small, batch = "groups"), "fewer cells than the 8 prototypes",
