@@ -4,7 +4,8 @@ or a sample that lost a type): does a refinement keep that batch's cells with th
 From the study's saved symphony PCA (``OUT/symphony/seedS/pca``, written by ``bench_integration.py
 --methods pca``): every cell of the chemistry ``--full`` (all types) plus the cells of one type
 from one other chemistry, the PCA rows of those cells as they are. Each subset is refined by
-``sf.refine`` at its defaults, by ``sf.refine(prealign="none")`` and by scBIOT 1.2.1's OT
+``sf.refine`` at its defaults, by ``sf.refine(prealign_shift="ot")`` (the pre-alignment's
+shift by unbalanced OT), by ``sf.refine(prealign="none")`` and by scBIOT 1.2.1's OT
 refinement (``bench/refine/reference_scbiot.py`` in ``bench/.venvs/scbiot``, every argument at its
 default). Scores: the one-type batch's kNN label transfer (k = 15) from the full chemistry (1 on
 the PCA: the two are close but apart) and the batch entropy of all cells (``scferry.metrics``).
@@ -49,19 +50,21 @@ def main() -> None:
     obs = pd.read_csv(ddir / "input" / "obs.tsv", sep="\t", keep_default_na=False, dtype=str)
     batch, types = obs["batch"].to_numpy(), obs["cell_type"].to_numpy()
     others = [b for b in sorted(set(batch)) if b != a.full]
-    print("| one-type batch | cells | input mixing | PCA (input) | sf.refine | sf.refine, prealign=\"none\" "
-          "| scBIOT 1.2.1 OT |\n|---|---|---|---|---|---|---|")
+    print("| one-type batch | cells | input mixing | PCA (input) | sf.refine | sf.refine, "
+          "prealign_shift=\"ot\" | sf.refine, prealign=\"none\" | scBIOT 1.2.1 OT |\n"
+          "|---|---|---|---|---|---|---|---|")
     for ty in a.types:
         for other in others:
             keep = (batch == a.full) | ((batch == other) & (types == ty))
             sub = obs[keep].reset_index(drop=True)
             query, t, b = (sub["batch"] == other).to_numpy(), sub["cell_type"].to_numpy(), sub["batch"].to_numpy()
-            rows: dict[str, list] = {k: [] for k in ("input", "refine", "none", "scbiot")}
+            rows: dict[str, list] = {k: [] for k in ("input", "refine", "ot", "none", "scbiot")}
             mixing = []
             for seed in a.seeds:
                 X = np.load(ddir / f"seed{seed}" / "pca" / "embedding.npy")[keep]
                 outs = {"input": X}
-                for name, kw in (("refine", {}), ("none", {"prealign": "none"})):
+                for name, kw in (("refine", {}), ("ot", {"prealign_shift": "ot"}),
+                                 ("none", {"prealign": "none"})):
                     A = ad.AnnData(obs=sub.set_index("cell"))
                     A.obsm["X_in"] = X
                     with warnings.catch_warnings():
