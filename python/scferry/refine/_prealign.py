@@ -1,6 +1,7 @@
 """The pre-alignment (not in the paper): each batch moves part of the way towards the others,
-by a translation estimated with unbalanced OT (default) or along the Gaussian OT (Bures) map to
-the batches' barycentre (the authors' implementation, scbiot 1.2)."""
+along the Gaussian OT (Bures) map to the batches' barycentre (default; the authors'
+implementation, scbiot 1.2) or by a translation estimated with unbalanced OT
+(``prealign_shift="ot"``)."""
 from __future__ import annotations
 
 import numpy as np
