@@ -41,6 +41,7 @@ CONFIGS = {
     "smooth10": {"n_smooth": 10},
     "geo0": {"geo_weight": 0.0},
     "geo_embedding": {"geometry": "embedding"},
+    "geo_anchor": {"geometry": "anchor"},
     "geo_embedding_k10": {"geometry": "embedding", "n_neighbors": 10},
     "geo0_anchor10": {"geo_weight": 0.0, "anchor_weight": 10.0},
     "geo0_gan0": {"geo_weight": 0.0, "gan_weight": 0.0},

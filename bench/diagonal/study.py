@@ -6,7 +6,10 @@ SCOT (cell-level entropic GW + barycentric projection, Demetci et al. 2022, re-r
 a subsample). Pairing is used only to score; no method sees labels.
 
     OMP_NUM_THREADS=1 nice -n 5 ~/.virtualenvs/r-scferry/bin/python bench/diagonal/study.py \
-        --max-cells 2000 --seeds 0 1 2 --uniport-iter 300
+        --seeds 0 1 2 --methods random gw cca
+
+``--max-cells`` (default 0: every cell of the dataset) subsamples each dataset; SCOT runs on its
+own ``--scot-cells`` subsample (dense matrices).
 
 Each dataset runs in its own process (all methods, all seeds); seed s subsamples the cells (paired
 sets: the same cells in both modalities) and seeds the method. Scores on all cells of the subsample
@@ -119,9 +122,11 @@ def run_one(sf, name, method, seed, rna, oth, other, paired, args) -> dict:
             Y = lognorm(oth.X)[:, oth.var_names.get_indexer(pairs["other"])]
             zr, zo = seurat_cca(X, Y, n_components=min(20, len(pairs) - 1), seed=seed)
         else:
+            guided = method == "uniport_gw"  # guidance given what gw gets (TSS, protein table)
+            given = user_inputs(name, rna, oth, other) if guided else None
             sf.integrate({"rna": rna, other: oth}, method="uniport", mode="diagonal",
-                         gw_prior=method == "uniport_gw", max_iter=args.uniport_iter, seed=seed,
-                         progress=False)
+                         gw_prior=guided, gw_params=given,
+                         max_iter=args.uniport_iter, seed=seed, progress=False)
             zr, zo = rna.obsm["X_scferry"], oth.obsm["X_scferry"]
     cpu = time.process_time() - t
     r, o = (rna, oth) if ir is None else (rna[ir], oth[io])
@@ -135,7 +140,7 @@ def main() -> int:
     p.add_argument("--datasets", nargs="+", default=list(SETS))
     p.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    p.add_argument("--max-cells", type=int, default=2000)
+    p.add_argument("--max-cells", type=int, default=0, help="cells per modality (0: all)")
     p.add_argument("--scot-cells", type=int, default=600)
     p.add_argument("--uniport-iter", type=int, default=300)
     p.add_argument("--out", type=Path, default=HERE.parent / "out" / "diagonal")

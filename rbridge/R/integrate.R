@@ -113,7 +113,9 @@ ferry_integrate <- function(objects, method = "uniport", batch = NULL, assay = N
     if (!is.null(gw)) {
         if (isTRUE(verbose)) message("scferry: the datasets share no features and no labels were given, so ", method,
                 " aligned them with a Gromov-Wasserstein match of their geometries (", gw,
-                "); pass gw_prior = FALSE for unguided OT, or label_key = for the cell-type prior")
+                "); pass gw_prior = FALSE for unguided OT, or label_key = for the cell-type ",
+                "prior. method = \"gw\" returns that match's own embedding (no encoders for new ",
+                "cells), which aligns these cells more closely")
         params$gw_record <- gw
     }
 

@@ -1,0 +1,63 @@
+#!/usr/bin/env python
+"""Diagonal uniPort's GW guidance (issue 17): its weight in the minibatch OT cost (``gw_weight``)
+and which `gw` embedding guides it (``refine`` 0: GW's joint embedding; 1: refined, as
+``method="gw"`` returns it), on every diagonal set at full size, the guidance given what ``gw`` is
+given beside the data (``common.user_inputs``: SNARE peaks' TSS table, CITE-seq's gene-protein
+table). Pairing and labels only score. One JSON line per run, appended to ``--out``.
+
+    OMP_NUM_THREADS=1 PYTHONPATH=python ~/.virtualenvs/r-scferry/bin/python \\
+        bench/diagonal/uniport_guidance.py --datasets snare_gene pamona --seeds 0 1 2 \\
+        --settings 0:1 1:10 --out bench/out/diag9/uniport_guidance.jsonl
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import load, score, user_inputs  # noqa: E402
+
+
+def main() -> int:
+    p = argparse.ArgumentParser()
+    p.add_argument("--datasets", nargs="+", default=["snare_gene", "snare_peaks", "pamona", "cite"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--settings", nargs="+", default=["0:1", "1:10"], help="refine:gw_weight pairs")
+    p.add_argument("--max-iter", type=int, default=2000)
+    p.add_argument("--out", type=Path, default=Path("bench/out/diag9/uniport_guidance.jsonl"))
+    args = p.parse_args()
+    import scferry as sf
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    for name in args.datasets:
+        for seed in args.seeds:
+            for setting in args.settings:
+                refine, weight = setting.split(":")
+                rna, oth, other, paired = load(name, 0, seed)
+                t = time.process_time()
+                given = {"refine": int(refine), **user_inputs(name, rna, oth, other)}
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    sf.integrate({"rna": rna, other: oth}, method="uniport", mode="diagonal",
+                                 gw_params=given, gw_weight=float(weight), max_iter=args.max_iter,
+                                 seed=seed, progress=False)
+                row = {"dataset": name, "seed": seed, "refine": int(refine),
+                       "gw_weight": float(weight),
+                       **score(np.asarray(rna.obsm["X_scferry"]), np.asarray(oth.obsm["X_scferry"]),
+                               rna.obs["cell_type"], oth.obs["cell_type"], paired),
+                       "cpu_s": time.process_time() - t,
+                       "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+                print(json.dumps(row), flush=True)
+                with open(args.out, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
