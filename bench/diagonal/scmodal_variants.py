@@ -58,6 +58,9 @@ def main() -> int:
     p.add_argument("--baselines", nargs="*", default=["cca", "gw", "random"],
                    help="cca, gw, random, anchors (scMODAL's anchor space at the defaults, scored)")
     p.add_argument("--set", nargs="*", default=[], help="extra key=value for every config")
+    p.add_argument("--history", action="store_true",
+                   help="also record the loss history (every ~1/40 of it) and the first encoder's "
+                        "weight norms (a long run degenerating: RESULTS, 'Budget')")
     p.add_argument("--out", default="bench/out/diag5/variants")
     p.add_argument("--table", nargs="*", default=None,
                    help="only print the mean ± sd table of the runs.jsonl in these folders")
@@ -135,10 +138,17 @@ def main() -> int:
                     model = sf.integrate({"rna": a, other: b}, method="scmodal", linked=linked, seed=seed,
                                          progress=False, **kw)
                 h = model.history
-                emit({**base, "method": "scmodal", "config": cfg, "params": kw,
-                      **score(a.obsm["X_scferry"], unshuffle(b.obsm["X_scferry"]), lab_r, lab_o, True),
-                      "cpu_s": time.process_time() - t, "steps": h[-1]["iteration"],
-                      "last": {k: round(v, 4) for k, v in h[-1].items() if k != "iteration"}})
+                z = (a.obsm["X_scferry"], unshuffle(b.obsm["X_scferry"]))
+                row = {**base, "method": "scmodal", "config": cfg, "params": kw,
+                       **score(*z, lab_r, lab_o, True),
+                       "cpu_s": time.process_time() - t, "steps": h[-1]["iteration"],
+                       "last": {k: round(v, 4) for k, v in h[-1].items() if k != "iteration"}}
+                if args.history:
+                    row["history"] = h[::max(1, len(h) // 40)]
+                    params = model.module.encoders[0].named_parameters()
+                    row["encoder_weight_norms"] = [float(w.detach().norm()) for n, w in params
+                                                   if "weight" in n]
+                emit(row)
     return 0
 
 

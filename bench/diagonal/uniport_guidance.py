@@ -37,9 +37,10 @@ def main() -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for name in args.datasets:
         for seed in args.seeds:
+            rna0, oth0, other, paired = load(name, 0, seed)
             for setting in args.settings:
                 refine, weight = setting.split(":")
-                rna, oth, other, paired = load(name, 0, seed)
+                rna, oth = rna0.copy(), oth0.copy()  # each fit writes its embedding into obsm
                 t = time.process_time()
                 given = {"refine": int(refine), **user_inputs(name, rna, oth, other)}
                 with warnings.catch_warnings():
