@@ -31,6 +31,8 @@ def main() -> int:
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--settings", nargs="+", default=["0:1", "1:10"], help="refine:gw_weight pairs")
     p.add_argument("--max-iter", type=int, default=2000)
+    p.add_argument("--params", type=json.loads, default={},
+                   help="other settings of the fits, as JSON, e.g. '{\"gw_fit_weight\": 1}'")
     p.add_argument("--out", type=Path, default=Path("bench/out/diag9/uniport_guidance.jsonl"))
     args = p.parse_args()
     import scferry as sf
@@ -47,9 +49,9 @@ def main() -> int:
                     warnings.simplefilter("ignore")
                     sf.integrate({"rna": rna, other: oth}, method="uniport", mode="diagonal",
                                  gw_params=given, gw_weight=float(weight), max_iter=args.max_iter,
-                                 seed=seed, progress=False)
+                                 seed=seed, progress=False, **args.params)
                 row = {"dataset": name, "seed": seed, "refine": int(refine),
-                       "gw_weight": float(weight),
+                       "gw_weight": float(weight), **args.params,
                        **score(np.asarray(rna.obsm["X_scferry"]), np.asarray(oth.obsm["X_scferry"]),
                                rna.obs["cell_type"], oth.obs["cell_type"], paired),
                        "cpu_s": time.process_time() - t,

@@ -114,8 +114,8 @@ ferry_integrate <- function(objects, method = "uniport", batch = NULL, assay = N
         if (isTRUE(verbose)) message("scferry: the datasets share no features and no labels were given, so ", method,
                 " aligned them with a Gromov-Wasserstein match of their geometries (", gw,
                 "); pass gw_prior = FALSE for unguided OT, or label_key = for the cell-type ",
-                "prior. method = \"gw\" returns that match's own embedding (no encoders for new ",
-                "cells), which aligns these cells more closely")
+                "prior. ",
+                "method = \"gw\" returns the match's own embedding (no encoders for new cells)")
         params$gw_record <- gw
     }
 
@@ -323,6 +323,9 @@ ferry_integrate <- function(objects, method = "uniport", batch = NULL, assay = N
 .ferry_gw_record <- function(model) {
     rec <- tryCatch(reticulate::py_to_r(model$params$get("gw_record")), error = function(e) NULL)
     if (!is.list(rec) || !isTRUE(rec$used)) return(NULL)
+    fit <- tryCatch(reticulate::py_to_r(model$params$get("gw_fit_weight")), error = function(e) 0)
     paste0("metacells: ", paste(unlist(rec$n_metacells), collapse = " / "), ", kinds: ",
-           paste(unlist(rec$kinds), collapse = " / "))
+           paste(unlist(rec$kinds), collapse = " / "),
+           if (is.numeric(fit) && length(fit) == 1 && fit > 0)
+               paste0("; its encoders learn the match's coordinates, gw_fit_weight = ", fit))
 }

@@ -97,6 +97,17 @@ Deliberate choices (documented for users and benchmarks):
   nuclei, 3 seeds, FOSCTTM 0.307 -> 0.217; vs peaks with the TSS table 0.345 -> 0.285; Pamona's
   transfer and CITE-seq's FOSCTTM unchanged within the seeds' spread
   (``bench/diagonal/RESULTS.md``).
+- GW coordinates as a regression target (``gw_fit_weight``; not in uniPort; default 1, 0 turns
+  it off): with the GW guidance, a linear head shared by the two modalities maps every cell's
+  latent mean to its GW coordinates (centred, scaled to an average sd of 1), and
+  ``gw_fit_weight`` times the squared error (summed over coordinates, averaged over cells) is
+  added to the loss: distillation of the GW embedding into the encoders (Hinton et al., 2015),
+  as MaxFuse's and scMODAL's encoders learn a joint space found beforehand. Why: the minibatch
+  OT term only pulls a cell towards cells of the other modality that happen to be in its
+  minibatch (256 of thousands), which matches cell types but not the finer geometry GW found;
+  one head for both modalities makes cells with the same GW coordinates take the same latent
+  coordinates, whichever encoder read them, and the encoders carry it to new cells
+  (``project``). The head's weights are saved with the model (``params["gw_fit_dim"]``).
 - The global plan is kept sparse (top-k sources per target cell, ``scferry.ot.TopKPlan``), each
   minibatch plan added with weight equal to its iteration number so that late, better aligned
   plans count more.
@@ -247,7 +258,7 @@ class UniPort(Method):
         kl_weight=0.5, specific_weight=0.5, ot_weight=4.0, ot_eps=0.01, ot_rho=1.0,
         ot_iter=100, keep_plan=True, plan_k=50, plan_eps=None,
         mode=None, cross_weight=1.0, ot_marginals=None, prior_alpha=2.0, prior_pairs=None,
-        gw_prior=True, gw_weight=10.0, gw_params=None, pair_reduction="mean",
+        gw_prior=True, gw_weight=10.0, gw_params=None, gw_fit_weight=1.0, pair_reduction="mean",
         feature_selection=None, peak_likelihood=None, contrastive_weight=0.0, temperature=0.1,
         embedding=None, input_dropout=0.0, pca_prior=None, pca_weight=10.0,
     )
@@ -335,18 +346,32 @@ class UniPort(Method):
         if isinstance(gw, dict):
             self._register_guide(gw, "gw")
             params["gw_prior"] = True
+            if params.get("gw_fit_weight"):  # see the docstring, "gw_fit_weight"
+                params["gw_fit_dim"] = int(next(iter(gw.values())).shape[1])
+        # a loaded model rebuilds the head from the record (its weights are in the state)
+        self.gw_head = nn.Linear(params["n_latent"], params["gw_fit_dim"]) \
+            if params.get("gw_fit_dim") else None
         pca_coords = params.pop("pca_guidance", None)
         if pca_coords is not None:
             self._register_guide(pca_coords, "pca")
             self.guide_weight = float(params["pca_weight"])
 
     def _register_guide(self, coords: dict[str, Any], prefix: str) -> None:
-        """Each dataset's guidance coordinates as a non-persistent buffer ``<prefix>_<d>``."""
+        """Each dataset's guidance coordinates as a non-persistent buffer ``<prefix>_<d>``,
+        centred and scaled together to mean 0 and an average sd of 1 per coordinate (the
+        OT term reads distances relative to their maximum, which this does not change)."""
+        allc = np.concatenate([np.asarray(v, np.float64) for v in coords.values()])
+        centre, scale = allc.mean(0), max(float(allc.std(0).mean()), 1e-12)
         for name, values in coords.items():
             d = self.dataset_names.index(name)
-            self.register_buffer(f"{prefix}_{d}", torch.as_tensor(np.asarray(values, np.float32)),
+            values = (np.asarray(values, np.float64) - centre) / scale
+            self.register_buffer(f"{prefix}_{d}", torch.as_tensor(values.astype(np.float32)),
                                  persistent=False)
             self.guide_coords[d] = f"{prefix}_{d}"
+
+    def _guide(self, d: int, idx: torch.Tensor) -> torch.Tensor:
+        """Dataset ``d``'s sampled cells' guidance coordinates."""
+        return getattr(self, self.guide_coords[d])[idx]
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
@@ -409,6 +434,7 @@ class UniPort(Method):
                              f"unguided OT) or None (NULL from R; the default: on in horizontal mode "
                              f"without label_key); got {params.get('pca_prior')!r}.")
         check_number(params, "pca_weight")
+        check_number(params, "gw_fit_weight")
         gwp = params.get("gw_params")
         if gwp is not None:
             from . import gw as gw_method
@@ -612,6 +638,11 @@ class UniPort(Method):
                 total = total + p["contrastive_weight"] * con
         else:
             ot = self._ot_loss(mus, sds, batch)
+            if self.gw_head is not None and self.guide_coords and p.get("gw_fit_weight"):
+                fit = sum(F.mse_loss(self.gw_head(mu), self._guide(d, b["idx"]), reduction="sum")
+                          for d, (mu, b) in enumerate(zip(mus, batch))) / n
+                parts["gw_fit"] = fit
+                total = total + p["gw_fit_weight"] * fit
         parts["ot"] = ot
         return LossRecord(total + p["ot_weight"] * ot, parts)
 
@@ -653,8 +684,7 @@ class UniPort(Method):
                 continue  # every sampled cell of one side has weight 0: nothing to transport
             c = c / c.max().clamp_min(1e-12)
             if p in self.guide_coords and q in self.guide_coords:  # GW or PCA guidance: see the docstring
-                g = sqdist(getattr(self, self.guide_coords[p])[batch[p]["idx"]],
-                           getattr(self, self.guide_coords[q])[batch[q]["idx"]])
+                g = sqdist(self._guide(p, batch[p]["idx"]), self._guide(q, batch[q]["idx"]))
                 c = c + self.guide_weight * g / g.max().clamp_min(1e-12)
             problems.append((p, q, cost, c, a, b))
         eps = self.params["ot_eps"]
@@ -750,13 +780,17 @@ def _gw_guidance(params: dict[str, Any], datasets) -> dict[str, np.ndarray] | bo
         "diagonal mode without labels: the minibatch OT is guided by a Gromov-Wasserstein alignment "
         f"of the two modalities' geometries (metacells: {plain['n_metacells']}, kinds: {plain['kinds']}"
         + (f"; {'; '.join(c['reason'] for c in choices.values())}" if choices else "")
-        + "). Pass gw_prior=False for unguided OT, or label_key= for the cell-type prior. "
-        "method='gw' returns that alignment's own embedding (no encoders for new cells), which "
-        "matches the cells at hand more closely than the VAE it guides.",
+        + ")" + (", and the encoders learn its coordinates "
+                 f"(gw_fit_weight={params['gw_fit_weight']:g})" if params.get("gw_fit_weight") else "")
+        + ". Pass gw_prior=False for unguided OT, or label_key= "
+        "for the cell-type prior. method='gw' returns that alignment's own embedding (no encoders "
+        "for new cells).",
         ScferryWarning, stacklevel=4)
     record_choice(params.setdefault("_choices", {}), "gw_prior", True,
                   "diagonal mode without labels: the minibatch OT is guided by a Gromov-Wasserstein "
-                  "alignment of the two modalities (gw_prior=False turns it off)")
+                  "alignment of the two modalities" + ("" if not params.get("gw_fit_weight") else
+                  ", and the encoders learn its coordinates (gw_fit_weight)")
+                  + " (gw_prior=False turns it off)")
     refined: dict[str, Any] = {}
     z = gw_method.embedding(al, refined, hp["refine"], seed=int(params.get("seed", 0)))
     params["gw_record"] = {"used": True, **{k: v for k, v in plain.items()

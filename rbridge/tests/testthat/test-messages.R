@@ -28,6 +28,8 @@ test_that("Python warnings are R warnings (withCallingHandlers, suppressWarnings
     expect_true(any(grepl("mode = 'diagonal'", msgs)))
     # no labels: the default diagonal call is guided by the Gromov-Wasserstein alignment, and says so
     expect_true(any(grepl("Gromov-Wasserstein match of their geometries", msgs)))
+    expect_true(any(grepl("its encoders learn the match's coordinates, gw_fit_weight = 1", msgs,
+                          fixed = TRUE)))
     expect_silent(suppressMessages(suppressWarnings(
         ferry_integrate(list(g1 = p$g1, g2 = g2), max_iter = 5, progress = FALSE))))
 })
