@@ -106,7 +106,7 @@ def test_gw_peaks_aligned_through_their_gene_activity():
         scores[given] = foscttm(r.obsm["X_scferry"], p.obsm["X_scferry"])
     assert scores[True] < _random_foscttm(rna.n_obs, 30) - 0.15, scores
     assert scores[True] < scores[False] - 0.15, scores
-    with pytest.raises(ValueError, match="tss must be None or a DataFrame"):
+    with pytest.raises(ValueError, match="tss must be 'auto'.*a DataFrame"):
         sf.integrate({"rna": rna, "atac": peaks}, method="gw", tss="genes.tsv")
 
 
@@ -190,6 +190,65 @@ def test_diagonal_uniport_gw_fit_carries_the_alignment_to_held_apart_cells(snare
     loaded = sf.load(tmp_path / "fit.pt")
     np.testing.assert_allclose(sf.project(loaded, rna[test].copy(), dataset="rna"),
                                sf.project(models[None], rna[test].copy(), dataset="rna"), atol=1e-5)
+
+
+def test_gw_reads_the_peaks_assembly_when_no_tss_is_given():
+    """tss="auto" (default): the SNARE fixture's peaks (mouse cortex, mm10) are read as mm10 from
+    where they lie (near mm10's TSSs, not mm9's, hg19's or hg38's), recorded and announced; their
+    gene activity aligns them far better than plain GW (tss=None). Peak coordinates parsed from
+    Signac-style names give the same; tss="mm10" the same as auto."""
+    rna, atac = read_fixture("snare_cortex_rna.h5ad"), read_fixture("snare_cortex_atac.h5ad")
+    scores, embeddings = {}, {}
+    for tss in ("auto", None, "mm10"):
+        r, a = rna.copy(), atac.copy()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = sf.integrate({"rna": r, "atac": a}, method="gw", tss=tss, progress=False)
+        said = [str(w.message) for w in caught if "read as assembly mm10" in str(w.message)]
+        assert bool(said) == (tss == "auto")
+        if tss == "auto":
+            assert model.choices["tss"]["value"] == "mm10"
+            frac = sf.tl.promoter_fractions(atac)
+            assert frac["mm10"] > 2 * max(v for g, v in frac.items() if g != "mm10")
+        scores[tss], embeddings[tss] = foscttm(r.obsm["X_scferry"], a.obsm["X_scferry"]), a.obsm["X_scferry"]
+    assert scores["auto"] < scores[None] - 0.1, scores
+    np.testing.assert_allclose(embeddings["mm10"], embeddings["auto"], atol=1e-5)
+    named = atac.copy()  # no coordinate columns, Signac's peak names
+    named.var = named.var.drop(columns=["chrom", "start", "end"])
+    named.var_names = [n.replace("_", "-") for n in atac.var_names]
+    r = rna.copy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = sf.integrate({"rna": r, "atac": named}, method="gw", progress=False)
+    assert model.choices["tss"]["value"] == "mm10"
+    np.testing.assert_allclose(named.obsm["X_scferry"], embeddings["auto"], atol=1e-5)
+    assert list(named.var.columns) == [] and "X_scferry" not in atac.obsm  # inputs untouched
+
+
+def test_gw_auto_tss_says_when_it_cannot_link_the_peaks():
+    """Peaks without coordinates, or gene names no shipped table has: plain GW, announced with
+    the way out (tss=); an unknown assembly name is an error naming the shipped ones."""
+    rna, atac = read_fixture("snare_cortex_rna.h5ad"), read_fixture("snare_cortex_atac.h5ad")
+    bare = atac.copy()
+    bare.var = bare.var.drop(columns=["chrom", "start", "end"])
+    bare.var_names = [f"peak{i}" for i in range(bare.n_vars)]
+    other = rna.copy()
+    other.var_names = [f"ENSMUSG{i:011d}" for i in range(rna.n_vars)]  # ids, not symbols
+    for r, a, why in ((rna.copy(), bare, "has no peak coordinates"),
+                      (other, atac.copy(), "gene names are in mm10's table")):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = sf.integrate({"rna": r, "atac": a}, method="gw", kinds={"atac": "peaks"},
+                                 n_starts=1, progress=False)
+        assert model.choices["tss"]["value"] is None and why in model.choices["tss"]["reason"]
+        assert any("pass tss=" in str(w.message) for w in caught)
+    with pytest.raises(ValueError, match="hg38"):
+        sf.integrate({"rna": rna.copy(), "atac": atac.copy()}, method="gw", tss="hg37")
+    with pytest.raises(ValueError, match="mm10"):
+        sf.tl.tss_table("GRCm38")
+    t = sf.tl.tss_table("hg38")
+    assert list(t.columns) == ["gene", "chrom", "tss", "strand"] and len(t) > 20000
+    assert not t["gene"].duplicated().any() and t["strand"].isin(["+", "-"]).all()
 
 
 def test_gw_tss_is_never_silently_ignored(snare_gene):
@@ -301,8 +360,9 @@ def test_gw_on_all_snare_nuclei_reaches_the_issue_goals(method, other):
     """Issue 17's goals on all 10,309 SNARE-seq nuclei (shared data), unpaired and unlabelled:
     the second modality's rows shuffled and renamed, the pairing used only to score. RNA vs gene
     activity (fused GW on the shared gene names): FOSCTTM <= 0.15; RNA vs peaks with the TSS
-    table: <= 0.20. Both also beat the Seurat CCA of the linked genes on the same cells (for peaks:
-    their gene activity, as the method derives it) by a margin. ``uniport``: the diagonal call at
+    table (found by ``tss="auto"``, nothing passed): <= 0.20. Both also beat the Seurat CCA of the
+    linked genes on the same cells (for peaks: their gene activity, as the method derives it) by
+    a margin. ``uniport``: the diagonal call at
     its defaults (GW-guided, its encoders learning the GW coordinates) holds the gene-activity
     goal too."""
     import pandas as pd
@@ -315,15 +375,13 @@ def test_gw_on_all_snare_nuclei_reaches_the_issue_goals(method, other):
     shuffled = oth[perm].copy()
     shuffled.obs_names = [f"c{i}" for i in range(oth.n_obs)]
     tss = pd.read_csv(ROOT / "bench" / "multiome" / "snare_cortex_tss_mm10.tsv", sep="\t")
-    given = {"tss": tss} if other == "atac" else {}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings():  # nothing beside the data (peaks: tss="auto" reads them as mm10)
         warnings.simplefilter("ignore")
         if method == "gw":
-            sf.integrate({"rna": rna, "atac": shuffled}, method="gw", seed=0, progress=False,
-                         **given)
+            sf.integrate({"rna": rna, "atac": shuffled}, method="gw", seed=0, progress=False)
         else:  # the gene names are shared: diagonal mode by hand, as for unpaired modalities
-            sf.integrate({"rna": rna, "atac": shuffled}, method="uniport", mode="diagonal",
-                         gw_params=given, seed=0, progress=False)
+            sf.integrate({"rna": rna, "atac": shuffled}, method="uniport", mode="diagonal", seed=0,
+                         progress=False)
     z_oth = np.empty_like(shuffled.obsm["X_scferry"])
     z_oth[perm] = shuffled.obsm["X_scferry"]
     score = foscttm(rna.obsm["X_scferry"], z_oth)

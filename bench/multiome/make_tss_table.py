@@ -19,36 +19,16 @@ Limits: one TSS per gene (the 5'-most; 18% of these genes have TSSs > 1 kb apart
 """
 from __future__ import annotations
 
-import io
 import sys
-import zipfile
+from pathlib import Path
 
-import pandas as pd
-
-BED = "celloracle/motif_analysis/tss_ref_data/mm10_tss_info.bed"
-
-
-def tss_table(bed: pd.DataFrame) -> pd.DataFrame:
-    centre = (bed["start"] + bed["end"]) / 2
-    sign = bed["strand"].map({"+": -1, "-": 1})
-    bed = bed.assign(tss=centre + sign * bed["dist"])
-    rows = []
-    for gene, g in bed.groupby("gene", sort=True):
-        chrom = g["chrom"].mode().iloc[0]  # a few genes are listed on two chromosomes (X/Y copies)
-        g = g[g["chrom"] == chrom]
-        strand = g["strand"].mode().iloc[0]
-        five_prime = g["tss"].min() if strand == "+" else g["tss"].max()
-        rows.append({"gene": gene, "chrom": chrom, "tss": int(round(five_prime)), "strand": strand,
-                     "n_rows": len(g),
-                     "tss_spread": int(g["tss"].max() - g["tss"].min())})
-    return pd.DataFrame(rows)
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "inst" / "scripts"))
+from make_tss_tables import read_bed, tss_table  # noqa: E402  (the shipped tables' conversion)
 
 
 def main(wheel: str, rna_h5ad: str, out: str) -> None:
     import anndata as ad
-    with zipfile.ZipFile(wheel) as z:
-        bed = pd.read_csv(io.BytesIO(z.read(BED)), sep="\t", header=None,
-                          names=["chrom", "start", "end", "gene", "dist", "strand"])
+    bed = read_bed(wheel, "mm10")
     genes = ad.read_h5ad(rna_h5ad, backed="r").var_names
     table = tss_table(bed[bed["gene"].isin(genes)])
     table.to_csv(out, sep="\t", index=False)

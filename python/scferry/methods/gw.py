@@ -15,10 +15,15 @@ built in their CCA space (see there). Linked features make it fused GW (``linked
 feature names both datasets share, when there are >= 50; or a DataFrame pairing features, e.g.
 genes with the proteins they code). RNA vs ATAC peaks share no features; with ``tss=`` (a table
 of gene TSS positions: gene names as index or a ``gene`` column, ``chrom``, ``tss``, optionally
-``strand``; the peaks need ``var`` columns ``chrom``, ``start``, ``end``) the peaks' gene
+``strand``; or a shipped assembly's name, :func:`scferry.tl.tss_table`; the peaks need ``var``
+columns ``chrom``, ``start``, ``end`` or names such as ``chr1-100-600``) the peaks' gene
 activity (:func:`scferry.tl.gene_activity`) is linked to the RNA genes of the same name, as
-Seurat/Signac and GLUE link the two modalities (announced and recorded). ``tss=`` that cannot
-be used (no peaks dataset or two, ``linked=None`` or a linked table) is an error, never ignored.
+Seurat/Signac and GLUE link the two modalities (announced and recorded). ``tss="auto"``
+(default): with one peaks dataset and nothing else linking the two, the shipped assembly whose
+TSSs the peaks lie near is used when one clearly stands out (open chromatin gathers at
+promoters; :func:`_auto_tss`), else plain GW; announced and recorded either way. An explicit
+``tss=`` that cannot be used (no peaks dataset or two, ``linked=None`` or a linked table) is an
+error, never ignored.
 
 ``refine`` (default 1): rounds of refinement after GW (:meth:`scferry.gw.Alignment.refined`,
 MaxFuse, Chen et al., Nat Biotech 2023): cells matched one-to-one in the joint space, a CCA over
@@ -46,7 +51,11 @@ from .. import gw as _gw
 from ..data import collect_datasets
 from ..errors import ScferryWarning, record_choice
 
-DEFAULTS = dict(_gw.DEFAULTS, kinds=None, linked="auto", tss=None, refine=1)
+DEFAULTS = dict(_gw.DEFAULTS, kinds=None, linked="auto", tss="auto", refine=1)
+#: ``tss="auto"`` reads the peaks as the shipped assembly whose TSSs they overlap most, when that
+#: assembly's promoter fraction is at least this and this many times the next one's.
+AUTO_TSS_MIN_FRACTION, AUTO_TSS_MIN_RATIO = 0.04, 2.0
+PEAK_NAME = r"^(.+)[:_-](\d+)[_-](\d+)$"  # chr1:100-600, chr1-100-600, chr1_100_600
 MIN_LINKED = 50  # shared features below which fused GW is not used by default
 
 
@@ -129,10 +138,16 @@ def check_params(params: dict[str, Any]) -> None:
         raise ValueError(f"kinds must be None (guessed from the data) or a dict of dataset name -> one of "
                          f"{_gw.KINDS}, e.g. {{'atac': 'peaks'}}; got {kinds!r}.")
     tss = params["tss"]
-    if tss is not None and not isinstance(tss, pd.DataFrame):
-        raise ValueError("tss must be None or a DataFrame of gene TSS positions (gene names as index or a "
-                         "'gene' column; columns 'chrom', 'tss', optionally 'strand'): with it, ATAC peaks "
-                         f"are aligned through their gene activity; got {type(tss).__name__}.")
+    from ..tl.peak_gene import TSS_GENOMES
+    if not (tss is None or isinstance(tss, pd.DataFrame) or (isinstance(tss, str) and tss in
+                                                              ("auto", *TSS_GENOMES))):
+        raise ValueError("tss must be 'auto' (the default: ATAC peaks read as the shipped assembly "
+                         f"whose TSSs they overlap, if one clearly does), a shipped assembly "
+                         f"{list(TSS_GENOMES)}, a DataFrame of gene TSS positions (gene names as index "
+                         "or a 'gene' column; columns 'chrom', 'tss', optionally 'strand'), or None "
+                         "(no gene activity): with it, ATAC peaks are aligned through their gene "
+                         f"activity; got {tss!r}.")
+    tss = None if isinstance(tss, str) and tss == "auto" else tss
     linked = params["linked"]
     if not (linked is None or (isinstance(linked, str) and linked == "auto")
             or isinstance(linked, pd.DataFrame)):
@@ -169,16 +184,22 @@ def fit(data, params: dict[str, Any], *, seed: int, progress: bool,
                           f"feature names; pass kinds={{{d.name!r}: ...}} to choose)")
         kinds.append(kind)
     linked = params.get("linked", "auto")
-    if params.get("tss") is not None:
+    tss = params.get("tss")
+    if isinstance(tss, str) and tss == "auto":
+        tss = _auto_tss(data, kinds, linked, choices)
+    elif tss is not None:
         _check_tss_applies(names, kinds)
+        if isinstance(tss, str):
+            from ..tl.peak_gene import tss_table
+            tss = tss_table(tss)
     pair = L = None
     if isinstance(linked, pd.DataFrame):
         missing = [n for n in names if n not in linked.columns]
         if missing:
             raise ValueError(f"linked needs one column per dataset {names}; missing {missing}.")
         pair = [list(map(str, linked[n])) for n in names]
-    elif params.get("tss") is not None:  # linked == "auto" and one peaks dataset (checked above)
-        L, pair = _gene_activity_link(data, mats, kinds, params["tss"], choices)
+    elif tss is not None:  # linked == "auto" and one peaks dataset (checked above)
+        L, pair = _gene_activity_link(data, mats, kinds, tss, choices)
     elif linked == "auto":
         shared = data[0].var_names.intersection(data[1].var_names)
         if len(shared) >= MIN_LINKED:
@@ -213,6 +234,64 @@ def _check_tss_applies(names: list[str], kinds: list[str]) -> None:
                          "kinds={name: 'peaks'} naming the one peaks dataset.")
 
 
+def _peak_coordinates(peaks) -> pd.DataFrame | None:
+    """The peaks' ``chrom``, ``start``, ``end``: from ``var`` columns, else parsed from every peak
+    name (``chr1:100-600``, ``chr1-100-600``, ``chr1_100_600``, as Signac and 10x name them);
+    None when neither gives them."""
+    var = peaks.adata.var
+    if {"chrom", "start", "end"} <= set(var.columns):
+        return var[["chrom", "start", "end"]].copy()
+    parts = pd.Index(peaks.var_names).astype(str).str.extract(PEAK_NAME)
+    if parts.isna().any().any():
+        return None
+    return pd.DataFrame({"chrom": parts[0].to_numpy(), "start": parts[1].astype(np.int64).to_numpy(),
+                         "end": parts[2].astype(np.int64).to_numpy()}, index=peaks.var_names)
+
+
+def _auto_tss(data, kinds: list[str], linked, choices: dict) -> pd.DataFrame | None:
+    """``tss="auto"``: with one ATAC peaks dataset and one other, nothing else linking them
+    (``linked="auto"`` and fewer than ``MIN_LINKED`` shared names) and peak coordinates, the
+    peaks are read as the shipped assembly whose TSSs the most of them lie near
+    (:func:`scferry.tl.peak_gene.promoter_fractions`), if that fraction is at least
+    ``AUTO_TSS_MIN_FRACTION`` and ``AUTO_TSS_MIN_RATIO`` times the next assembly's and the other
+    dataset has at least ``MIN_LINKED`` of its genes; its TSS table is returned. Either way the
+    outcome is recorded (and announced) when the rest applies."""
+    from ..tl.peak_gene import PROMOTER_BP, promoter_fractions, tss_table
+    if not (isinstance(linked, str) and linked == "auto") or kinds.count("peaks") != 1:
+        return None
+    ip = kinds.index("peaks")
+    peaks, other = data[ip], data[1 - ip]
+    if len(peaks.var_names.intersection(other.var_names)) >= MIN_LINKED:
+        return None  # shared names link them (fused GW on those)
+    coords = _peak_coordinates(peaks)
+    how = (f"pass tss= a TSS table or one of the shipped assemblies to link the peaks of "
+           f"{peaks.name!r} to the genes of {other.name!r} through their gene activity")
+    if coords is None:
+        record_choice(choices, "tss", None, f"dataset {peaks.name!r} is read as ATAC peaks but has no "
+                      "peak coordinates (var columns 'chrom', 'start', 'end' or names such as "
+                      f"'chr1-100-600'), so plain GW aligns it, which matches peaks to RNA poorly; {how}")
+        return None
+    frac = promoter_fractions(AnnData(var=coords))
+    ranked = sorted(frac, key=frac.get, reverse=True)
+    best, second = ranked[0], ranked[1]
+    shown = ", ".join(f"{g} {100 * frac[g]:.1f}%" for g in ranked)
+    table = tss_table(best)
+    n_genes = len(other.var_names.intersection(pd.Index(table["gene"])))
+    if frac[best] < AUTO_TSS_MIN_FRACTION or frac[best] < AUTO_TSS_MIN_RATIO * frac[second] \
+            or n_genes < MIN_LINKED:
+        why = (f"only {n_genes} of {other.name!r}'s gene names are in {best}'s table"
+               if n_genes < MIN_LINKED else "no assembly stands out")
+        record_choice(choices, "tss", None, f"the peaks of {peaks.name!r} near the TSSs of the shipped "
+                      f"assemblies: {shown}; {why}, so plain GW aligns them, which matches peaks to "
+                      f"RNA poorly; {how}")
+        return None
+    record_choice(choices, "tss", best, f"the peaks of {peaks.name!r} read as assembly {best} (peaks "
+                  f"within {PROMOTER_BP / 1000:g} kb of its TSSs: {shown}); their gene activity links them to "
+                  f"{other.name!r}'s genes (pass tss= another assembly or table to choose, tss=None "
+                  "for plain GW)")
+    return table
+
+
 def _gene_activity_link(data, mats, kinds, tss: pd.DataFrame, choices: dict) -> tuple[tuple, list]:
     """Peaks aligned through their own gene activity: the peaks dataset's gene activity
     (:func:`scferry.tl.gene_activity` at its defaults: MAESTRO's regulatory potential) is linked to the other dataset's
@@ -221,10 +300,12 @@ def _gene_activity_link(data, mats, kinds, tss: pd.DataFrame, choices: dict) -> 
     from ..tl.peak_gene import gene_activity
     ip = kinds.index("peaks")
     peaks, other = data[ip], data[1 - ip]
-    if not {"chrom", "start", "end"} <= set(peaks.adata.var.columns):
+    coords = _peak_coordinates(peaks)
+    if coords is None:
         raise ValueError(f"tss was given but dataset {peaks.name!r} has no peak coordinates: its var needs "
-                         "columns 'chrom', 'start', 'end' to derive gene activity.")
-    view = AnnData(mats[ip], var=peaks.adata.var[["chrom", "start", "end"]].copy())
+                         "columns 'chrom', 'start', 'end' (or peak names such as 'chr1-100-600') to "
+                         "derive gene activity.")
+    view = AnnData(mats[ip], var=coords)
     ga = gene_activity(view, tss)
     genes = other.var_names.intersection(ga.var_names)
     if len(genes) < MIN_LINKED:

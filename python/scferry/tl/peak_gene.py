@@ -246,6 +246,45 @@ def _peaks_in_windows(peaks: pd.DataFrame, chrom: np.ndarray, lo: np.ndarray,
     return pairs
 
 
+#: Genome assemblies whose TSS tables ship with scferry (``tss_table``).
+TSS_GENOMES = ("hg19", "hg38", "mm9", "mm10")
+#: ``guess_genome``: a peak within this many bp of a TSS counts as a promoter peak.
+PROMOTER_BP = 1_000
+
+
+def tss_table(genome: str) -> pd.DataFrame:
+    """The TSS table shipped for ``genome`` (one of ``TSS_GENOMES``: hg19, hg38, mm9, mm10), one
+    row per gene: ``gene``, ``chrom``, ``tss`` (the gene's 5'-most TSS), ``strand``. Source: HOMER's
+    promoter annotation as shipped in CellOracle 0.20.0 (Kamimoto et al., Nature 614, 742 (2023);
+    Apache-2.0), converted by ``inst/scripts/make_tss_tables.py``. For :func:`gene_activity` and
+    ``tss=`` of ``method="gw"`` (where the genome name may be given instead of the table)."""
+    if not isinstance(genome, str) or genome not in TSS_GENOMES:
+        raise ValueError(f"genome must be one of {list(TSS_GENOMES)} (the TSS tables scferry ships); "
+                         f"got {genome!r}. For another assembly pass your own table (columns 'gene', "
+                         "'chrom', 'tss', 'strand').")
+    from importlib.resources import files
+    with (files(__package__) / "tss" / f"{genome}.tsv.gz").open("rb") as f:
+        return pd.read_csv(f, sep="\t", compression="gzip", dtype={"chrom": str})
+
+
+def promoter_fractions(atac: AnnData) -> dict[str, float]:
+    """For each shipped genome, the fraction of ``atac``'s peaks (var ``chrom``, ``start``,
+    ``end``) within ``PROMOTER_BP`` of one of its TSSs. Open chromatin is enriched at promoters, so
+    peaks called on an assembly overlap that assembly's TSSs far more often than another's, whose
+    coordinates are shifted (another assembly) or unrelated (another species)."""
+    peaks = _check_peaks(atac)
+    n = max(len(peaks), 1)
+    prefixed = peaks["chrom"].str.lower().str.startswith("chr").any()
+    out = {}
+    for genome in TSS_GENOMES:
+        t = tss_table(genome)
+        chrom = t["chrom"].to_numpy() if prefixed else t["chrom"].str.replace("^chr", "", regex=True).to_numpy()
+        pos = t["tss"].to_numpy()
+        hits = _peaks_in_windows(peaks, chrom, pos - PROMOTER_BP, pos + PROMOTER_BP)
+        out[genome] = len(np.unique(np.concatenate([h for _, h in hits]))) / n if hits else 0.0
+    return out
+
+
 def gene_activity(atac: AnnData, tss: pd.DataFrame, *, upstream: int = 100_000,
                   downstream: int = 100_000, half_life: float | None = 10_000,
                   layer: str | None = None) -> AnnData:
