@@ -210,7 +210,8 @@ def test_gw_reads_the_peaks_assembly_when_no_tss_is_given():
             assert model.choices["tss"]["value"] == "mm10"
             frac = sf.tl.promoter_fractions(atac)
             assert frac["mm10"] > 2 * max(v for g, v in frac.items() if g != "mm10")
-        scores[tss], embeddings[tss] = foscttm(r.obsm["X_scferry"], a.obsm["X_scferry"]), a.obsm["X_scferry"]
+        scores[tss] = foscttm(r.obsm["X_scferry"], a.obsm["X_scferry"])
+        embeddings[tss] = a.obsm["X_scferry"]
     assert scores["auto"] < scores[None] - 0.1, scores
     np.testing.assert_allclose(embeddings["mm10"], embeddings["auto"], atol=1e-5)
     named = atac.copy()  # no coordinate columns, Signac's peak names
@@ -375,7 +376,7 @@ def test_gw_on_all_snare_nuclei_reaches_the_issue_goals(method, other):
     shuffled = oth[perm].copy()
     shuffled.obs_names = [f"c{i}" for i in range(oth.n_obs)]
     tss = pd.read_csv(ROOT / "bench" / "multiome" / "snare_cortex_tss_mm10.tsv", sep="\t")
-    with warnings.catch_warnings():  # nothing beside the data (peaks: tss="auto" reads them as mm10)
+    with warnings.catch_warnings():  # nothing beside the data (peaks: tss="auto" reads mm10)
         warnings.simplefilter("ignore")
         if method == "gw":
             sf.integrate({"rna": rna, "atac": shuffled}, method="gw", seed=0, progress=False)

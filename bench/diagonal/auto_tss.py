@@ -7,67 +7,50 @@ line per run, appended to ``--out``. ``cca``: the baseline, Seurat CCA of the RN
 peaks' gene activity on the assembly ``tss="auto"`` picks (``tss`` setting ignored; run once).
 
     OMP_NUM_THREADS=1 PYTHONPATH=python ~/.virtualenvs/r-scferry/bin/python \\
-        bench/diagonal/auto_tss.py --methods gw uniport --seeds 0 1 2 --out bench/out/diag10/auto_tss.jsonl
+        bench/diagonal/auto_tss.py --seeds 0 1 2 --out bench/out/diag10/auto_tss.jsonl
 """
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import sys
 import time
-import warnings
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load, score  # noqa: E402
+from common import all_cells, append_row, fit_and_score  # noqa: E402
 
 
 def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--datasets", nargs="+", default=["snare_peaks", "scicar"])
-    p.add_argument("--methods", nargs="+", default=["gw", "uniport"], choices=["gw", "uniport", "cca"])
+    p.add_argument("--methods", nargs="+", default=["gw", "uniport"],
+                   choices=["gw", "uniport", "cca"])
     p.add_argument("--tss", nargs="+", default=["auto", "none"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--out", type=Path, default=Path("bench/out/diag10/auto_tss.jsonl"))
     args = p.parse_args()
     import scferry as sf
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for name in args.datasets:
-        for seed in args.seeds:
-            rna0, oth0, other, paired = load(name, 0, seed)
-            for method in args.methods:
-                for tss in (args.tss if method != "cca" else ["auto"]):
-                    rna, oth = rna0.copy(), oth0.copy()
-                    if method == "cca":
-                        row = {"dataset": name, "seed": seed, "method": method, "tss": tss,
-                               **cca_baseline(rna, oth, seed)}
-                        print(json.dumps(row), flush=True)
-                        with open(args.out, "a") as f:
-                            f.write(json.dumps(row) + "\n")
-                        continue
-                    setting = {"tss": None if tss == "none" else tss}
-                    kw = dict(method="gw", **setting) if method == "gw" else dict(
-                        method="uniport", mode="diagonal", gw_params=setting)
-                    t = time.process_time()
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        model = sf.integrate({"rna": rna, other: oth}, seed=seed, progress=False, **kw)
-                    cpu = time.process_time() - t
-                    choices = model.params["gw_record"]["choices"] if method == "uniport" else \
-                        model.choices
-                    row = {"dataset": name, "seed": seed, "method": method, "tss": tss,
-                           "tss_choice": (choices.get("tss") or {}).get("value"),
-                           "tss_reason": (choices.get("tss") or {}).get("reason"),
-                           **score(np.asarray(rna.obsm["X_scferry"]), np.asarray(oth.obsm["X_scferry"]),
-                                   rna.obs["cell_type"], oth.obs["cell_type"], paired),
-                           "cpu_s": cpu,
-                           "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-                    print(json.dumps(row), flush=True)
-                    with open(args.out, "a") as f:
-                        f.write(json.dumps(row) + "\n")
+    for name, seed, rna0, oth0, other, paired in all_cells(args.datasets, args.seeds):
+        for method in args.methods:
+            for tss in (args.tss if method != "cca" else ["auto"]):
+                rna, oth = rna0.copy(), oth0.copy()
+                row = {"dataset": name, "seed": seed, "method": method, "tss": tss}
+                if method == "cca":
+                    append_row(args.out, {**row, **cca_baseline(rna, oth, seed)})
+                    continue
+                setting = {"tss": None if tss == "none" else tss}
+                kw = dict(method="gw", **setting) if method == "gw" else dict(
+                    method="uniport", mode="diagonal", gw_params=setting)
+                fitted = {}
+                scores = fit_and_score(lambda: fitted.setdefault("model", sf.integrate(
+                    {"rna": rna, other: oth}, seed=seed, progress=False, **kw)),
+                    rna, oth, paired)
+                model = fitted["model"]
+                choices = model.params["gw_record"]["choices"] if method == "uniport" else \
+                    model.choices
+                choice = choices.get("tss") or {}
+                append_row(args.out, {**row, "tss_choice": choice.get("value"),
+                                      "tss_reason": choice.get("reason"), **scores})
     return 0
 
 

@@ -70,6 +70,37 @@ def score(z_rna, z_oth, lab_rna, lab_oth, paired: bool, k: int = 15) -> dict:
     return out
 
 
+def all_cells(names: list[str], seeds: list[int]):
+    """``(name, seed, rna, other, other modality, paired)`` for every dataset and seed, all cells
+    (:func:`load`); the seed seeds the method, the cells are the same."""
+    for name in names:
+        for seed in seeds:
+            yield (name, seed, *load(name, 0, seed))
+
+
+def fit_and_score(fit, rna: ad.AnnData, oth: ad.AnnData, paired: bool) -> dict:
+    """Runs ``fit()`` (which writes ``obsm["X_scferry"]`` on both) with warnings silenced and
+    returns the scores, its CPU s and the process's peak RSS (MiB) so far."""
+    import resource
+    t = time.process_time()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fit()
+    cpu = time.process_time() - t
+    return {**score(np.asarray(rna.obsm["X_scferry"]), np.asarray(oth.obsm["X_scferry"]),
+                    rna.obs["cell_type"], oth.obs["cell_type"], paired),
+            "cpu_s": cpu, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def append_row(out: Path, row: dict) -> None:
+    """Prints ``row`` as one JSON line and appends it to ``out`` (folder created)."""
+    import json
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(json.dumps(row), flush=True)
+    with open(out, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
 def report_rows(rows: dict, name: str, seed: int, out: Path, title: str = "") -> None:
     """A screen's rows for one dataset and seed: printed as a markdown table (``key=value`` cells,
     floats to 3 decimals) under ``name, seed N`` plus ``title``, and written to

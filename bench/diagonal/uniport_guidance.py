@@ -13,16 +13,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import sys
-import time
-import warnings
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import load, score, user_inputs  # noqa: E402
+from common import all_cells, append_row, fit_and_score, user_inputs  # noqa: E402
 
 
 def main() -> int:
@@ -36,29 +31,17 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path("bench/out/diag9/uniport_guidance.jsonl"))
     args = p.parse_args()
     import scferry as sf
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    for name in args.datasets:
-        for seed in args.seeds:
-            rna0, oth0, other, paired = load(name, 0, seed)
-            for setting in args.settings:
-                refine, weight = setting.split(":")
-                rna, oth = rna0.copy(), oth0.copy()  # each fit writes its embedding into obsm
-                t = time.process_time()
-                given = {"refine": int(refine), **user_inputs(name, rna, oth, other)}
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    sf.integrate({"rna": rna, other: oth}, method="uniport", mode="diagonal",
-                                 gw_params=given, gw_weight=float(weight), max_iter=args.max_iter,
-                                 seed=seed, progress=False, **args.params)
-                row = {"dataset": name, "seed": seed, "refine": int(refine),
-                       "gw_weight": float(weight), **args.params,
-                       **score(np.asarray(rna.obsm["X_scferry"]), np.asarray(oth.obsm["X_scferry"]),
-                               rna.obs["cell_type"], oth.obs["cell_type"], paired),
-                       "cpu_s": time.process_time() - t,
-                       "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-                print(json.dumps(row), flush=True)
-                with open(args.out, "a") as f:
-                    f.write(json.dumps(row) + "\n")
+    for name, seed, rna0, oth0, other, paired in all_cells(args.datasets, args.seeds):
+        for setting in args.settings:
+            refine, weight = setting.split(":")
+            rna, oth = rna0.copy(), oth0.copy()  # each fit writes its embedding into obsm
+            given = {"refine": int(refine), **user_inputs(name, rna, oth, other)}
+            scores = fit_and_score(lambda: sf.integrate(
+                {"rna": rna, other: oth}, method="uniport", mode="diagonal", gw_params=given,
+                gw_weight=float(weight), max_iter=args.max_iter, seed=seed, progress=False,
+                **args.params), rna, oth, paired)
+            append_row(args.out, {"dataset": name, "seed": seed, "refine": int(refine),
+                                  "gw_weight": float(weight), **args.params, **scores})
     return 0
 
 

@@ -328,7 +328,8 @@ ferry_integrate <- function(objects, method = "uniport", batch = NULL, assay = N
     paste0("metacells: ", paste(unlist(rec$n_metacells), collapse = " / "), ", kinds: ",
            paste(unlist(rec$kinds), collapse = " / "),
            if (is.character(genome) && length(genome) == 1)
-               paste0("; the peaks read as assembly ", genome, ", linked to genes by their gene activity"),
+               paste0("; the peaks read as assembly ", genome,
+                      ", linked to genes by their gene activity"),
            if (is.numeric(fit) && length(fit) == 1 && fit > 0)
                paste0("; its encoders learn the match's coordinates, gw_fit_weight = ", fit))
 }

@@ -141,12 +141,12 @@ def check_params(params: dict[str, Any]) -> None:
     from ..tl.peak_gene import TSS_GENOMES
     if not (tss is None or isinstance(tss, pd.DataFrame) or (isinstance(tss, str) and tss in
                                                               ("auto", *TSS_GENOMES))):
-        raise ValueError("tss must be 'auto' (the default: ATAC peaks read as the shipped assembly "
-                         f"whose TSSs they overlap, if one clearly does), a shipped assembly "
-                         f"{list(TSS_GENOMES)}, a DataFrame of gene TSS positions (gene names as index "
-                         "or a 'gene' column; columns 'chrom', 'tss', optionally 'strand'), or None "
-                         "(no gene activity): with it, ATAC peaks are aligned through their gene "
-                         f"activity; got {tss!r}.")
+        raise ValueError("tss must be 'auto' (the default: ATAC peaks read as the shipped "
+                         "assembly whose TSSs they overlap, if one clearly does), a shipped "
+                         f"assembly {list(TSS_GENOMES)}, a DataFrame of gene TSS positions (gene "
+                         "names as index or a 'gene' column; columns 'chrom', 'tss', optionally "
+                         "'strand'), or None (no gene activity): with it, ATAC peaks are aligned "
+                         f"through their gene activity; got {tss!r}.")
     tss = None if isinstance(tss, str) and tss == "auto" else tss
     linked = params["linked"]
     if not (linked is None or (isinstance(linked, str) and linked == "auto")
@@ -244,7 +244,8 @@ def _peak_coordinates(peaks) -> pd.DataFrame | None:
     parts = pd.Index(peaks.var_names).astype(str).str.extract(PEAK_NAME)
     if parts.isna().any().any():
         return None
-    return pd.DataFrame({"chrom": parts[0].to_numpy(), "start": parts[1].astype(np.int64).to_numpy(),
+    return pd.DataFrame({"chrom": parts[0].to_numpy(),
+                         "start": parts[1].astype(np.int64).to_numpy(),
                          "end": parts[2].astype(np.int64).to_numpy()}, index=peaks.var_names)
 
 
@@ -267,9 +268,10 @@ def _auto_tss(data, kinds: list[str], linked, choices: dict) -> pd.DataFrame | N
     how = (f"pass tss= a TSS table or one of the shipped assemblies to link the peaks of "
            f"{peaks.name!r} to the genes of {other.name!r} through their gene activity")
     if coords is None:
-        record_choice(choices, "tss", None, f"dataset {peaks.name!r} is read as ATAC peaks but has no "
-                      "peak coordinates (var columns 'chrom', 'start', 'end' or names such as "
-                      f"'chr1-100-600'), so plain GW aligns it, which matches peaks to RNA poorly; {how}")
+        record_choice(choices, "tss", None,
+                      f"dataset {peaks.name!r} is read as ATAC peaks but has no peak coordinates "
+                      "(var columns 'chrom', 'start', 'end' or names such as 'chr1-100-600'), so "
+                      f"plain GW aligns it, which matches peaks to RNA poorly; {how}")
         return None
     frac = promoter_fractions(AnnData(var=coords))
     ranked = sorted(frac, key=frac.get, reverse=True)
@@ -281,14 +283,16 @@ def _auto_tss(data, kinds: list[str], linked, choices: dict) -> pd.DataFrame | N
             or n_genes < MIN_LINKED:
         why = (f"only {n_genes} of {other.name!r}'s gene names are in {best}'s table"
                if n_genes < MIN_LINKED else "no assembly stands out")
-        record_choice(choices, "tss", None, f"the peaks of {peaks.name!r} near the TSSs of the shipped "
-                      f"assemblies: {shown}; {why}, so plain GW aligns them, which matches peaks to "
-                      f"RNA poorly; {how}")
+        record_choice(choices, "tss", None,
+                      f"the peaks of {peaks.name!r} near the TSSs of the shipped assemblies: "
+                      f"{shown}; {why}, so plain GW aligns them, which matches peaks to RNA "
+                      f"poorly; {how}")
         return None
-    record_choice(choices, "tss", best, f"the peaks of {peaks.name!r} read as assembly {best} (peaks "
-                  f"within {PROMOTER_BP / 1000:g} kb of its TSSs: {shown}); their gene activity links them to "
-                  f"{other.name!r}'s genes (pass tss= another assembly or table to choose, tss=None "
-                  "for plain GW)")
+    record_choice(choices, "tss", best,
+                  f"the peaks of {peaks.name!r} read as assembly {best} (peaks within "
+                  f"{PROMOTER_BP / 1000:g} kb of its TSSs: {shown}); their gene activity links "
+                  f"them to {other.name!r}'s genes (pass tss= another assembly or table to "
+                  "choose, tss=None for plain GW)")
     return table
 
 
@@ -302,9 +306,9 @@ def _gene_activity_link(data, mats, kinds, tss: pd.DataFrame, choices: dict) -> 
     peaks, other = data[ip], data[1 - ip]
     coords = _peak_coordinates(peaks)
     if coords is None:
-        raise ValueError(f"tss was given but dataset {peaks.name!r} has no peak coordinates: its var needs "
-                         "columns 'chrom', 'start', 'end' (or peak names such as 'chr1-100-600') to "
-                         "derive gene activity.")
+        raise ValueError(f"tss was given but dataset {peaks.name!r} has no peak coordinates: its "
+                         "var needs columns 'chrom', 'start', 'end' (or peak names such as "
+                         "'chr1-100-600') to derive gene activity.")
     view = AnnData(mats[ip], var=coords)
     ga = gene_activity(view, tss)
     genes = other.var_names.intersection(ga.var_names)

@@ -780,8 +780,8 @@ def _gw_guidance(params: dict[str, Any], datasets) -> dict[str, np.ndarray] | bo
         "diagonal mode without labels: the minibatch OT is guided by a Gromov-Wasserstein alignment "
         f"of the two modalities' geometries (metacells: {plain['n_metacells']}, kinds: {plain['kinds']}"
         + (f"; {'; '.join(c['reason'] for c in choices.values())}" if choices else "")
-        + ")" + (", and the encoders learn its coordinates "
-                 f"(gw_fit_weight={params['gw_fit_weight']:g})" if params.get("gw_fit_weight") else "")
+        + ")" + (", and the encoders learn its coordinates (gw_fit_weight="
+                 f"{params['gw_fit_weight']:g})" if params.get("gw_fit_weight") else "")
         + ". Pass gw_prior=False for unguided OT, or label_key= "
         "for the cell-type prior. method='gw' returns that alignment's own embedding (no encoders "
         "for new cells).",

@@ -259,9 +259,9 @@ def tss_table(genome: str) -> pd.DataFrame:
     Apache-2.0), converted by ``inst/scripts/make_tss_tables.py``. For :func:`gene_activity` and
     ``tss=`` of ``method="gw"`` (where the genome name may be given instead of the table)."""
     if not isinstance(genome, str) or genome not in TSS_GENOMES:
-        raise ValueError(f"genome must be one of {list(TSS_GENOMES)} (the TSS tables scferry ships); "
-                         f"got {genome!r}. For another assembly pass your own table (columns 'gene', "
-                         "'chrom', 'tss', 'strand').")
+        raise ValueError(f"genome must be one of {list(TSS_GENOMES)} (the TSS tables scferry "
+                         f"ships); got {genome!r}. For another assembly pass your own table "
+                         "(columns 'gene', 'chrom', 'tss', 'strand').")
     from importlib.resources import files
     with (files(__package__) / "tss" / f"{genome}.tsv.gz").open("rb") as f:
         return pd.read_csv(f, sep="\t", compression="gzip", dtype={"chrom": str})
@@ -278,7 +278,8 @@ def promoter_fractions(atac: AnnData) -> dict[str, float]:
     out = {}
     for genome in TSS_GENOMES:
         t = tss_table(genome)
-        chrom = t["chrom"].to_numpy() if prefixed else t["chrom"].str.replace("^chr", "", regex=True).to_numpy()
+        chrom = t["chrom"] if prefixed else t["chrom"].str.replace("^chr", "", regex=True)
+        chrom = chrom.to_numpy()
         pos = t["tss"].to_numpy()
         hits = _peaks_in_windows(peaks, chrom, pos - PROMOTER_BP, pos + PROMOTER_BP)
         out[genome] = len(np.unique(np.concatenate([h for _, h in hits]))) / n if hits else 0.0

@@ -52,8 +52,8 @@ test_that("ferry_integrate aligns Seurat ATAC peaks through the assembly their c
                                               model_dir = tempfile("models")))
     expect_equal(SeuratObject::Embeddings(named$atac, "ferry"),
                  SeuratObject::Embeddings(fit$atac, "ferry"), tolerance = 1e-5)
-    expect_error(suppressWarnings(ferry_integrate(objs, method = "gw", tss = "hg37", progress = FALSE,
-                                                  verbose = FALSE)),
+    expect_error(suppressWarnings(ferry_integrate(objs, method = "gw", tss = "hg37",
+                                                  progress = FALSE, verbose = FALSE)),
                  "hg38", class = "ferry_error")
     # the default call on unpaired objects (other cell names: uniPort, diagonal mode) says which
     # assembly its GW guidance read
