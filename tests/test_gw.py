@@ -250,6 +250,10 @@ def test_gw_auto_tss_says_when_it_cannot_link_the_peaks():
     t = sf.tl.tss_table("hg38")
     assert list(t.columns) == ["gene", "chrom", "tss", "strand"] and len(t) > 20000
     assert not t["gene"].duplicated().any() and t["strand"].isin(["+", "-"]).all()
+    by_name = sf.tl.gene_activity(atac, "mm10")
+    by_table = sf.tl.gene_activity(atac, sf.tl.tss_table("mm10"))
+    assert (by_name.var_names == by_table.var_names).all() and by_name.n_vars > 500
+    assert (by_name.X != by_table.X).nnz == 0
 
 
 def test_gw_tss_is_never_silently_ignored(snare_gene):

@@ -20,15 +20,17 @@ Deliberate choices (documented for users and benchmarks):
   cross-reconstruction of each modality from the other's latent code). The reference
   implementation's vertical mode encodes the first modality only; ours keeps one encoder per
   modality so that either can be projected later.
-- Vertical mode, ``n_specific_genes=None`` (the default): each modality's number of highly
-  variable features is chosen from its sparsity: 10,000 for a sparse modality (under 2 % of its
-  entries non-zero, e.g. ATAC peaks), 2,000 (the paper's number, and the other modes' default)
-  otherwise; recorded per modality in ``params["n_specific_genes"]``. Of 2,000 peaks a nucleus
-  has only a handful of reads, some none at all, and each modality must place its cell alone
-  when it is projected without its pair: with 10,000 peaks held-apart nuclei of SNARE-seq and
+- Vertical and diagonal modes, ``n_specific_genes=None`` (the default): each modality's number
+  of highly variable features is chosen from its sparsity: 10,000 for a sparse modality (under
+  2 % of its entries non-zero, e.g. ATAC peaks), 2,000 (the paper's number, and horizontal
+  mode's) otherwise; recorded per modality in ``params["n_specific_genes"]``. Of 2,000 peaks a
+  nucleus has only a handful of reads, some none at all, and each modality must place its cell
+  alone when it is projected without its pair: with 10,000 peaks held-apart nuclei of SNARE-seq and
   sci-CAR align much better, while 10,000 RNA genes (TEA-seq) did not help and cost much more
   time. More steps, a larger learning rate or input dropout did not close that gap
-  (bench/multiome/RESULTS.md, "Vertical uniPort on held-apart cells"). An integer applies to
+  (bench/multiome/RESULTS.md, "Vertical uniPort on held-apart cells"). The same holds in
+  diagonal mode, where the peaks encoder carries the GW alignment to new nuclei
+  (bench/diagonal/RESULTS.md, "ATAC peaks with nothing beside them"). An integer applies to
   every modality; a dict ``{dataset: n}`` sets each.
 - ``feature_selection``: how each modality's own features are chosen; None (the default) keeps
   the paper's highly variable features in every mode; "open" takes the features non-zero in the
@@ -471,10 +473,11 @@ class UniPort(Method):
         if mode == "horizontal" and any(drop.values()):
             raise ValueError("input_dropout applies to the per-dataset encoders of the vertical and diagonal "
                              "modes; horizontal mode encodes shared genes. Drop it or pass mode=.")
-        # by sparsity in vertical mode (scferry.pp.specific_feature_counts), else 2,000
-        heads = head_rows(datasets) if mode == "vertical" else None  # read once (density, kind)
+        # by sparsity in the per-dataset modes (scferry.pp.specific_feature_counts), else 2,000
+        per_dataset = mode in ("vertical", "diagonal")
+        heads = head_rows(datasets) if per_dataset else None  # read once (density, kind)
         params["n_specific_genes"] = specific_feature_counts(params.get("n_specific_genes"), datasets,
-                                                             by_sparsity=mode == "vertical", heads=heads)
+                                                             by_sparsity=per_dataset, heads=heads)
         given = params.get("feature_selection")  # None: the paper's highly variable (docstring)
         params["feature_selection"] = resolve_feature_selection(
             "variable" if given is None else given, datasets, params.get("_choices", {}), "uniPort")

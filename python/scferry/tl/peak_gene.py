@@ -47,10 +47,12 @@ def _check_peaks(atac: AnnData) -> pd.DataFrame:
 
 
 def _check_tss(tss, rna: AnnData | None, genes) -> pd.DataFrame:
+    if isinstance(tss, str) and tss in TSS_GENOMES:  # a shipped assembly's table
+        tss = tss_table(tss)
     if not isinstance(tss, pd.DataFrame):
         raise TypeError("tss must be a pandas DataFrame with one row per gene: the gene name (index "
                         "or a 'gene' column), 'chrom', 'tss' (position) and optionally 'strand' "
-                        f"('+'/'-'); got {type(tss).__name__}.")
+                        f"('+'/'-'), or a shipped assembly {list(TSS_GENOMES)}; got {tss!r}.")
     t = tss.set_index("gene") if "gene" in tss.columns else tss
     missing = [c for c in ("chrom", "tss") if c not in t.columns]
     if missing:
