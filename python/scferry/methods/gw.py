@@ -185,7 +185,8 @@ def fit(data, params: dict[str, Any], *, seed: int, progress: bool,
         kinds.append(kind)
     linked = params.get("linked", "auto")
     tss = params.get("tss")
-    if isinstance(tss, str) and tss == "auto":
+    auto = isinstance(tss, str) and tss == "auto"
+    if auto:
         tss = _auto_tss(data, kinds, linked, choices)
     elif tss is not None:
         _check_tss_applies(names, kinds)
@@ -199,7 +200,13 @@ def fit(data, params: dict[str, Any], *, seed: int, progress: bool,
             raise ValueError(f"linked needs one column per dataset {names}; missing {missing}.")
         pair = [list(map(str, linked[n])) for n in names]
     elif tss is not None:  # linked == "auto" and one peaks dataset (checked above)
-        L, pair = _gene_activity_link(data, mats, kinds, tss, choices)
+        try:
+            L, pair = _gene_activity_link(data, mats, kinds, tss, choices)
+        except ValueError as e:  # tss="auto" falls back to plain GW, and says why
+            if not auto:
+                raise
+            record_choice(choices, "tss", None, f"{choices['tss']['reason']}; but {e} So plain GW "
+                          "aligns them, which matches peaks to RNA poorly")
     elif linked == "auto":
         shared = data[0].var_names.intersection(data[1].var_names)
         if len(shared) >= MIN_LINKED:

@@ -250,15 +250,16 @@ def _peaks_in_windows(peaks: pd.DataFrame, chrom: np.ndarray, lo: np.ndarray,
 
 #: Genome assemblies whose TSS tables ship with scferry (``tss_table``).
 TSS_GENOMES = ("hg19", "hg38", "mm9", "mm10")
-#: ``guess_genome``: a peak within this many bp of a TSS counts as a promoter peak.
+#: ``promoter_fractions``: a peak within this many bp of a TSS counts as a promoter peak.
 PROMOTER_BP = 1_000
 
 
 def tss_table(genome: str) -> pd.DataFrame:
     """The TSS table shipped for ``genome`` (one of ``TSS_GENOMES``: hg19, hg38, mm9, mm10), one
-    row per gene: ``gene``, ``chrom``, ``tss`` (the gene's 5'-most TSS), ``strand``. Source: HOMER's
-    promoter annotation as shipped in CellOracle 0.20.0 (Kamimoto et al., Nature 614, 742 (2023);
-    Apache-2.0), converted by ``inst/scripts/make_tss_tables.py``. For :func:`gene_activity` and
+    row per gene: ``gene``, ``chrom``, ``tss`` (the gene's 5'-most TSS), ``strand``. Source:
+    HOMER's promoter annotation (Heinz et al., Mol Cell 38, 576 (2010)) as shipped in CellOracle
+    0.20.0 (Kamimoto et al., Nature 614, 742 (2023); Apache-2.0), converted by
+    ``inst/scripts/make_tss_tables.py``. For :func:`gene_activity` and
     ``tss=`` of ``method="gw"`` (where the genome name may be given instead of the table)."""
     if not isinstance(genome, str) or genome not in TSS_GENOMES:
         raise ValueError(f"genome must be one of {list(TSS_GENOMES)} (the TSS tables scferry "
@@ -302,7 +303,7 @@ def gene_activity(atac: AnnData, tss: pd.DataFrame, *, upstream: int = 100_000,
 
     ``atac``: cells x peaks, ``var`` columns ``chrom``, ``start``, ``end``. ``tss``: one row per
     gene (names as index or a ``gene`` column) with ``chrom``, ``tss`` and optionally ``strand``
-    (``'+'`` when absent). Returns a new AnnData, cells x genes (the genes with at least one peak
+    (``'+'`` when absent), or a shipped assembly's name (:func:`tss_table`). Returns a new AnnData, cells x genes (the genes with at least one peak
     in their window), sparse float32 counts, ``obs`` copied; ``uns["gene_activity"]`` records the
     window. The input is not modified."""
     _check_adata(atac, "atac")
