@@ -303,9 +303,10 @@ def gene_activity(atac: AnnData, tss: pd.DataFrame, *, upstream: int = 100_000,
 
     ``atac``: cells x peaks, ``var`` columns ``chrom``, ``start``, ``end``. ``tss``: one row per
     gene (names as index or a ``gene`` column) with ``chrom``, ``tss`` and optionally ``strand``
-    (``'+'`` when absent), or a shipped assembly's name (:func:`tss_table`). Returns a new AnnData, cells x genes (the genes with at least one peak
-    in their window), sparse float32 counts, ``obs`` copied; ``uns["gene_activity"]`` records the
-    window. The input is not modified."""
+    (``'+'`` when absent), or a shipped assembly's name (:func:`tss_table`). Returns a new
+    AnnData, cells x genes (the genes with at least one peak in their window), sparse float32
+    counts, ``obs`` copied; ``uns["gene_activity"]`` records the window. The input is not
+    modified."""
     _check_adata(atac, "atac")
     for name, v in (("upstream", upstream), ("downstream", downstream)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0:
