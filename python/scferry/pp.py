@@ -180,11 +180,12 @@ def head_rows(datasets) -> dict:
     return {d.name: read_rows(d, np.arange(min(d.n_obs, 2000))) for d in datasets}
 
 
-def specific_feature_counts(given, datasets, by_sparsity: bool = True,
-                            heads: dict | None = None) -> int | dict[str, int]:
+def specific_feature_counts(given, datasets, by_sparsity: bool = True, heads: dict | None = None,
+                            sparse_features: int = SPARSE_FEATURES) -> int | dict[str, int]:
     """``n_specific_genes`` resolved: the user's integer, their dict (one entry per dataset), or
     by default per dataset by its sparsity (``by_sparsity``; density from up to 2,000 cells,
-    ``heads`` as :func:`head_rows` returns them, read here when not given), else DENSE_FEATURES."""
+    ``heads`` as :func:`head_rows` returns them, read here when not given: ``sparse_features``
+    for a sparse one), else DENSE_FEATURES."""
     names = [d.name for d in datasets]
     if isinstance(given, dict):
         if set(given) != set(names):
@@ -200,7 +201,7 @@ def specific_feature_counts(given, datasets, by_sparsity: bool = True,
     for d in datasets:
         X = heads[d.name]
         sparse = X.nnz < SPARSE_DENSITY * X.shape[0] * X.shape[1]
-        out[d.name] = SPARSE_FEATURES if sparse else DENSE_FEATURES
+        out[d.name] = sparse_features if sparse else DENSE_FEATURES
     return out
 
 

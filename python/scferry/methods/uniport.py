@@ -21,16 +21,18 @@ Deliberate choices (documented for users and benchmarks):
   implementation's vertical mode encodes the first modality only; ours keeps one encoder per
   modality so that either can be projected later.
 - Vertical and diagonal modes, ``n_specific_genes=None`` (the default): each modality's number
-  of highly variable features is chosen from its sparsity: 10,000 for a sparse modality (under
-  2 % of its entries non-zero, e.g. ATAC peaks), 2,000 (the paper's number, and horizontal
-  mode's) otherwise; recorded per modality in ``params["n_specific_genes"]``. Of 2,000 peaks a
+  of highly variable features is chosen from its sparsity: 10,000 (vertical) or 20,000
+  (diagonal) for a sparse modality (under 2 % of its entries non-zero, e.g. ATAC peaks), 2,000
+  (the paper's number, and horizontal mode's) otherwise; recorded per modality in
+  ``params["n_specific_genes"]``. Of 2,000 peaks a
   nucleus has only a handful of reads, some none at all, and each modality must place its cell
   alone when it is projected without its pair: with 10,000 peaks held-apart nuclei of SNARE-seq and
   sci-CAR align much better, while 10,000 RNA genes (TEA-seq) did not help and cost much more
   time. More steps, a larger learning rate or input dropout did not close that gap
   (bench/multiome/RESULTS.md, "Vertical uniPort on held-apart cells"). The same holds in
-  diagonal mode, where the peaks encoder carries the GW alignment to new nuclei
-  (bench/diagonal/RESULTS.md, "ATAC peaks with nothing beside them"). An integer applies to
+  diagonal mode, where the peaks encoder alone carries the GW alignment to new nuclei, and
+  there 20,000 peaks did better again than 10,000 (bench/diagonal/RESULTS.md, "ATAC peaks with
+  nothing beside them"; 20,000 was not measured in vertical mode). An integer applies to
   every modality; a dict ``{dataset: n}`` sets each.
 - ``feature_selection``: how each modality's own features are chosen; None (the default) keeps
   the paper's highly variable features in every mode; "open" takes the features non-zero in the
@@ -185,7 +187,8 @@ from torch import nn
 
 from ..data import check_paired, has_shared_features, shared_features
 from ..errors import ScferryWarning, record_choice
-from ..pp import check_feature_selection, head_rows, resolve_feature_selection, specific_feature_counts
+from ..pp import (SPARSE_FEATURES, check_feature_selection, head_rows, resolve_feature_selection,
+                  specific_feature_counts)
 from ..ot import TopKPlan, unbalanced_sinkhorn
 from ..train import LossRecord
 from .base import INPUT_DROPOUT_MEANING, Method, check_hidden, check_int, check_number, check_rate, info_nce
@@ -237,6 +240,9 @@ MODES = ("horizontal", "vertical", "diagonal")
 VERTICAL_WEIGHT_DECAY = 5e-2  # Adam's L2 penalty (the other modes: the paper's 5e-4)
 VERTICAL_MAX_ITER = 3000  # steps (the other modes: 2,000)
 PAPER_LATENT = 16  # latent dimensions: the paper's, in vertical and diagonal modes
+# a sparse modality's features in diagonal mode (module docstring, n_specific_genes); vertical
+# mode's is scferry.pp.SPARSE_FEATURES
+DIAGONAL_SPARSE_FEATURES = 20000
 HORIZONTAL_LATENT = 24  # horizontal mode's default (module docstring, "Latent size")
 LIKELIHOODS = ("scaled", "bernoulli")
 EMBEDDINGS = ("mean", "unit")
@@ -476,8 +482,9 @@ class UniPort(Method):
         # by sparsity in the per-dataset modes (scferry.pp.specific_feature_counts), else 2,000
         per_dataset = mode in ("vertical", "diagonal")
         heads = head_rows(datasets) if per_dataset else None  # read once (density, kind)
-        params["n_specific_genes"] = specific_feature_counts(params.get("n_specific_genes"), datasets,
-                                                             by_sparsity=per_dataset, heads=heads)
+        params["n_specific_genes"] = specific_feature_counts(
+            params.get("n_specific_genes"), datasets, by_sparsity=per_dataset, heads=heads,
+            sparse_features=DIAGONAL_SPARSE_FEATURES if mode == "diagonal" else SPARSE_FEATURES)
         given = params.get("feature_selection")  # None: the paper's highly variable (docstring)
         params["feature_selection"] = resolve_feature_selection(
             "variable" if given is None else given, datasets, params.get("_choices", {}), "uniPort")
