@@ -11,6 +11,7 @@ time; imputation across modalities; then MinNet's peak-gene analysis on SNARE-se
 Data (``../shared/data``, MANIFEST.md): ``snare`` = SNARE-seq adult mouse cortex, RNA + ATAC gene
 activity (the sum of each gene's linked peaks, MinNet's input); ``snare_peaks`` = the same nuclei,
 RNA + ATAC peaks; ``scicar`` = sci-CAR A549, RNA + ATAC peaks (binary; labels = dex time);
+``scicar_gene`` = the same cells, the peaks as hg19 gene activity (``scferry.tl.gene_activity``);
 ``teaseq`` = TEA-seq PBMCs, RNA + 45 ADTs (isotype control dropped; published labels);
 ``cite`` = pbmc10k_cite_hvg, RNA (4,000 HVGs) + 14 ADTs (labels from RNA clusters named by
 marker rules: RNA-side label scores are optimistic); ``cite_small`` = the 200-cell fixture.
@@ -75,7 +76,7 @@ METHODS = ["cca", "seurat_cca", "minnet", "minnet_nolabel", "minnet_infonce", "m
 PAIRED_METHODS = ["cca", "minnet", "minnet_nolabel", "uniport_vertical", "totalvi", "multivi"]  # the default
 SCVI_METHODS = {"totalvi": "adt", "multivi": "atac",  # scvi-tools references, each for its kind of data
                 "multivi_protein": "adt"}  # MultiVI's RNA + protein mode: a protein encoder of its own
-DATASETS = ["snare", "snare_peaks", "scicar", "teaseq", "cite", "cite_small"]
+DATASETS = ["snare", "snare_peaks", "scicar", "scicar_gene", "teaseq", "cite", "cite_small"]
 PAIRED_DATASETS = ["snare", "snare_peaks", "scicar", "teaseq", "cite"]  # the default
 FILES = {"snare": ("snare_cortex_rna.h5ad", "snare_cortex_atac_gene.h5ad", "atac"),
          "snare_peaks": ("snare_cortex_rna.h5ad", "snare_cortex_atac.h5ad", "atac"),
@@ -83,6 +84,9 @@ FILES = {"snare": ("snare_cortex_rna.h5ad", "snare_cortex_atac_gene.h5ad", "atac
          "teaseq": ("teaseq_pbmc_rna.h5ad", "teaseq_pbmc_adt.h5ad", "adt"),
          "cite": ("pbmc10k_cite_hvg_rna.h5ad", "pbmc10k_cite_hvg_adt.h5ad", "adt"),
          "cite_small": ("pbmc10k_cite_small_rna.h5ad", "pbmc10k_cite_small_adt.h5ad", "adt")}
+# derived sets: the peaks of another set read as gene activity with a shipped TSS table
+# (scferry.tl.gene_activity; sci-CAR's peaks are hg19, GEO GSE117089)
+GENE_ACTIVITY = {"scicar_gene": ("scicar", "hg19")}
 SCVI_PYTHON = BENCH / ".venvs" / "scvi" / "bin" / "python"  # bench/venvs/setup_scvi.sh
 # A reference gets the input its model is written for: MultiVI's accessibility part is a Bernoulli
 # model of peaks (binarised, network sized from the number of regions), so on SNARE it reads the
@@ -99,6 +103,11 @@ TSS_FILE = HERE / "snare_cortex_tss_mm10.tsv"
 # ------------------------------------------------------------------ data and split (deterministic)
 def load(dataset: str, data_dir: str, max_cells: int, seed: int):
     import anndata as ad
+    if dataset in GENE_ACTIVITY:
+        import scferry as sf
+        peaks, assembly = GENE_ACTIVITY[dataset]
+        rna, oth, other = load(peaks, data_dir, max_cells, seed)
+        return rna, sf.tl.gene_activity(oth, assembly), other
     f_rna, f_other, other = FILES[dataset]
     rna = ad.read_h5ad(os.path.join(data_dir, f_rna))
     oth = ad.read_h5ad(os.path.join(data_dir, f_other))
