@@ -32,7 +32,9 @@ Deliberate choices (documented for users and benchmarks):
   (bench/multiome/RESULTS.md, "Vertical uniPort on held-apart cells"). The same holds in
   diagonal mode, where the peaks encoder alone carries the GW alignment to new nuclei, and
   there 20,000 peaks did better again than 10,000 (bench/diagonal/RESULTS.md, "ATAC peaks with
-  nothing beside them"; 20,000 was not measured in vertical mode). An integer applies to
+  nothing beside them"; in vertical mode 20,000 peaks aligned SNARE-seq's held-apart nuclei
+  better on 2,000 nuclei but are not measured at full size yet, bench/multiome/RESULTS.md,
+  "Vertical uniPort at 20,000 peaks"). An integer applies to
   every modality; a dict ``{dataset: n}`` sets each.
 - ``feature_selection``: how each modality's own features are chosen; None (the default) keeps
   the paper's highly variable features in every mode; "open" takes the features non-zero in the
