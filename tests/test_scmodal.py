@@ -11,7 +11,8 @@ import scferry as sf
 from scferry import metrics
 from scferry.methods.scmodal import mnn_mask
 from conftest import read_fixture
-from helpers import assert_unchanged, knn_accuracy, random_embedding, snapshot
+from helpers import (assert_unchanged, knn_accuracy, random_embedding, snapshot,
+                     snare_held_apart_foscttm)
 from scferry.methods.scmodal_cca import seurat_cca
 from scferry.pp import normalize_log1p
 
@@ -238,32 +239,10 @@ def test_scmodal_anchor_space_follows_the_fit_seed(cite, monkeypatch):
 
 @pytest.mark.shared_data
 def test_scmodal_held_apart_snare_nuclei_reach_the_issue_goal():
-    """Issue 17's scMODAL goal on all 10,309 SNARE-seq nuclei (shared data), RNA vs ATAC gene
-    activity, the user's plain call: trained on 80 % of each type's nuclei unpaired (the second
-    modality's rows shuffled and renamed), the held-apart 20 % embedded one modality at a time
-    through the encoders (``sf.project``), the pairing used only to score. FOSCTTM <= 0.15 and
-    below the Seurat CCA of the shared genes fitted on all nuclei (transductive, so favoured)."""
-    import anndata as ad
-    from conftest import shared_file
-    rna = ad.read_h5ad(shared_file("snare_cortex_rna.h5ad"))
-    act = ad.read_h5ad(shared_file("snare_cortex_atac_gene.h5ad"))
-    assert (rna.obs_names == act.obs_names).all()
-    # held apart: 20 % of each cell type (the first split of bench/multiome's protocol)
-    test = np.zeros(rna.n_obs, bool)
-    rng = np.random.default_rng(1)
-    types = rna.obs["cell_type"].astype(str).to_numpy()
-    for _, idx in pd.Series(np.arange(rna.n_obs)).groupby(types):
-        idx = rng.permutation(idx.to_numpy())
-        test[idx[:max(int(round(0.2 * len(idx))), 1)] if len(idx) >= 2 else []] = True
-    a, b, _ = unpair(rna[~test].copy(), act[~test].copy())
-    model = sf.integrate({"rna": a, "atac": b}, method="scmodal", seed=0, progress=False)
-    z_rna = sf.project(model, rna[test].copy(), dataset="rna")
-    z_act = sf.project(model, act[test].copy(), dataset="atac")
-    score = metrics.foscttm(z_rna, z_act)
-    genes = [g for g in rna.var_names if g in act.var_names]
-    U, V = seurat_cca(normalize_log1p(rna[:, genes].X), normalize_log1p(act[:, genes].X),
-                      n_components=20, seed=0)
-    cca = metrics.foscttm(U[test], V[test])
+    """Issue 17's scMODAL goal on all SNARE-seq nuclei (shared data), RNA vs ATAC gene activity,
+    the user's plain call, held-apart protocol (``helpers.snare_held_apart_foscttm``): FOSCTTM
+    <= 0.15 and below the Seurat CCA of the shared genes fitted on all nuclei."""
+    score, cca = snare_held_apart_foscttm(method="scmodal")
     print(f"\nSNARE held-apart FOSCTTM: scMODAL {score:.3f}, Seurat CCA {cca:.3f}")
     assert score <= 0.15, (score, cca)
     assert score < cca - 0.03, (score, cca)

@@ -30,6 +30,9 @@ test_that("Python warnings are R warnings (withCallingHandlers, suppressWarnings
     expect_true(any(grepl("Gromov-Wasserstein match of their geometries", msgs)))
     expect_true(any(grepl("its encoders learn the match's coordinates, gw_fit_weight = 1", msgs,
                           fixed = TRUE)))
+    # and its embedding is the direction of the latent means: announced too
+    expect_true(any(grepl("the embedding is the direction of each cell's latent mean",
+                          c(msgs, vapply(seen, conditionMessage, "")), fixed = TRUE)))
     expect_silent(suppressMessages(suppressWarnings(
         ferry_integrate(list(g1 = p$g1, g2 = g2), max_iter = 5, progress = FALSE))))
 })
