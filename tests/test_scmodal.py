@@ -12,7 +12,7 @@ from scferry import metrics
 from scferry.methods.scmodal import mnn_mask
 from conftest import read_fixture
 from helpers import (assert_unchanged, knn_accuracy, random_embedding, snapshot,
-                     snare_held_apart_foscttm)
+                     snare_held_apart_foscttm, unpair)
 from scferry.methods.scmodal_cca import seurat_cca
 from scferry.pp import normalize_log1p
 
@@ -27,14 +27,6 @@ FAST = dict(max_iter=150, batch_size=400, progress=False, n_specific_genes=1000)
 @pytest.fixture(scope="module")
 def cite_full():
     return read_fixture("pbmc10k_cite_small_rna.h5ad"), read_fixture("pbmc10k_cite_small_adt.h5ad")
-
-
-def unpair(a, b, seed=0):
-    """Shuffle and rename the second modality's cells; return the permutation to undo it."""
-    perm = np.random.default_rng(seed).permutation(b.n_obs)
-    b = b[perm].copy()
-    b.obs_names = [f"cell{i}" for i in range(b.n_obs)]
-    return a.copy(), b, perm
 
 
 @pytest.fixture()
