@@ -1,6 +1,6 @@
-"""Issue 16 options of DAVAE and uniPort (bench/batch_integration/RESULTS.md): DAVAE's KL warm-up,
-negative-binomial likelihood and cell-count budget; uniPort's reduction of the OT losses of
-several dataset pairs."""
+"""Issue 16 options of DAVAE and uniPort (bench/batch_integration/RESULTS.md): DAVAE's KL weight
+and warm-up, negative-binomial likelihood and cell-count budget; uniPort's reduction of the OT
+losses of several dataset pairs."""
 import numpy as np
 import pytest
 import torch
@@ -13,12 +13,12 @@ FAST = dict(max_iter=60, progress=False, n_common_genes=800, device="cpu")
 
 
 def test_kl_warmup_weighs_the_kl_term_from_zero(pbmc):
-    """The logged total is recon + beta * kl + lambda * p * domain, beta rising linearly from 0
-    over kl_warmup steps (1 without warm-up)."""
+    """The logged total is recon + beta * kl_weight * kl + lambda * p * domain, beta rising
+    linearly from 0 over kl_warmup steps (1 without warm-up); kl_weight 0.5 by default."""
     data = split(pbmc)
     kw = {**FAST, "max_iter": 1}
-    for warmup, beta in ((0, 1.0), (100, 0.0)):
-        h = sf.integrate(data, method="davae", seed=0, kl_warmup=warmup, **kw).history[0]
+    for extra, beta in (({}, 0.5), ({"kl_weight": 1.0}, 1.0), ({"kl_warmup": 100}, 0.0)):
+        h = sf.integrate(data, method="davae", seed=0, **extra, **kw).history[0]
         rest = h["loss"] - h["recon"] - 3.0 * 800 * h["domain"]
         assert h["kl"] > 0.3
         np.testing.assert_allclose(rest, beta * h["kl"], atol=0.02)
@@ -57,6 +57,7 @@ def test_nb_refuses_values_that_are_not_counts(pbmc):
     ("davae", dict(domain_grad_cap=0), "domain_grad_cap must be a number > 0"),
     ("davae", dict(domain_grad_cap=float("inf")), "domain_grad_cap must be a number > 0"),
     ("davae", dict(domain_grad_cap="1"), "domain_grad_cap must be a number > 0"),
+    ("davae", dict(kl_weight=-1), "kl_weight must be a finite number >= 0"),
     ("davae", dict(structure_weight=-0.1), "structure_weight must be a finite number >= 0"),
     ("davae", dict(structure_weight="1"), "structure_weight must be a finite number >= 0"),
     ("davae", dict(mnn_weight=float("nan")), "mnn_weight must be a finite number >= 0"),
