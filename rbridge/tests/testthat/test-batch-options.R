@@ -1,4 +1,5 @@
-# Issue 16 options of DAVAE (kl_warmup, likelihood, domain_grad_cap, structure_weight, mnn_weight) and uniPort (pair_reduction, pca_prior, pca_weight) reach
+# Issue 16 options of DAVAE (kl_weight, kl_warmup, likelihood, domain_grad_cap, structure_weight,
+# mnn_weight) and uniPort (pair_reduction, pca_prior, pca_weight) reach
 # scferry.integrate() unchanged in shape (an integer, strings), and DAVAE's default budget is set
 # from the number of cells and recorded.
 
@@ -20,6 +21,12 @@ test_that("ferry_integrate passes davae's kl_warmup / likelihood / domain_grad_c
                             progress = FALSE, verbose = FALSE, model_dir = tempfile("models"))
     model <- scferry:::.ferry$models[[objs$g1@misc$ferry$model_id]]$model
     expect_identical(reticulate::py_to_r(model$params)$domain_grad_cap, 0.5)
+    expect_identical(reticulate::py_to_r(model$params)$kl_weight, 0.5)  # the default
+
+    objs <- ferry_integrate(objs0, method = "davae", kl_weight = 1, max_iter = 4,
+                            progress = FALSE, verbose = FALSE, model_dir = tempfile("models"))
+    model <- scferry:::.ferry$models[[objs$g1@misc$ferry$model_id]]$model
+    expect_equal(reticulate::py_to_r(model$params)$kl_weight, 1)  # a whole number arrives as 1L
     expect_true("domain_grad_ratio" %in% names(reticulate::py_to_r(model$history)[[1]]))
 
     objs <- ferry_integrate(objs0, method = "davae", progress = FALSE, verbose = FALSE,
