@@ -403,7 +403,7 @@ class DAVAE(Method):
         if self.training:
             self._steps += 1
         elbo = recon + kl
-        kl_weight = beta * self.params["kl_weight"]
+        kl_weight = beta * self.params.get("kl_weight", 1.0)  # models saved before the option: 1
         total = recon + kl_weight * kl + weight * domain + extra
         return LossRecord(total, {"recon": recon, "kl": kl, "domain": domain, "noise_var": var, **parts},
                           monitor=elbo)
