@@ -12,7 +12,7 @@ from helpers import assert_unchanged, snapshot, split
 FAST = dict(max_iter=60, progress=False, n_common_genes=800, device="cpu")
 
 
-def test_kl_warmup_weighs_the_kl_term_from_zero(pbmc):
+def test_kl_weight_and_warmup_weigh_the_kl_term(pbmc):
     """The logged total is recon + beta * kl_weight * kl + lambda * p * domain, beta rising
     linearly from 0 over kl_warmup steps (1 without warm-up); kl_weight 0.5 by default."""
     data = split(pbmc)

@@ -36,10 +36,11 @@ figures in bench/batch_integration/RESULTS.md, "DAVAE's defaults"):
   LOBO transfer up on both labelled sets (symphony 0.917 -> 0.921, kang 0.920 -> 0.923), batch
   entropy up on the three spot pairs and down by 0.003-0.08 on the others.
 - Options measured and left off by default (they did not help on most datasets): ``kl_warmup``
-  (the KL weight rising linearly from 0 over that many steps) and ``likelihood="nb"`` (a
-  negative binomial on the counts behind the log-normalised input, gene-wise dispersion, mean =
-  decoded proportions x the cell's count over the model's genes, as scVI; about twice the time
-  per step). ``likelihood="nb"`` needs raw counts and ``preprocess=True``.
+  (the KL weight rising linearly from 0 to ``kl_weight`` over that many steps) and
+  ``likelihood="nb"`` (a negative binomial on the counts behind the log-normalised input,
+  gene-wise dispersion, mean = decoded proportions x the cell's count over the model's genes,
+  as scVI; about twice the time per step). ``likelihood="nb"`` needs raw counts and
+  ``preprocess=True``.
 - Two label-free neighbour terms, options left off by default (measured on every dataset of
   the study; neither helped on most): ``structure_weight`` keeps each cell's own-dataset
   neighbours (its 10 nearest cells in its dataset's own 30-component PCA of the model inputs,
