@@ -17,7 +17,11 @@ partner is not an oracle of alignment: it shrinks every true type towards its ce
 
 The same correction with the types replaced by k-means clusters of the embedding (``--clusters``;
 label-free, a correction any method could make) shows how much of the oracle survives without
-labels. Nothing else is fitted; scores are the study's own ``score`` (no Leiden).
+labels. A sliding-window form of it (``--local``, label-free, session 43): each cell's group is its
+own ``k`` nearest neighbours in the embedding; the cell moves by its batch's mean in that window
+minus the window's batch-balanced mean (the mean of the batches' means, over the batches with at
+least ``max(2, k / 20)`` cells there), all cells at once, repeated ``--local-rounds`` times.
+Nothing else is fitted; scores are the study's own ``score`` (no Leiden).
 
     OMP_NUM_THREADS=1 PYTHONPATH=python ~/.virtualenvs/r-scferry/bin/python \
         bench/batch_integration/type_oracle.py --out bench/out/integration --dataset kang \
@@ -63,6 +67,47 @@ def shuffle_within(E: np.ndarray, groups: np.ndarray, seed: int) -> np.ndarray:
     return out
 
 
+def centre_locally(E: np.ndarray, batch: np.ndarray, k: int, chunk: int = 2048) -> np.ndarray:
+    """One round of the sliding-window centring (module docstring): ``E`` minus, per cell, its
+    batch's mean among its ``k`` nearest neighbours minus their batch-balanced mean."""
+    from sklearn.neighbors import NearestNeighbors
+    _, b = np.unique(batch, return_inverse=True)
+    onehot = np.eye(b.max() + 1)[b]
+    idx = NearestNeighbors(n_neighbors=k).fit(E).kneighbors(E, return_distance=False)
+    out = E.copy()
+    for lo in range(0, len(E), chunk):
+        rows = idx[lo:lo + chunk]
+        oh = onehot[rows]                                   # cells x k x batches
+        n = oh.sum(1)                                       # cells x batches
+        means = np.einsum("ckb,ckd->cbd", oh, E[rows]) / np.maximum(n, 1)[..., None]
+        kept = n >= max(2, k / 20)
+        n_kept = kept.sum(1, keepdims=True)
+        balanced = (means * kept[..., None]).sum(1) / np.maximum(n_kept, 1)
+        own = means[np.arange(len(rows)), b[lo:lo + chunk]]
+        out[lo:lo + chunk] -= (own - balanced) * (n_kept > 0)  # no batch counted: not moved
+    return out
+
+
+SHOWN = ("transfer", "batch_entropy", "silhouette")
+
+
+def shown(row: dict) -> dict:
+    return {c: round(row[c], 3) for c in SHOWN if c in row}
+
+
+def print_table(rows: list[dict], key: str, title: str) -> None:
+    """Mean ± sd over seeds of the shown scores, one markdown row per value of ``key``."""
+    df = pd.DataFrame(rows)
+    cols = [c for c in SHOWN if c in df]
+    g = df.groupby(key, sort=False)
+    mean, sd, n = g[cols].mean(), g[cols].std(), g.size()
+    print(f"\n| {title} | seeds | " + " | ".join(cols) + " |")
+    print("|---|---|" + "---|" * len(cols))
+    for name in mean.index:
+        cells = " | ".join(f"{mean.loc[name, c]:.3f} ± {sd.loc[name, c]:.3f}" for c in cols)
+        print(f"| {name} | {n[name]} | {cells} |")
+
+
 def kmeans_labels(E: np.ndarray, k: int, seed: int) -> np.ndarray:
     from sklearn.cluster import KMeans
     return KMeans(n_clusters=k, n_init=3, random_state=seed).fit_predict(E)
@@ -77,6 +122,9 @@ def main() -> int:
     p.add_argument("--strengths", nargs="+", type=float, default=[0.5, 1.0])
     p.add_argument("--clusters", nargs="*", type=int, default=[8, 30, 100],
                    help="k of the label-free k-means variant (none: oracle only)")
+    p.add_argument("--local", nargs="*", type=int, default=[],
+                   help="window sizes k of the label-free sliding-window centring (none: off)")
+    p.add_argument("--local-rounds", type=int, default=3, help="rounds of it, each scored")
     args = p.parse_args()
     base = args.out / args.dataset
     obs = pd.read_csv(base / "input" / "obs.tsv", sep="\t", keep_default_na=False, dtype=str)
@@ -91,22 +139,18 @@ def main() -> int:
                 variants[f"{m}, true types, a={a:g} (oracle)"] = center_within(E, types, batch, a)
                 for k, lab in clusters.items():
                     variants[f"{m}, k-means {k}, a={a:g}"] = center_within(E, lab, batch, a)
+            for k in args.local:
+                X = E
+                for r in range(args.local_rounds):
+                    X = variants[f"{m}, window {k}, round {r + 1}"] = centre_locally(X, batch, k)
             variants[f"{m}, true types, shuffled (oracle)"] = shuffle_within(E, types, seed)
             centred = variants.get(f"{m}, true types, a=1 (oracle)")
             variants[f"{m}, true types, a=1, then shuffled (oracle)"] = shuffle_within(
                 center_within(E, types, batch, 1.0) if centred is None else centred, types, seed)
             for name, X in variants.items():
                 rows.append({"embedding": name, "seed": seed, **bi.score(X, obs, seed=seed, leiden_seeds=0)})
-                print(name, seed, {c: round(rows[-1][c], 3) for c in ("transfer", "batch_entropy", "silhouette")
-                                   if c in rows[-1]}, flush=True)
-    df = pd.DataFrame(rows)
-    cols = [c for c in ("transfer", "batch_entropy", "silhouette") if c in df]
-    g = df.groupby("embedding", sort=False)[cols]
-    mean, sd = g.mean(), g.std()
-    print(f"\n| {args.dataset}: embedding | seeds | " + " | ".join(cols) + " |\n|---|---|" + "---|" * len(cols))
-    for name in mean.index:
-        cells = " | ".join(f"{mean.loc[name, c]:.3f} ± {sd.loc[name, c]:.3f}" for c in cols)
-        print(f"| {name} | {len(args.seeds)} | {cells} |")
+                print(name, seed, shown(rows[-1]), flush=True)
+    print_table(rows, "embedding", f"{args.dataset}: embedding")
     return 0
 
 

@@ -86,8 +86,11 @@ def integrate(
         and ``model.choices``.
     seed
         An integer >= 0. The same seed gives the same embedding on CPU with the same number of
-        torch threads (``torch.set_num_threads``; results with another thread count differ in
-        the last digits of floating-point sums, bench/reproducibility/RESULTS.md). The fit uses
+        torch threads (``torch.set_num_threads``) on the same kind of processor. Another thread
+        count, or another instruction set (e.g. AVX2 vs AVX-512), changes the last digits of
+        floating-point sums, and training can amplify them: an adversarial method (DAVAE) may
+        then end at a different embedding of similar quality (bench/reproducibility/RESULTS.md,
+        bench/batch_integration/RESULTS.md, session 43). The fit uses
         its own random generators: the caller's global ``random``, numpy and torch generators,
         thread settings and environment are left as they were.
     device
