@@ -188,6 +188,33 @@ def test_davae_default_caps_the_adversary_where_it_dominates(pbmc):
     assert ratios[0] > 3.0, ratios
 
 
+def test_uniport_guidance_pca_finds_cell_types_across_chemistries_better_unscaled(pbmc):
+    """The guidance's space (GUIDANCE_COMPONENTS unscaled components of the joint PCA): a cell's
+    nearest cells of the other chemistries share its type more often than in the Seurat / scanpy
+    recipe's 30 scaled components (the guidance before session 44), and far more often than with
+    the labels shuffled (bench/batch_integration/RESULTS.md, "uniPort's guidance: unscaled
+    components")."""
+    from scferry import pp
+    from scferry.methods.uniport import GUIDANCE_COMPONENTS, _pca_guidance, shared_features
+    from scferry.data import Dataset
+    data = split(pbmc)
+    sets = [Dataset(n, a, None, None) for n, a in data.items()]
+    guide = _pca_guidance(sets, seed=0)
+    assert [guide[n].shape for n in data] == [(a.n_obs, GUIDANCE_COMPONENTS) for a in data.values()]
+    scaled = pp.joint_pca(sets, shared_features(sets), seed=0)
+
+    def lobo(Z):
+        for (n, a), z in zip(data.items(), Z):
+            a.obsm["X_scferry"] = z
+        return _lobo_transfer(data)
+
+    now, before = lobo([guide[n] for n in data]), lobo(scaled)
+    for a in data.values():
+        a.obs["cell_type"] = np.random.default_rng(0).permutation(a.obs["cell_type"].to_numpy())
+    shuffled = lobo([guide[n] for n in data])
+    assert now > before + 0.01 and shuffled < 0.5, (now, before, shuffled)
+
+
 def test_uniport_pca_prior_keeps_cell_types_across_chemistries(pbmc):
     """pca_prior=True (horizontal mode): the minibatch OT's cost adds the sampled cells' squared
     distance in one PCA of the shared genes, so cells are transported to cells of similar

@@ -264,6 +264,11 @@ def test_joint_pca_in_chunks_from_disk_and_fitted_on_a_subset(symphony, tmp_path
     D = lambda Z: np.linalg.norm(Z[:300, None] - Z[None, :300], axis=-1)  # noqa: E731
     np.testing.assert_allclose(D(np.vstack(full)), D(direct), atol=1e-3)
     np.testing.assert_allclose(D(np.vstack(pp.joint_pca(mem, genes, seed=0, chunk=97))), D(direct), atol=1e-3)
+    # scale=False (uniPort's guidance): the genes centred, not scaled or clipped
+    top = X[:, pp.variable_columns(X, 2000)].toarray()
+    unscaled = pp.joint_pca(mem, genes, n_components=16, scale=False, seed=0, chunk=97)
+    assert [z.shape for z in unscaled] == [(a.n_obs, 16) for a in symphony.values()]
+    np.testing.assert_allclose(D(np.vstack(unscaled)), D(pp.pca(top, 16, 0)), atol=1e-3)
 
     paths = _write(symphony, tmp_path, zarr_for=[list(symphony)[1]])
     disk = [ondisk.open_dataset(n, p) for n, p in paths.items()]

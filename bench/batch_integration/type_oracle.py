@@ -21,6 +21,15 @@ labels. A sliding-window form of it (``--local``, label-free, session 43): each 
 own ``k`` nearest neighbours in the embedding; the cell moves by its batch's mean in that window
 minus the window's batch-balanced mean (the mean of the batches' means, over the batches with at
 least ``max(2, k / 20)`` cells there), all cells at once, repeated ``--local-rounds`` times.
+``--cluster-rounds R`` (label-free, session 44) repeats the k-means centring ``R`` times, each
+round clustering the embedding the previous one moved (k-means seed ``seed + 17 (r - 1)`` in
+round ``r``). ``--mnn K`` (label-free, session 44) corrects the batches as fastMNN does
+(Haghverdi et al., Nat Biotechnol 2018; batchelor's ``fastMNN``): batches merged largest first,
+each into the union of those before it; its mutual nearest neighbours (``K`` each way, on
+unit-normalised rows) give correction vectors (partner minus cell), averaged per cell and
+spread over the batch by a Gaussian kernel on the unit-normalised rows (``exp(-d^2 / sigma)``,
+sigma 0.1 and 1; batchelor's default is 0.1); batchelor's removal of the variation along the
+average correction is left out.
 Nothing else is fitted; scores are the study's own ``score`` (no Leiden).
 
     OMP_NUM_THREADS=1 PYTHONPATH=python ~/.virtualenvs/r-scferry/bin/python \
@@ -88,6 +97,39 @@ def centre_locally(E: np.ndarray, batch: np.ndarray, k: int, chunk: int = 2048) 
     return out
 
 
+def unit_rows(X: np.ndarray) -> np.ndarray:
+    return X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+
+
+def mnn_correct(E: np.ndarray, batch: np.ndarray, k: int, sigma: float,
+                chunk: int = 1000) -> np.ndarray:
+    """fastMNN-style correction of ``E`` (module docstring, ``--mnn``)."""
+    from sklearn.neighbors import NearestNeighbors
+    names, sizes = np.unique(batch, return_counts=True)
+    order = names[np.argsort(-sizes, kind="stable")]
+    out = np.asarray(E, np.float64).copy()
+    ref = np.flatnonzero(batch == order[0])
+    for b in order[1:]:
+        idx = np.flatnonzero(batch == b)
+        R, B = out[ref], out[idx]
+        Ru, Bu = unit_rows(R), unit_rows(B)
+        to_ref = NearestNeighbors(n_neighbors=k).fit(Ru).kneighbors(Bu, return_distance=False)
+        to_new = NearestNeighbors(n_neighbors=k).fit(Bu).kneighbors(Ru, return_distance=False)
+        back = {(int(i), int(j)) for j in range(len(R)) for i in to_new[j]}
+        pairs = np.array([(i, int(j)) for i in range(len(B)) for j in to_ref[i]
+                          if (i, int(j)) in back])
+        cells, inv = np.unique(pairs[:, 0], return_inverse=True)
+        vec = np.zeros((len(cells), E.shape[1]))
+        np.add.at(vec, inv, R[pairs[:, 1]] - B[pairs[:, 0]])
+        vec /= np.bincount(inv)[:, None]
+        for lo in range(0, len(idx), chunk):
+            d2 = ((Bu[lo:lo + chunk, None, :] - Bu[cells][None]) ** 2).sum(-1)
+            w = np.exp(-(d2 - d2.min(axis=1, keepdims=True)) / sigma)
+            out[idx[lo:lo + chunk]] = B[lo:lo + chunk] + (w @ vec) / w.sum(axis=1, keepdims=True)
+        ref = np.concatenate([ref, idx])
+    return out
+
+
 SHOWN = ("transfer", "batch_entropy", "silhouette")
 
 
@@ -125,6 +167,10 @@ def main() -> int:
     p.add_argument("--local", nargs="*", type=int, default=[],
                    help="window sizes k of the label-free sliding-window centring (none: off)")
     p.add_argument("--local-rounds", type=int, default=3, help="rounds of it, each scored")
+    p.add_argument("--cluster-rounds", type=int, default=1,
+                   help="rounds of the k-means centring, re-clustered each round, each scored")
+    p.add_argument("--mnn", nargs="*", type=int, default=[],
+                   help="neighbours K of the label-free fastMNN-style correction (none: off)")
     args = p.parse_args()
     base = args.out / args.dataset
     obs = pd.read_csv(base / "input" / "obs.tsv", sep="\t", keep_default_na=False, dtype=str)
@@ -138,11 +184,17 @@ def main() -> int:
             for a in args.strengths:
                 variants[f"{m}, true types, a={a:g} (oracle)"] = center_within(E, types, batch, a)
                 for k, lab in clusters.items():
-                    variants[f"{m}, k-means {k}, a={a:g}"] = center_within(E, lab, batch, a)
+                    X = variants[f"{m}, k-means {k}, a={a:g}"] = center_within(E, lab, batch, a)
+                    for r in range(2, args.cluster_rounds + 1):
+                        X = variants[f"{m}, k-means {k}, a={a:g}, round {r}"] = center_within(
+                            X, kmeans_labels(X, k, seed + 17 * (r - 1)), batch, a)
             for k in args.local:
                 X = E
                 for r in range(args.local_rounds):
                     X = variants[f"{m}, window {k}, round {r + 1}"] = centre_locally(X, batch, k)
+            for k in args.mnn:
+                for sigma in (0.1, 1.0):
+                    variants[f"{m}, MNN {k}, sigma {sigma:g}"] = mnn_correct(E, batch, k, sigma)
             variants[f"{m}, true types, shuffled (oracle)"] = shuffle_within(E, types, seed)
             centred = variants.get(f"{m}, true types, a=1 (oracle)")
             variants[f"{m}, true types, a=1, then shuffled (oracle)"] = shuffle_within(

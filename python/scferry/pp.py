@@ -75,11 +75,12 @@ JOINT_PCA_FIT_CELLS = 50_000
 
 
 def joint_pca(datasets: list[Dataset], genes: pd.Index, *, n_features: int = 2000,
-              n_components: int = 30, seed: int = 0, fit_cells: int | None = None,
-              chunk: int | None = None) -> list[np.ndarray]:
+              n_components: int = 30, scale: bool = True, seed: int = 0,
+              fit_cells: int | None = None, chunk: int | None = None) -> list[np.ndarray]:
     """All datasets' cells in one PCA of their shared ``genes``: counts per 1e4, log1p, the
     ``n_features`` genes of highest variance over all cells, each scaled to unit variance over all
-    cells (clipped at 10), ``n_components`` components (the Seurat / scanpy recipe). Returns one
+    cells (clipped at 10), ``n_components`` components (the Seurat / scanpy recipe). With
+    ``scale=False`` the genes are only centred, so each weighs by its variance. Returns one
     cells x components array per dataset (float32).
 
     Memory does not grow with cells x genes: the statistics come from one pass over chunks of
@@ -110,8 +111,10 @@ def joint_pca(datasets: list[Dataset], genes: pd.Index, *, n_features: int = 200
     sd = np.sqrt(np.maximum(var[keep], 0) * n / max(n - 1, 1))
     mu = mean[keep]
 
-    def scaled(X):  # with the statistics of all cells
-        return zscore(X[:, keep], mean=mu, sd=sd)
+    def scaled(X):  # with the statistics of all cells; scale=False: centred only, not clipped
+        if scale:
+            return zscore(X[:, keep], mean=mu, sd=sd)
+        return zscore(X[:, keep], mean=mu, sd=np.ones_like(sd), clip=np.inf)
 
     offsets = np.cumsum([0] + [d.n_obs for d in datasets])
     picked = np.sort(np.random.default_rng(seed).choice(n, fit_cells, replace=False)) if n > fit_cells \
