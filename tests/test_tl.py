@@ -215,12 +215,15 @@ def test_deconvolve_readouts(small_model):
     by_hand = mass / n_cells[mass.columns].to_numpy()
     np.testing.assert_allclose(mean, by_hand.div(by_hand.sum(axis=1), axis=0), rtol=1e-10, atol=1e-12)
     # the dominant type loses weight in every spot (n_Ductal is the largest), and on average a lot
-    # (measured: 0.28 vs 0.53 with the default PCA guidance, whose plans put most spots' whole mass
-    # on Ductal cells, which row normalisation keeps at 1; 0.5x with the unguided OT)
+    # (measured: 0.25 vs 0.40 with the default PCA guidance, 16 unscaled components, whose plans
+    # put many spots' whole mass on Ductal cells, which row normalisation keeps at 1; 0.28 vs 0.53
+    # with the former guidance of 30 scaled components; 0.5x with the unguided OT)
     assert (mean["Ductal"] <= mass["Ductal"] + 1e-12).all()
-    assert mean["Ductal"].mean() < 0.6 * mass["Ductal"].mean()
-    small = n_cells.index[n_cells <= 5]  # measured: 1.9x with the default PCA guidance, > 2x unguided
-    assert mean[small].sum(axis=1).mean() > 1.5 * mass[small].sum(axis=1).mean()
+    assert mean["Ductal"].mean() < 0.7 * mass["Ductal"].mean()
+    # measured: 1.4x with the default PCA guidance (0.54 vs 0.38: its plans already give the small
+    # types more mass), 1.9x with the former guidance, > 2x unguided; no normalisation gives 1x
+    small = n_cells.index[n_cells <= 5]
+    assert mean[small].sum(axis=1).mean() > 1.25 * mass[small].sum(axis=1).mean()
 
     for bad in ("balanced", "Mass", None, 1):
         _fails_cleanly(lambda: sf.deconvolve(model, "rna", "st", "cell_type", readout=bad),
