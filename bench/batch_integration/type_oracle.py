@@ -103,8 +103,9 @@ def unit_rows(X: np.ndarray) -> np.ndarray:
 
 def mnn_correct(E: np.ndarray, batch: np.ndarray, k: int, sigma: float,
                 chunk: int = 1000) -> np.ndarray:
-    """fastMNN-style correction of ``E`` (module docstring, ``--mnn``)."""
-    from sklearn.neighbors import NearestNeighbors
+    """fastMNN-style correction of ``E`` (module docstring, ``--mnn``); the pairs are the
+    package's ``scferry.neighbors.mutual_pairs``."""
+    from scferry.neighbors import mutual_pairs
     names, sizes = np.unique(batch, return_counts=True)
     order = names[np.argsort(-sizes, kind="stable")]
     out = np.asarray(E, np.float64).copy()
@@ -113,14 +114,10 @@ def mnn_correct(E: np.ndarray, batch: np.ndarray, k: int, sigma: float,
         idx = np.flatnonzero(batch == b)
         R, B = out[ref], out[idx]
         Ru, Bu = unit_rows(R), unit_rows(B)
-        to_ref = NearestNeighbors(n_neighbors=k).fit(Ru).kneighbors(Bu, return_distance=False)
-        to_new = NearestNeighbors(n_neighbors=k).fit(Bu).kneighbors(Ru, return_distance=False)
-        back = {(int(i), int(j)) for j in range(len(R)) for i in to_new[j]}
-        pairs = np.array([(i, int(j)) for i in range(len(B)) for j in to_ref[i]
-                          if (i, int(j)) in back])
-        cells, inv = np.unique(pairs[:, 0], return_inverse=True)
+        rows, partners = mutual_pairs(Bu, Ru, k)
+        cells, inv = np.unique(rows, return_inverse=True)
         vec = np.zeros((len(cells), E.shape[1]))
-        np.add.at(vec, inv, R[pairs[:, 1]] - B[pairs[:, 0]])
+        np.add.at(vec, inv, R[partners] - B[rows])
         vec /= np.bincount(inv)[:, None]
         for lo in range(0, len(idx), chunk):
             d2 = ((Bu[lo:lo + chunk, None, :] - Bu[cells][None]) ** 2).sum(-1)

@@ -111,10 +111,11 @@ def joint_pca(datasets: list[Dataset], genes: pd.Index, *, n_features: int = 200
     sd = np.sqrt(np.maximum(var[keep], 0) * n / max(n - 1, 1))
     mu = mean[keep]
 
-    def scaled(X):  # with the statistics of all cells; scale=False: centred only, not clipped
-        if scale:
-            return zscore(X[:, keep], mean=mu, sd=sd)
-        return zscore(X[:, keep], mean=mu, sd=np.ones_like(sd), clip=np.inf)
+    # with the statistics of all cells; scale=False: centred only, not clipped
+    col_sd, clip = (sd, 10.0) if scale else (np.ones_like(sd), np.inf)
+
+    def scaled(X):
+        return zscore(X[:, keep], clip=clip, mean=mu, sd=col_sd)
 
     offsets = np.cumsum([0] + [d.n_obs for d in datasets])
     picked = np.sort(np.random.default_rng(seed).choice(n, fit_cells, replace=False)) if n > fit_cells \
