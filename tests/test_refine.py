@@ -202,7 +202,7 @@ def test_a_centring_that_adds_no_mixing_is_skipped(pbmc, monkeypatch):
     sf.refine(a, seed=0, progress=False, centring=0, key_added="X_uncentred")
 
     def apart(X, codes, n_batches, p, seed):
-        return X + 5.0 * X.std() * torch.nn.functional.one_hot(codes.long(), X.shape[1]), 7
+        return X + 5.0 * X.std() * torch.nn.functional.one_hot(codes.long(), X.shape[1]), None, 7
 
     monkeypatch.setattr(_loop, "_centre_within_clusters", apart)
     with pytest.warns(sf.ScferryWarning, match="last centring within clusters was skipped"):

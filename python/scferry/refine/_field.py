@@ -156,9 +156,9 @@ def _centre_within_clusters(X: torch.Tensor, codes: torch.Tensor, n_batches: int
     the cluster's mean: a hard-cluster form of Harmony's cluster-specific batch correction
     (Korsunsky et al., Nat Methods 2019), applied once to the selected iterate. Lloyd's k-means
     (3 starts; MiniBatch k-means' noisier clusters gave less), at least 10 cells per cluster on
-    average. Returns the moved embedding and the number of clusters."""
+    average. Returns the moved embedding, each cell's cluster and the number of clusters."""
     k = int(min(p["centring_clusters"], max(2, X.shape[0] // 10)))
     C = _fit_centres(X, k, p, seed, weighted=False, minibatch=False)
     lab = nearest_torch(X, C)[1][:, 0]
     return _centre_within_groups(X, lab, codes.long(), C.shape[0], n_batches, p["centring"]), \
-        int(C.shape[0])
+        lab, int(C.shape[0])

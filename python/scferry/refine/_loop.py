@@ -145,7 +145,7 @@ def _run(X0_np: np.ndarray, codes_np: np.ndarray, n_batches: int, ref_idx: int, 
     # batch mixing (Eq. 17)
     n_centring, centring_gain = 0, math.nan
     if p["centring"] > 0:
-        Xc, k_c = _centre_within_clusters(best["X"], codes, n_batches, p, seed + 53)
+        Xc, _, k_c = _centre_within_clusters(best["X"], codes, n_batches, p, seed + 53)
         # best["mix"] is mix_of(best["X"]), scored when the selection took it
         centring_gain = mix_of(Xc) - best["mix"]
         if centring_gain > 0:

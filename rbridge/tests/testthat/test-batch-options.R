@@ -1,5 +1,5 @@
 # Issue 16 options of DAVAE (kl_weight, kl_warmup, likelihood, domain_grad_cap, structure_weight,
-# mnn_weight) and uniPort (pair_reduction, pca_prior, pca_weight) reach
+# mnn_weight) and uniPort (pair_reduction, pca_prior, pca_weight, pca_fit_weight) reach
 # scferry.integrate() unchanged in shape (an integer, strings), and DAVAE's default budget is set
 # from the number of cells and recorded.
 
@@ -63,16 +63,19 @@ test_that("ferry_integrate passes davae's structure_weight and mnn_weight (neigh
                                  verbose = FALSE), "structure_weight must be a finite number >= 0")
 })
 
-test_that("ferry_integrate passes uniport's pca_prior and pca_weight (a logical, a number)", {
+test_that("ferry_integrate passes uniport's pca_prior, pca_weight and pca_fit_weight (a logical, numbers)", {
     skip_if_no_python()
     skip_if_no_seurat()
     objs0 <- pbmc_pair()
     objs <- suppressWarnings(ferry_integrate(objs0, method = "uniport", pca_prior = TRUE, pca_weight = 2,
-                                             max_iter = 5, progress = FALSE, verbose = FALSE,
+                                             pca_fit_weight = 3, max_iter = 5, progress = FALSE, verbose = FALSE,
                                              model_dir = tempfile("models")))
     params <- reticulate::py_to_r(scferry:::.ferry$models[[objs$g1@misc$ferry$model_id]]$model$params)
     expect_identical(params$pca_prior, TRUE)
     expect_identical(params$pca_weight, 2L)
+    expect_identical(params$pca_fit_weight, 3L)
+    expect_false("pca_fit_targets" %in% names(params))
+    expect_true(params$pca_fit_record$clusters >= 2)
     expect_false("pca_guidance" %in% names(params))
     expect_true(all(is.finite(SeuratObject::Embeddings(objs$g2, "ferry"))))
     expect_error(ferry_integrate(objs0, method = "uniport", pca_prior = "yes", progress = FALSE,
@@ -87,6 +90,7 @@ test_that("ferry_integrate passes uniport's pca_prior and pca_weight (a logical,
     guided <- grep("guided by the cells' distances in one PCA", ws, value = TRUE)
     expect_length(guided, 1)
     expect_match(guided, "pca_prior = FALSE", fixed = TRUE)
+    expect_match(guided, "pca_fit_weight=0 turns that off", fixed = TRUE)
     params <- reticulate::py_to_r(scferry:::.ferry$models[[objs$g1@misc$ferry$model_id]]$model$params)
     expect_identical(params$pca_prior, TRUE)
     objs <- suppressWarnings(ferry_integrate(objs0, method = "uniport", pca_prior = FALSE, max_iter = 5,
