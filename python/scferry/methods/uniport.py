@@ -420,9 +420,9 @@ class UniPort(Method):
         # the guidance PCA as a regression target (docstring): training-only targets; the head's
         # weights are saved, and a loaded model rebuilds it from params["pca_fit_dim"]
         fit_targets = params.pop("pca_fit_targets", None)
-        self.fit_coords = {} if not fit_targets else \
-            self._register_coords(fit_targets["coords"], "pcafit")
+        self.fit_coords = {}
         if fit_targets:
+            self.fit_coords = self._register_coords(fit_targets["coords"], "pcafit")
             params["pca_fit_dim"] = int(next(iter(fit_targets["coords"].values())).shape[1])
             for name, w in fit_targets["weights"].items():
                 self.register_buffer(f"pcafitw_{self.dataset_names.index(name)}",
